@@ -1,0 +1,30 @@
+"""Every tunable of the package, in one place.
+
+Tests patch these values (for example a tiny ``PARALLEL_MIN_ELEMENTS`` so that the
+parallel engine is exercised on small arrays).  Values read by compiled code are
+read when the Python wrapper calls it, never baked into a kernel, so a patch takes
+effect at once.
+"""
+
+from __future__ import annotations
+
+#: LLVM fast-math flags for every CPU kernel.  Deliberately *not* ``fastmath=True``:
+#: that adds ``nnan`` and ``ninf``, which let LLVM assume there is no NaN or inf and
+#: so break ``-inf`` masks and NaN propagation.  These flags only allow
+#: reassociation (vectorized sums), contraction (FMA), reciprocal multiplication,
+#: approximate library functions and ignoring the sign of zero.
+FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: Cache compiled kernels on disk, so that a second process does not recompile.
+CACHE: bool = True
+
+#: ``backend="auto"`` uses the parallel engine from this many elements on.
+PARALLEL_MIN_ELEMENTS: int = 1 << 16
+
+#: The parallel engine splits a row across threads (with the exact online-softmax
+#: merge of the partial ``(max, sum)`` states) when there are fewer rows than
+#: threads and a row has at least this many elements.
+SPLIT_ROW_MIN_LENGTH: int = 1 << 15
+
+#: Bisection steps of ``entmax_bisect`` when the caller does not say.
+ENTMAX_BISECT_ITERATIONS: int = 50

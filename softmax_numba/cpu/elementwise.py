@@ -1,0 +1,94 @@
+"""The elementwise alternatives to softmax, optionally normalized along the row
+(the one-vs-all way to a distribution), and maxout (Numba CPU).
+
+Each kernel maps ``x`` to ``y`` entry by entry in one read and one write; with
+``normalize`` it then divides the row by its sum (one more read and write).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import prange
+
+from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu.softmax import scale_into
+
+
+@jit
+def normalize_row(y):
+    """``y / sum(y)`` in place: a row that sums to 0 gives NaN (0/0)."""
+    s = like(y, 0.0)
+    for j in range(y.size):
+        s += y[j]
+    scale_into(y, like(y, 1.0) / s)
+
+
+def _sigmoid(x, out, normalize):
+    """``1 / (1 + exp(-x))``; for ``x < 0`` as ``e / (1 + e)``, ``e = exp(x)``,
+    so that ``exp`` never overflows."""
+    for i in prange(x.shape[0]):
+        xi, yi = x[i], out[i]
+        for j in range(xi.size):
+            v = xi[j]
+            e = math.exp(-abs(v))
+            one = like(xi, 1.0)
+            yi[j] = one / (one + e) if v >= 0 else e / (one + e)
+        if normalize:
+            normalize_row(yi)
+
+
+def _softplus(x, out, beta, normalize):
+    """``log1p(exp(beta x)) / beta = (max(z, 0) + log1p(exp(-|z|))) / beta``."""
+    for i in prange(x.shape[0]):
+        xi, yi = x[i], out[i]
+        b = like(xi, beta)
+        for j in range(xi.size):
+            z = xi[j] * b
+            yi[j] = (max(z, like(xi, 0.0)) + math.log1p(math.exp(-abs(z)))) / b
+        if normalize:
+            normalize_row(yi)
+
+
+def _arctan(x, out, normalize):
+    """``1/2 + arctan(x) / pi``."""
+    for i in prange(x.shape[0]):
+        xi, yi = x[i], out[i]
+        inv_pi = like(xi, 1.0 / math.pi)
+        for j in range(xi.size):
+            yi[j] = like(xi, 0.5) + math.atan(xi[j]) * inv_pi
+        if normalize:
+            normalize_row(yi)
+
+
+def _gaussian(x, out, mu, sigma, normalize):
+    """``exp(-(x - mu)^2 / (2 sigma^2))``."""
+    for i in prange(x.shape[0]):
+        xi, yi = x[i], out[i]
+        c = like(xi, mu)
+        k = like(xi, -0.5 / (sigma * sigma))
+        for j in range(xi.size):
+            d = xi[j] - c
+            yi[j] = math.exp(k * d * d)
+        if normalize:
+            normalize_row(yi)
+
+
+def _maxout(x, pool_size, out):
+    """``out_g = max(x[g*pool_size : (g+1)*pool_size])``; a NaN in a group gives NaN."""
+    for i in prange(x.shape[0]):
+        xi, yi = x[i], out[i]
+        for g in range(yi.size):
+            m = xi[g * pool_size]
+            for j in range(g * pool_size + 1, (g + 1) * pool_size):
+                v = xi[j]
+                if v > m or v != v:
+                    m = v
+            yi[g] = m
+
+
+SIGMOID = engines(_sigmoid)
+SOFTPLUS = engines(_softplus)
+ARCTAN = engines(_arctan)
+GAUSSIAN = engines(_gaussian)
+MAXOUT = engines(_maxout)

@@ -1,0 +1,82 @@
+"""Cross-entropy of softmax with its gradient in the same pass (Numba CPU).
+
+Per row, with ``q`` the (smoothed) target distribution and ``lse`` the shifted
+log-sum-exp (Blanchard, Higham & Higham 2021, Alg. 2.2):
+
+    loss = sum_j q_j (lse - x_j),    dloss/dx_j = sum(q) softmax(x)_j - q_j,
+
+with ``softmax(x)_j = exp(x_j - a) / (1 + s)`` from the same ``a = max(x)`` and
+``s = sum_{i != k} exp(x_i - a)``.  The input is read twice, the gradient written
+once (the loss alone reads it twice and writes nothing but one number per row).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import prange
+
+from softmax_numba.cpu._compile import engines, like
+from softmax_numba.cpu.softmax import row_max, shifted_sum_excluding
+
+
+def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
+    """Class-index targets; rows whose target equals ``ignore`` give 0 (``ignore < 0``
+    never matches a validated target)."""
+    n = x.shape[1]
+    for i in prange(x.shape[0]):
+        xi, t = x[i], target[i]
+        if t == ignore:
+            loss[i] = 0
+            if want_grad:
+                grad[i, :] = 0
+            continue
+        m, k = row_max(xi)
+        s = shifted_sum_excluding(xi, m, k)
+        lse = m + math.log1p(s)
+        eps = like(xi, smoothing)
+        value = (like(xi, 1.0) - eps) * (lse - xi[t])
+        if smoothing != 0:
+            total = like(xi, 0.0)
+            for j in range(n):
+                total += xi[j]
+            value += eps * (lse - total / like(xi, n))
+        loss[i] = value
+        if want_grad:
+            r = like(xi, scale) / (like(xi, 1.0) + s)
+            floor = eps / like(xi, n) * like(xi, scale)
+            gi = grad[i]
+            for j in range(n):
+                gi[j] = math.exp(xi[j] - m) * r - floor
+            gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
+
+
+def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
+    """Probability targets ``q`` (one row of ``q`` per row of ``x``)."""
+    n = x.shape[1]
+    for i in prange(x.shape[0]):
+        xi, qi = x[i], q[i]
+        m, k = row_max(xi)
+        s = shifted_sum_excluding(xi, m, k)
+        lse = m + math.log1p(s)
+        eps = like(xi, smoothing)
+        keep = like(xi, 1.0) - eps
+        floor = eps / like(xi, n)
+        value = like(xi, 0.0)
+        q_sum = like(xi, 0.0)
+        for j in range(n):
+            qj = keep * qi[j] + floor
+            if qj != 0:
+                value += qj * (lse - xi[j])
+            q_sum += qj
+        loss[i] = value
+        if want_grad:
+            r = q_sum / (like(xi, 1.0) + s)
+            sc = like(xi, scale)
+            gi = grad[i]
+            for j in range(n):
+                gi[j] = (math.exp(xi[j] - m) * r - (keep * qi[j] + floor)) * sc
+
+
+CROSS_ENTROPY_INDEX = engines(_cross_entropy_index)
+CROSS_ENTROPY_PROBABILITY = engines(_cross_entropy_probability)

@@ -1,0 +1,307 @@
+"""Softmax, log-softmax, log-sum-exp and their backward ops on rows (Numba CPU).
+
+All kernels take 2-D C-contiguous ``(rows, n)`` arrays and compute in the dtype of
+their input (float32 or float64).  Algorithms follow Blanchard, Higham & Higham,
+"Accurately computing the log-sum-exp and softmax functions", IMA J. Numer. Anal.
+41(4), 2021 (Algorithms 2.1-2.3), and Milakov & Gimelshein, "Online normalizer
+calculation for softmax", arXiv:1805.02867, 2018 (Algorithm 3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from softmax_numba.cpu._compile import engines, jit, like
+
+# --------------------------------------------------------------------------- row pieces
+
+
+@jit
+def row_max(x):
+    """``(max(x), k)`` with ``k`` the first index of the maximum; NaNs are skipped.
+
+    A row with no number larger than ``-inf`` gives ``(-inf, 0)``.
+    """
+    m = like(x, -np.inf)
+    for i in range(x.size):
+        if x[i] > m:
+            m = x[i]
+    k = 0
+    for i in range(x.size):
+        if x[i] == m:
+            k = i
+            break
+    return m, k
+
+
+@jit
+def shifted_sum_excluding(x, m, k):
+    """``sum_{i != k} exp(x_i - m)``: the ``s`` of the shifted algorithm (one read)."""
+    s = like(x, 0.0)
+    for i in range(k):
+        s += math.exp(x[i] - m)
+    for i in range(k + 1, x.size):
+        s += math.exp(x[i] - m)
+    return s
+
+
+@jit
+def nan_or(x, value):
+    """The first NaN of ``x`` if it has one, else ``value`` (a NaN poisons its row)."""
+    for i in range(x.size):
+        if math.isnan(x[i]):
+            return x[i]
+    return value
+
+
+@jit
+def row_logsumexp(x):
+    """Shifted log-sum-exp of one row: ``a + log1p(sum_{i != k} exp(x_i - a))``.
+
+    ``a = max(x)`` attained at ``k`` (Blanchard, Higham & Higham 2021, Alg. 2.2).
+    Non-finite rules as scipy: NaN gives NaN, any ``+inf`` gives ``+inf``, a row
+    that is empty or all ``-inf`` gives ``-inf``.
+    """
+    m, k = row_max(x)
+    if math.isinf(m):
+        return nan_or(x, m)
+    return m + math.log1p(shifted_sum_excluding(x, m, k))
+
+
+@jit
+def exp_shifted_into(x, m, out):
+    """``out_i = exp(x_i - m)``; returns ``sum_i out_i`` (one read, one write)."""
+    s = like(x, 0.0)
+    for i in range(x.size):
+        e = math.exp(x[i] - m)
+        out[i] = e
+        s += e
+    return s
+
+
+@jit
+def scale_into(out, factor):
+    for i in range(out.size):
+        out[i] *= factor
+
+
+# --------------------------------------------------------------------------- softmax rows
+
+
+@jit
+def softmax_naive_row(x, out):
+    """``exp(x_i) / sum_j exp(x_j)`` with no shift: overflows on purpose."""
+    s = exp_shifted_into(x, like(x, 0.0), out)
+    scale_into(out, like(x, 1.0) / s)
+
+
+@jit
+def softmax_shifted_row(x, out):
+    """``exp(x_i - a) / sum_j exp(x_j - a)`` with ``a = max(x)``: three passes."""
+    m, _ = row_max(x)
+    s = exp_shifted_into(x, m, out)
+    if m == np.inf:
+        s = like(x, np.nan)
+    scale_into(out, like(x, 1.0) / s)
+
+
+@jit
+def softmax_division_free_row(x, out):
+    """``exp(x_i - lse(x))`` (Blanchard, Higham & Higham 2021, eq. (2.5))."""
+    lse = row_logsumexp(x)
+    if lse == np.inf:
+        lse = like(x, np.nan)
+    for i in range(x.size):
+        out[i] = math.exp(x[i] - lse)
+
+
+@jit
+def online_state(x):
+    """One pass for ``(m, d)`` with ``d = sum_i exp(x_i - m)`` (Milakov & Gimelshein)."""
+    m = like(x, -np.inf)
+    d = like(x, 0.0)
+    for i in range(x.size):
+        v = x[i]
+        if v > m:
+            # m = -inf on the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
+            d = d * math.exp(m - v) + like(x, 1.0)
+            m = v
+        else:
+            d += math.exp(v - m)
+    if m == np.inf:
+        d = like(x, np.nan)
+    return m, d
+
+
+@jit
+def softmax_online_row(x, out):
+    """Online softmax: one pass for ``(m, d)``, one pass for ``exp(x_i - m) / d``."""
+    m, d = online_state(x)
+    r = like(x, 1.0) / d
+    for i in range(x.size):
+        out[i] = math.exp(x[i] - m) * r
+
+
+@jit
+def log_softmax_row(x, out):
+    """``x_i - lse(x)`` with the shifted log-sum-exp; never ``log(softmax(x))``."""
+    lse = row_logsumexp(x)
+    for i in range(x.size):
+        out[i] = x[i] - lse
+
+
+@jit
+def weighted_logsumexp_row(x, b):
+    """``(log|s|, sign(s))`` with ``s = sum_i b_i exp(x_i)``, shifted by the maximum
+    of the ``x_i`` whose weight is not zero (as ``scipy.special.logsumexp``)."""
+    m = like(x, -np.inf)
+    for i in range(x.size):
+        if b[i] != 0 and x[i] > m:
+            m = x[i]
+    if math.isinf(m):
+        shift = like(x, 0.0)
+    else:
+        shift = m
+    s = like(x, 0.0)
+    for i in range(x.size):
+        if b[i] != 0:
+            s += b[i] * math.exp(x[i] - shift)
+    sign = like(x, 1.0) if s > 0 else (like(x, -1.0) if s < 0 else like(x, 0.0))
+    if math.isnan(s):
+        sign = s
+    return shift + math.log(abs(s)), sign
+
+
+# --------------------------------------------------------------------------- 2-D loops
+
+
+def _softmax_naive(x, out):
+    for i in prange(x.shape[0]):
+        softmax_naive_row(x[i], out[i])
+
+
+def _softmax_shifted(x, out):
+    for i in prange(x.shape[0]):
+        softmax_shifted_row(x[i], out[i])
+
+
+def _softmax_division_free(x, out):
+    for i in prange(x.shape[0]):
+        softmax_division_free_row(x[i], out[i])
+
+
+def _softmax_online(x, out):
+    for i in prange(x.shape[0]):
+        softmax_online_row(x[i], out[i])
+
+
+def _log_softmax(x, out):
+    for i in prange(x.shape[0]):
+        log_softmax_row(x[i], out[i])
+
+
+def _logsumexp(x, out):
+    for i in prange(x.shape[0]):
+        out[i] = row_logsumexp(x[i])
+
+
+def _logsumexp_weighted(x, b, out, sign):
+    for i in prange(x.shape[0]):
+        out[i], sign[i] = weighted_logsumexp_row(x[i], b[i])
+
+
+def _softmax_backward(y, dy, dx):
+    """``dx = y * (dy - sum(y * dy))``: the vector-Jacobian product of softmax."""
+    for i in prange(y.shape[0]):
+        yi, dyi, dxi = y[i], dy[i], dx[i]
+        dot = like(yi, 0.0)
+        for j in range(yi.size):
+            dot += yi[j] * dyi[j]
+        for j in range(yi.size):
+            dxi[j] = yi[j] * (dyi[j] - dot)
+
+
+def _log_softmax_backward(y, dy, dx):
+    """``dx = dy - exp(y) * sum(dy)``: the vector-Jacobian product of log-softmax."""
+    for i in prange(y.shape[0]):
+        yi, dyi, dxi = y[i], dy[i], dx[i]
+        total = like(yi, 0.0)
+        for j in range(yi.size):
+            total += dyi[j]
+        for j in range(yi.size):
+            dxi[j] = dyi[j] - math.exp(yi[j]) * total
+
+
+SOFTMAX = {
+    "naive": engines(_softmax_naive),
+    "shifted": engines(_softmax_shifted),
+    "division_free": engines(_softmax_division_free),
+    "online": engines(_softmax_online),
+}
+LOG_SOFTMAX = engines(_log_softmax)
+LOGSUMEXP = engines(_logsumexp)
+LOGSUMEXP_WEIGHTED = engines(_logsumexp_weighted)
+SOFTMAX_BACKWARD = engines(_softmax_backward)
+LOG_SOFTMAX_BACKWARD = engines(_log_softmax_backward)
+
+
+# --------------------------------------------------------------------------- long rows
+
+
+@jit(parallel=True)
+def split_state(x, chunks):
+    """``(m, d)`` of one long row, computed on ``chunks`` pieces in parallel.
+
+    Each piece gets its own online state; the states are merged exactly with
+    ``m = max(m1, m2)``, ``d = d1 exp(m1 - m) + d2 exp(m2 - m)`` (Milakov &
+    Gimelshein 2018, eq. (4)).  A piece with ``m = -inf`` contributes nothing.
+    """
+    n = x.size
+    ms = np.empty(chunks, dtype=x.dtype)
+    ds = np.empty(chunks, dtype=x.dtype)
+    for c in prange(chunks):
+        ms[c], ds[c] = online_state(x[c * n // chunks : (c + 1) * n // chunks])
+    m = like(x, -np.inf)
+    for c in range(chunks):
+        m = max(m, ms[c])
+    d = like(x, 0.0)
+    for c in range(chunks):
+        if ms[c] != -np.inf:
+            d += ds[c] * math.exp(ms[c] - m)
+    for c in range(chunks):
+        if math.isnan(ms[c]) or math.isnan(ds[c]):
+            d = like(x, np.nan)
+    return m, d
+
+
+@jit(parallel=True)
+def split_softmax_row(x, out, chunks):
+    """Softmax of one long row across threads: ``exp(x_i - m) / d``."""
+    m, d = split_state(x, chunks)
+    r = like(x, 1.0) / d
+    n = x.size
+    for c in prange(chunks):
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            out[i] = math.exp(x[i] - m) * r
+
+
+@jit(parallel=True)
+def split_logsumexp_row(x, chunks):
+    """Log-sum-exp of one long row across threads: ``m + log(d)`` (scipy's inf rules)."""
+    m, d = split_state(x, chunks)
+    if math.isinf(m):
+        return nan_or(x, m)
+    return m + math.log(d)
+
+
+@jit(parallel=True)
+def split_log_softmax_row(x, out, chunks):
+    """Log-softmax of one long row across threads: ``x_i - lse``."""
+    lse = split_logsumexp_row(x, chunks)
+    n = x.size
+    for c in prange(chunks):
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            out[i] = x[i] - lse

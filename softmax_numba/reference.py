@@ -1,0 +1,265 @@
+"""Plain NumPy reference of every operation: the oracle of the tests.
+
+Written to be obviously correct rather than fast; works for any NumPy floating
+dtype, including ``np.longdouble`` (the tests evaluate float64 inputs in extended
+precision).  The same functions serve ``backend="numpy"``.  Inputs are assumed to
+be validated by the public wrappers (shapes, dtypes, parameters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _quiet():
+    return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
+
+
+def _finite_shift(m):
+    """The maximum to subtract, with non-finite maxima replaced by 0 (as scipy)."""
+    return np.where(np.isfinite(m), m, 0)
+
+
+def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False):
+    """``log(sum_i b_i exp(x_i))`` with scipy's semantics, ``axis=-1`` by default."""
+    x = np.asarray(x)
+    with _quiet():
+        if b is None:
+            m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+            shift = _finite_shift(m)
+            s = np.sum(np.exp(x - shift), axis=axis, keepdims=True)
+        else:
+            b = np.broadcast_to(np.asarray(b, dtype=x.dtype), x.shape)
+            nonzero = b != 0
+            m = np.max(x, axis=axis, keepdims=True, initial=-np.inf, where=nonzero)
+            shift = _finite_shift(m)
+            s = np.sum(np.where(nonzero, b * np.exp(x - shift), 0), axis=axis, keepdims=True)
+        sign = np.sign(s)
+        out = np.log(np.abs(s)) + shift
+        if not return_sign:
+            out = np.where(s < 0, np.nan, out)
+    if not keepdims:
+        out = np.squeeze(out, axis=axis)
+        sign = np.squeeze(sign, axis=axis)
+    return (out, sign) if return_sign else out
+
+
+def _masked(x, where):
+    return x if where is None else np.where(where, x, -np.inf).astype(x.dtype, copy=False)
+
+
+def softmax(x, axis=-1, algorithm="shifted", where=None):
+    """Softmax by one of the named algorithms (``"online"`` is computed as
+    ``"shifted"``: the two are the same formula evaluated in a different order)."""
+    x = np.asarray(x)
+    z = _masked(x, where)
+    with _quiet():
+        if algorithm == "naive":
+            e = np.exp(z)
+            p = e / np.sum(e, axis=axis, keepdims=True)
+        elif algorithm in ("shifted", "online"):
+            e = np.exp(z - np.max(z, axis=axis, keepdims=True, initial=-np.inf))
+            p = e / np.sum(e, axis=axis, keepdims=True)
+        elif algorithm == "division_free":
+            lse = logsumexp(z, axis=axis, keepdims=True)
+            p = np.exp(z - np.where(lse == np.inf, np.nan, lse))
+        else:
+            raise ValueError(f"unknown softmax algorithm {algorithm!r}")
+    return p if where is None else np.where(where, p, 0).astype(p.dtype, copy=False)
+
+
+def log_softmax(x, axis=-1, where=None):
+    """``x - logsumexp(x)``; masked entries give ``-inf``."""
+    x = np.asarray(x)
+    z = _masked(x, where)
+    with _quiet():
+        y = z - logsumexp(z, axis=axis, keepdims=True)
+    return y if where is None else np.where(where, y, -np.inf).astype(y.dtype, copy=False)
+
+
+def softmax_backward(y, dy, axis=-1):
+    """``y * (dy - sum(y * dy))``."""
+    return y * (dy - np.sum(y * dy, axis=axis, keepdims=True))
+
+
+def log_softmax_backward(y, dy, axis=-1):
+    """``dy - exp(y) * sum(dy)``."""
+    return dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)
+
+
+def cross_entropy(
+    logits,
+    target,
+    axis=-1,
+    reduction="mean",
+    label_smoothing=0.0,
+    ignore_index=None,
+    return_grad=False,
+):
+    """``-sum_j q_j log_softmax(x)_j`` per row with PyTorch's conventions.
+
+    ``q = (1 - eps) * target + eps / C``; class-index targets are one-hot, rows whose
+    target is ``ignore_index`` give zero loss and gradient and are left out of the
+    mean.  The gradient of each row's loss is ``sum(q) * softmax(x) - q``.
+    """
+    z = np.moveaxis(np.asarray(logits), axis, -1)
+    n_classes = z.shape[-1]
+    target = np.asarray(target)
+    if np.issubdtype(target.dtype, np.floating):
+        q = np.moveaxis(target, axis, -1).astype(z.dtype)
+        valid = np.ones(z.shape[:-1], dtype=bool)
+    else:
+        valid = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+        onehot = np.arange(n_classes) == np.where(valid, target, 0)[..., None]
+        q = (onehot & valid[..., None]).astype(z.dtype)
+    if label_smoothing:
+        q = (1 - label_smoothing) * q + valid[..., None] * (label_smoothing / n_classes)
+    lsm = log_softmax(z, axis=-1)
+    with _quiet():
+        losses = -np.sum(np.where(q == 0, 0, q * lsm), axis=-1)
+        grad = np.exp(lsm) * np.sum(q, axis=-1, keepdims=True) - q
+    grad = np.where(valid[..., None], grad, 0)
+    if reduction == "mean":
+        count = np.count_nonzero(valid)
+        with _quiet():
+            loss, grad = np.sum(losses) / count, grad / count
+    elif reduction == "sum":
+        loss = np.sum(losses)
+    else:
+        loss = losses
+    loss = np.asarray(loss, dtype=z.dtype)
+    if return_grad:
+        return loss, np.moveaxis(grad.astype(z.dtype), -1, axis)
+    return loss
+
+
+def _normalized(y, axis, normalize):
+    if not normalize:
+        return y
+    with _quiet():
+        return y / np.sum(y, axis=axis, keepdims=True)
+
+
+def sigmoid(x, axis=-1, normalize=False):
+    """``1 / (1 + exp(-x))``, evaluated as ``e / (1 + e)`` with ``e = exp(-|x|)`` for
+    ``x < 0`` so that nothing overflows."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return _normalized(y, axis, normalize)
+
+
+def softplus(x, beta=1.0, axis=-1, normalize=False):
+    """``log1p(exp(beta x)) / beta = (max(z, 0) + log1p(exp(-|z|))) / beta``, ``z = beta x``."""
+    x = np.asarray(x)
+    z = x * x.dtype.type(beta)
+    y = (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / x.dtype.type(beta)
+    return _normalized(y, axis, normalize)
+
+
+def arctan(x, axis=-1, normalize=False):
+    """``1/2 + arctan(x) / pi``."""
+    x = np.asarray(x)
+    y = x.dtype.type(0.5) + np.arctan(x) / x.dtype.type(np.pi)
+    return _normalized(y, axis, normalize)
+
+
+def gaussian(x, mu=0.0, sigma=1.0, axis=-1, normalize=False):
+    """``exp(-(x - mu)^2 / (2 sigma^2))``."""
+    x = np.asarray(x)
+    d = x - x.dtype.type(mu)
+    y = np.exp(-(d * d) / x.dtype.type(2 * sigma * sigma))
+    return _normalized(y, axis, normalize)
+
+
+def _poison_nonfinite_rows(p, z):
+    """Rows with a NaN, a ``+inf`` or nothing above ``-inf`` are undefined: NaN."""
+    bad = np.isnan(z).any(-1) | (np.max(z, axis=-1, initial=-np.inf) == np.inf)
+    bad |= ~(z > -np.inf).any(-1)
+    return np.where(bad[..., None], np.nan, p)
+
+
+def sparsemax(x, axis=-1, return_support_size=False):
+    """Euclidean projection onto the simplex by sorting (Martins & Astudillo 2016,
+    Algorithm 1): ``p = max(x - tau, 0)`` with ``k(x) = max{k : 1 + k x_(k) >
+    sum_{j<=k} x_(j)}`` and ``tau = (sum_{j<=k(x)} x_(j) - 1) / k(x)``."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    n = z.shape[-1]
+    zs = -np.sort(-z, axis=-1)
+    with _quiet():
+        cs = np.cumsum(zs, axis=-1)
+        k = np.arange(1, n + 1, dtype=z.dtype)
+        support = np.sum(1 + k * zs > cs, axis=-1)
+        idx = np.maximum(support, 1)[..., None] - 1
+        tau = (np.take_along_axis(cs, idx, axis=-1) - 1) / np.maximum(support, 1)[..., None]
+        p = _poison_nonfinite_rows(np.maximum(z - tau, 0), z).astype(z.dtype, copy=False)
+    p = np.moveaxis(p, -1, axis)
+    return (p, support) if return_support_size else p
+
+
+def sparsemax_backward(y, dy, axis=-1):
+    """``dx = s * (dy - mean_{s}(dy))`` with ``s`` the support of ``y``."""
+    s = y > 0
+    with _quiet():
+        mean = np.sum(dy * s, axis=axis, keepdims=True) / np.sum(s, axis=axis, keepdims=True)
+    return np.where(s, dy - mean, 0).astype(dy.dtype, copy=False)
+
+
+def entmax15(x, axis=-1):
+    """Exact 1.5-entmax by sorting (Peters, Niculae & Martins 2019, Algorithm 2):
+    ``p = max(x/2 - tau, 0)^2`` with ``tau`` the root of ``sum p = 1``."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    n = z.shape[-1]
+    with _quiet():
+        z = z / 2 - np.max(z / 2, axis=-1, keepdims=True, initial=-np.inf)
+        zs = -np.sort(-z, axis=-1)
+        k = np.arange(1, n + 1, dtype=z.dtype)
+        mean = np.cumsum(zs, axis=-1) / k
+        mean_sq = np.cumsum(zs * zs, axis=-1) / k
+        delta = (1 - k * (mean_sq - mean * mean)) / k
+        tau = mean - np.sqrt(np.maximum(delta, 0))
+        support = np.sum(tau <= zs, axis=-1)
+        tau_star = np.take_along_axis(tau, np.maximum(support, 1)[..., None] - 1, axis=-1)
+        p = np.maximum(z - tau_star, 0) ** 2
+        p = _poison_nonfinite_rows(p, np.moveaxis(np.asarray(x), axis, -1)).astype(z.dtype)
+    return np.moveaxis(p, -1, axis)
+
+
+def entmax_bisect(x, alpha=1.5, n_iter=50, axis=-1):
+    """alpha-entmax by bisection on the threshold (Peters, Niculae & Martins 2019,
+    Algorithm 1): ``p_i = max((alpha - 1) x_i - tau, 0)^(1/(alpha - 1))``, with
+    ``tau`` in ``[max - 1, max - n^(1 - alpha)]``, then ``p / sum(p)``."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    n = z.shape[-1]
+    dt = z.dtype.type
+    a1 = dt(alpha - 1)
+    with _quiet():
+        y = z * a1
+        m = np.max(y, axis=-1, keepdims=True, initial=-np.inf)
+        tau_lo = m - 1
+        width = dt(1) - dt(max(n, 1)) ** (-a1)
+        for _ in range(n_iter):
+            width = width / 2
+            tau_mid = tau_lo + width
+            p = np.maximum(y - tau_mid, 0) ** (1 / a1)
+            tau_lo = np.where(np.sum(p, axis=-1, keepdims=True) >= 1, tau_mid, tau_lo)
+        p = np.maximum(y - tau_lo, 0) ** (1 / a1)
+        p = p / np.sum(p, axis=-1, keepdims=True)
+        p = _poison_nonfinite_rows(p, z).astype(z.dtype, copy=False)
+    return np.moveaxis(p, -1, axis)
+
+
+def entmax15_backward(y, dy, axis=-1):
+    """``dx = g * dy - g * sum(g * dy) / sum(g)`` with ``g = sqrt(y)``."""
+    g = np.sqrt(y)
+    gdy = g * dy
+    with _quiet():
+        q = np.sum(gdy, axis=axis, keepdims=True) / np.sum(g, axis=axis, keepdims=True)
+    return gdy - q * g
+
+
+def maxout(x, pool_size, axis=-1):
+    """Maximum over consecutive groups of ``pool_size`` entries along ``axis``."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    grouped = z.reshape(*z.shape[:-1], z.shape[-1] // pool_size, pool_size)
+    return np.moveaxis(np.max(grouped, axis=-1), -1, axis)
