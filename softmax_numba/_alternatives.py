@@ -137,8 +137,8 @@ def gaussian(
 gaussian.__doc__ = (
     r"""Gaussian bump :math:`\exp(-(x - \mu)^2 / (2\sigma^2))`; ``sigma`` must be positive.
 
-    Far from ``mu`` it underflows to 0, so with ``normalize=True`` a row far from
-    ``mu`` everywhere gives NaN (0/0).
+    With ``normalize=True`` it is ``softmax(-(x - mu)^2 / (2 sigma^2))``, computed
+    with the max-shift, so a row far from ``mu`` still gives a distribution.
 """
     + _NORMALIZE_DOC
 )
@@ -194,7 +194,9 @@ def maxout(
     shape = list(rows.shape)
     shape[rows.axis] = groups
     if out is not None and (
-        not isinstance(out, np.ndarray) or out.shape != tuple(shape) or out.dtype != rows.result_dtype
+        not isinstance(out, np.ndarray)
+        or out.shape != tuple(shape)
+        or out.dtype != rows.result_dtype
     ):
         raise ValueError(
             f"maxout(): out must be an array of shape {tuple(shape)} and dtype {rows.result_dtype}"

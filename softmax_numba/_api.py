@@ -191,9 +191,7 @@ class Rows:
 
     def restore_reduced(self, buffer: np.ndarray, out=None, *, keepdims=False) -> np.ndarray:
         """The ``(rows,)`` result shaped as the input without (or with length-1) axis."""
-        result = buffer.reshape(self._reduced_shape(keepdims)).astype(
-            self.result_dtype, copy=False
-        )
+        result = buffer.reshape(self._reduced_shape(keepdims)).astype(self.result_dtype, copy=False)
         if out is None:
             return result[()] if result.ndim == 0 else result
         np.copyto(out, result, casting="unsafe")

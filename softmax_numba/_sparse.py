@@ -25,7 +25,8 @@ def sparsemax(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    r"""sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
+    (
+        r"""sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
 
     :math:`p = \max(x - \tau, 0)` with ``tau`` such that ``sum(p) = 1`` (Martins &
     Astudillo, "From softmax to sparsemax", ICML 2016, eq. (2)).
@@ -49,10 +50,13 @@ def sparsemax(
     Returns
     -------
     p : ndarray
-        Shape and floating dtype of ``x``.  """ + _UNDEFINED + r"""
+        Shape and floating dtype of ``x``.  """
+        + _UNDEFINED
+        + r"""
     support : ndarray
         Only with ``return_support_size``.
     """
+    )
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     rows = Rows(as_array(x, "sparsemax"), axis, "sparsemax")
     engine = resolve_backend(backend, rows.size)
@@ -78,7 +82,8 @@ def entmax15(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""1.5-entmax, exactly, by sorting (Peters, Niculae & Martins, "Sparse
+    (
+        r"""1.5-entmax, exactly, by sorting (Peters, Niculae & Martins, "Sparse
     sequence-to-sequence models", ACL 2019, Algorithm 2).
 
     :math:`p = \max(x/2 - \tau, 0)^2` with ``tau`` such that ``sum(p) = 1``;
@@ -92,7 +97,9 @@ def entmax15(
     Returns
     -------
     ndarray
-        """ + _UNDEFINED
+        """
+        + _UNDEFINED
+    )
     rows = Rows(as_array(x, "entmax15"), axis, "entmax15")
     engine = resolve_backend(backend, rows.size)
     result = rows.new_rows(out)
@@ -113,7 +120,8 @@ def entmax_bisect(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""alpha-entmax for any ``alpha > 1`` by bisection on the threshold.
+    (
+        r"""alpha-entmax for any ``alpha > 1`` by bisection on the threshold.
 
     :math:`p_i = \max((\alpha - 1) x_i - \tau, 0)^{1/(\alpha - 1)}`, with ``tau``
     bisected in ``[max - 1, max - n^{1 - alpha}]`` for ``n_iter`` steps and ``p``
@@ -134,7 +142,9 @@ def entmax_bisect(
     Returns
     -------
     ndarray
-        """ + _UNDEFINED
+        """
+        + _UNDEFINED
+    )
     if not alpha > 1:
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
     n_iter = config.ENTMAX_BISECT_ITERATIONS if n_iter is None else n_iter

@@ -109,7 +109,9 @@ def cross_entropy(
         q = np.moveaxis(target, axis, -1).astype(z.dtype)
         valid = np.ones(z.shape[:-1], dtype=bool)
     else:
-        valid = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+        valid = (
+            np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+        )
         onehot = np.arange(n_classes) == np.where(valid, target, 0)[..., None]
         q = (onehot & valid[..., None]).astype(z.dtype)
     if label_smoothing:
@@ -117,7 +119,7 @@ def cross_entropy(
     lsm = log_softmax(z, axis=-1)
     with _quiet():
         losses = -np.sum(np.where(q == 0, 0, q * lsm), axis=-1)
-        grad = np.exp(lsm) * np.sum(q, axis=-1, keepdims=True) - q
+        grad = softmax(z, axis=-1) * np.sum(q, axis=-1, keepdims=True) - q
     grad = np.where(valid[..., None], grad, 0)
     if reduction == "mean":
         count = np.count_nonzero(valid)
@@ -165,11 +167,11 @@ def arctan(x, axis=-1, normalize=False):
 
 
 def gaussian(x, mu=0.0, sigma=1.0, axis=-1, normalize=False):
-    """``exp(-(x - mu)^2 / (2 sigma^2))``."""
+    """``exp(a)``, ``a = -(x - mu)^2 / (2 sigma^2)``; normalized, ``softmax(a)``."""
     x = np.asarray(x)
     d = x - x.dtype.type(mu)
-    y = np.exp(-(d * d) / x.dtype.type(2 * sigma * sigma))
-    return _normalized(y, axis, normalize)
+    a = -(d * d) / x.dtype.type(2 * sigma * sigma)
+    return softmax(a, axis=axis) if normalize else np.exp(a)
 
 
 def _poison_nonfinite_rows(p, z):

@@ -6,6 +6,7 @@ caching are decided in :mod:`softmax_numba.config` and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
 import types
 from typing import NamedTuple
 
@@ -15,11 +16,39 @@ from numba.extending import overload
 from softmax_numba import config
 
 
+def _options(parallel: bool) -> dict:
+    return {
+        "cache": config.CACHE,
+        "fastmath": set(config.FASTMATH),
+        "error_model": "numpy",
+        "parallel": parallel,
+    }
+
+
+def _renamed(func, name: str):
+    """A copy of ``func`` under another name (Numba keys its disk cache by name)."""
+    clone = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__)
+    clone.__qualname__ = name
+    clone.__module__ = func.__module__
+    clone.__doc__ = func.__doc__
+    return clone
+
+
 def jit(func=None, *, parallel: bool = False):
-    """``numba.njit`` with the package's fast-math flags and on-disk cache."""
+    """``numba.njit`` with the package's fast-math flags and on-disk cache.
+
+    ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead
+    of raising (a row of underflowed terms must give NaN, not an exception).
+
+    Numba's disk cache is keyed by the function's name and source, not by the
+    compile options; the options' digest is therefore part of the cached name, so
+    that changing ``config.FASTMATH`` never loads code compiled with other flags.
+    """
 
     def decorate(f):
-        return numba.njit(cache=config.CACHE, fastmath=set(config.FASTMATH), parallel=parallel)(f)
+        options = _options(parallel)
+        digest = hashlib.sha1(repr(sorted(options["fastmath"])).encode()).hexdigest()[:8]
+        return numba.njit(**options)(_renamed(f, f"{f.__name__}__{digest}"))
 
     return decorate if func is None else decorate(func)
 
@@ -39,16 +68,10 @@ def engines(func) -> Engines:
     that the two never share an entry of Numba's on-disk cache.
     """
 
-    def variant(suffix: str, parallel: bool):
-        clone = types.FunctionType(
-            func.__code__, func.__globals__, f"{func.__name__}_{suffix}", func.__defaults__
-        )
-        clone.__qualname__ = clone.__name__
-        clone.__module__ = func.__module__
-        clone.__doc__ = func.__doc__
-        return jit(clone, parallel=parallel)
-
-    return Engines(cpu=variant("serial", False), parallel=variant("parallel", True))
+    return Engines(
+        cpu=jit(_renamed(func, f"{func.__name__}_serial"), parallel=False),
+        parallel=jit(_renamed(func, f"{func.__name__}_parallel"), parallel=True),
+    )
 
 
 def like(array, value):  # pragma: no cover - replaced by the overload in compiled code
@@ -60,7 +83,7 @@ def like(array, value):  # pragma: no cover - replaced by the overload in compil
     raise NotImplementedError("like() is only available inside compiled kernels")
 
 
-@overload(like, jit_options={"fastmath": set(config.FASTMATH)})
+@overload(like, jit_options=_options(parallel=False))
 def _like_overload(array, value):
     dtype = array.dtype
 

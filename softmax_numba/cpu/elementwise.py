@@ -12,7 +12,7 @@ import math
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
-from softmax_numba.cpu.softmax import scale_into
+from softmax_numba.cpu.softmax import row_max, scale_into
 
 
 @jit
@@ -62,14 +62,19 @@ def _arctan(x, out, normalize):
 
 
 def _gaussian(x, out, mu, sigma, normalize):
-    """``exp(-(x - mu)^2 / (2 sigma^2))``."""
+    """``exp(a)`` with ``a = -(x - mu)^2 / (2 sigma^2)``; normalized, it is
+    ``softmax(a)``: shifted by ``max(a)`` so that a row far from ``mu`` does not
+    underflow to 0/0."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         c = like(xi, mu)
         k = like(xi, -0.5 / (sigma * sigma))
         for j in range(xi.size):
             d = xi[j] - c
-            yi[j] = math.exp(k * d * d)
+            yi[j] = k * d * d
+        shift = row_max(yi)[0] if normalize else like(xi, 0.0)
+        for j in range(xi.size):
+            yi[j] = math.exp(yi[j] - shift)
         if normalize:
             normalize_row(yi)
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: precision helpers, hypothesis profile, small engine thresholds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+settings.load_profile("ci")
+
+#: Unit roundoff of each floating dtype.
+UNIT_ROUNDOFF = {np.dtype(np.float16): 2.0**-11, np.dtype(np.float32): 2.0**-24,
+                 np.dtype(np.float64): 2.0**-53}  # fmt: skip
+
+
+def unit_roundoff(dtype) -> float:
+    dtype = np.dtype(dtype)
+    return 2.0**-8 if dtype.name == "bfloat16" else UNIT_ROUNDOFF[dtype]
+
+
+def higher(dtype):
+    """The precision the oracle computes in: twice the input's, at least."""
+    return np.longdouble if np.dtype(dtype) == np.float64 else np.float64
+
+
+def upcast(args, dtype):
+    """Floating arguments converted exactly to the oracle's precision."""
+    return tuple(
+        np.asarray(a, dtype=higher(dtype)) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
+        for a in args
+    )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261123)
+
+
+@pytest.fixture
+def eager_parallel(monkeypatch):
+    """Make ``backend="auto"`` and the long-row split kick in on tiny arrays."""
+    from softmax_numba import config
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(config, "SPLIT_ROW_MIN_LENGTH", 2048)
