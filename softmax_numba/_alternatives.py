@@ -110,6 +110,9 @@ def arctan(
 
 arctan.__doc__ = (
     r"""ArcTan squashing :math:`1/2 + \arctan(x)/\pi` onto ``(0, 1)``.
+
+    Evaluated as ``-arctan(1/x) / pi`` for ``x < 0``: the same value without the
+    cancellation of ``1/2 - 0.4999...``, so the left tail keeps its relative accuracy.
 """
     + _NORMALIZE_DOC
 )

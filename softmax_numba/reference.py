@@ -160,9 +160,11 @@ def softplus(x, beta=1.0, axis=-1, normalize=False):
 
 
 def arctan(x, axis=-1, normalize=False):
-    """``1/2 + arctan(x) / pi``."""
+    """``1/2 + arctan(x) / pi``, as ``-arctan(1/x) / pi`` for ``x < 0`` (no cancellation)."""
     x = np.asarray(x)
-    y = x.dtype.type(0.5) + np.arctan(x) / x.dtype.type(np.pi)
+    pi = x.dtype.type(np.pi)
+    with _quiet():
+        y = np.where(x < 0, -np.arctan(1 / x) / pi, x.dtype.type(0.5) + np.arctan(x) / pi)
     return _normalized(y, axis, normalize)
 
 

@@ -51,12 +51,17 @@ def _softplus(x, out, beta, normalize):
 
 
 def _arctan(x, out, normalize):
-    """``1/2 + arctan(x) / pi``."""
+    """``1/2 + arctan(x) / pi``, as ``-arctan(1/x) / pi`` for ``x < 0`` (the same
+    value, without the cancellation of ``1/2 - 0.4999...``; exactly 0 at ``-inf``)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        inv_pi = like(xi, 1.0 / math.pi)
+        pi = like(xi, math.pi)
         for j in range(xi.size):
-            yi[j] = like(xi, 0.5) + math.atan(xi[j]) * inv_pi
+            v = xi[j]
+            if v < 0:
+                yi[j] = -math.atan(like(xi, 1.0) / v) / pi
+            else:
+                yi[j] = like(xi, 0.5) + math.atan(v) / pi
         if normalize:
             normalize_row(yi)
 

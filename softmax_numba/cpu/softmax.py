@@ -129,7 +129,8 @@ def online_state(x):
             # m = -inf on the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
             d = d * math.exp(m - v) + like(x, 1.0)
             m = v
-        else:
+        elif v != -np.inf:
+            # -inf adds nothing (and -inf - -inf would be NaN); a NaN poisons d.
             d += math.exp(v - m)
     if m == np.inf:
         d = like(x, np.nan)
