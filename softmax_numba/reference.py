@@ -198,7 +198,7 @@ def sparsemax(x, axis=-1, return_support_size=False):
         tau = (np.take_along_axis(cs, idx, axis=-1) - 1) / np.maximum(support, 1)[..., None]
         p = _poison_nonfinite_rows(np.maximum(z - tau, 0), z).astype(z.dtype, copy=False)
     p = np.moveaxis(p, -1, axis)
-    return (p, support) if return_support_size else p
+    return (p, np.count_nonzero(p > 0, axis=axis)) if return_support_size else p
 
 
 def sparsemax_backward(y, dy, axis=-1):

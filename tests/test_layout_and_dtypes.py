@@ -188,7 +188,9 @@ def test_out_on_another_axis_and_dtype_float16(rng):
 
 
 @pytest.mark.parametrize(
-    "out", [np.empty((5, 6)), np.empty((5, 7), np.float32), [0.0] * 35], ids=["shape", "dtype", "list"]
+    "out",
+    [np.empty((5, 6)), np.empty((5, 7), np.float32), [0.0] * 35],
+    ids=["shape", "dtype", "list"],
 )
 def test_wrong_out_is_an_error(out, rng):
     x = rng.standard_normal((5, 7))

@@ -69,12 +69,10 @@ def test_long_rows_split_across_threads_follow_the_same_rules(case, backend, eag
 def test_naive_softmax_overflows_on_purpose(backend):
     p = sn.softmax(np.array([[1000.0, 0.0]]), algorithm="naive", backend=backend)
     assert np.isnan(p[0, 0])
-    np.testing.assert_allclose(
-        sn.softmax(np.array([[1000.0, 0.0]]), backend=backend), [[1.0, 0.0]]
-    )
+    np.testing.assert_allclose(sn.softmax(np.array([[1000.0, 0.0]]), backend=backend), [[1.0, 0.0]])
 
 
-@pytest.mark.parametrize("algorithm", STABLE_SOFTMAX + ("naive",))
+@pytest.mark.parametrize("algorithm", (*STABLE_SOFTMAX, "naive"))
 @pytest.mark.parametrize("backend", ENGINES)
 def test_where_masks_give_zero_and_a_fully_masked_row_gives_zeros(algorithm, backend):
     x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -97,7 +95,7 @@ def test_where_broadcasts(backend):
 
 @pytest.mark.parametrize("backend", ENGINES)
 def test_nan_poisons_its_row_in_every_op(backend):
-    x = np.array([[NAN, 1.0, 2.0, 3.0], PLAIN + [0.0]])
+    x = np.array([[NAN, 1.0, 2.0, 3.0], [*PLAIN, 0.0]])
     for out in (
         sn.sigmoid(x, normalize=True, backend=backend),
         sn.softplus(x, normalize=True, backend=backend),

@@ -36,15 +36,20 @@ def undefined_row(x, out):
 
 @jit
 def clip_shift_into(x, tau, out):
-    """``out = max(x - tau, 0)``."""
+    """``out = max(x - tau, 0)``; returns the number of nonzero entries (which can
+    differ by rounding from the support size the threshold search found)."""
     zero = like(x, 0.0)
+    nonzero = 0
     for j in range(x.size):
-        out[j] = max(x[j] - tau, zero)
+        v = max(x[j] - tau, zero)
+        out[j] = v
+        nonzero += v > zero
+    return nonzero
 
 
 @jit
 def sparsemax_sort_row(x, out):
-    """sparsemax by sorting; returns the support size."""
+    """sparsemax by sorting; returns the number of nonzero entries."""
     if undefined_row(x, out):
         return 0
     z = np.sort(x)
@@ -60,8 +65,7 @@ def sparsemax_sort_row(x, out):
             kept = total
         else:
             break
-    clip_shift_into(x, (kept - like(x, 1.0)) / like(x, support), out)
-    return support
+    return clip_shift_into(x, (kept - like(x, 1.0)) / like(x, support), out)
 
 
 @jit
@@ -69,7 +73,8 @@ def sparsemax_pivot_row(x, out, work):
     """sparsemax by randomized-pivot selection (Duchi et al. 2008, Fig. 2).
 
     ``work`` is scratch space of the row's length.  The pivot sequence comes from a
-    fixed-seed generator, so results are deterministic.  Returns the support size.
+    fixed-seed generator, so results are deterministic.  Returns the number of
+    nonzero entries.
     """
     if undefined_row(x, out):
         return 0
@@ -103,8 +108,7 @@ def sparsemax_pivot_row(x, out, work):
             lo = j
         else:
             lo, hi = lo + 1, j
-    clip_shift_into(x, (s - like(x, 1.0)) / like(x, rho), out)
-    return rho
+    return clip_shift_into(x, (s - like(x, 1.0)) / like(x, rho), out)
 
 
 def _sparsemax_sort(x, out, support):
