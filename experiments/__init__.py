@@ -1,0 +1,1 @@
+"""The study harness: sweeps of speed and numerical error over the registry."""
