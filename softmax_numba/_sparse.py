@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import config, reference
+from softmax_numba import reference
 from softmax_numba._api import Rows, as_array, check_choice, resolve_backend, vjp
 from softmax_numba.cpu import sparse as kernels
 
@@ -115,7 +115,7 @@ def entmax_bisect(
     /,
     *,
     alpha: float = 1.5,
-    n_iter: int | None = None,
+    n_iter: int = 50,
     axis: int | None = -1,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -133,9 +133,8 @@ def entmax_bisect(
     ----------
     x : array_like
     alpha : float > 1
-    n_iter : int, optional
-        Bisection steps (default ``config.ENTMAX_BISECT_ITERATIONS``, 50: the
-        bracket shrinks to ``2^-50`` of its width).
+    n_iter : int, default 50
+        Bisection steps; the bracket shrinks to ``2^-n_iter`` of its width.
     axis, backend, out
         As in :func:`sparsemax`.
 
@@ -147,7 +146,6 @@ def entmax_bisect(
     )
     if not alpha > 1:
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
-    n_iter = config.ENTMAX_BISECT_ITERATIONS if n_iter is None else n_iter
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
         raise ValueError(f"entmax_bisect(): n_iter must be a positive integer, got {n_iter!r}")
     rows = Rows(as_array(x, "entmax_bisect"), axis, "entmax_bisect")

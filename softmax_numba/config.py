@@ -25,6 +25,3 @@ PARALLEL_MIN_ELEMENTS: int = 1 << 16
 #: merge of the partial ``(max, sum)`` states) when there are fewer rows than
 #: threads and a row has at least this many elements.
 SPLIT_ROW_MIN_LENGTH: int = 1 << 15
-
-#: Bisection steps of ``entmax_bisect`` when the caller does not say.
-ENTMAX_BISECT_ITERATIONS: int = 50

@@ -289,7 +289,7 @@ def split_softmax_row(x, out, chunks):
             out[i] = math.exp(x[i] - m) * r
 
 
-@jit(parallel=True)
+@jit
 def split_logsumexp_row(x, chunks):
     """Log-sum-exp of one long row across threads: ``m + log(d)`` (scipy's inf rules)."""
     m, d = split_state(x, chunks)
