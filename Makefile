@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench study plots lint format clean
+.PHONY: install test bench study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The study harness is the next milestone; until then `make study` runs a smoke
-# sweep of every registered entry on every engine and prints its error table.
+# The whole study into results/ (resumable: rerun after an interruption).
 study: $(STAMP)
-	$(PY) -m experiments smoke
+	$(PY) -m experiments study
+
+study-quick: $(STAMP)
+	$(PY) -m experiments study --quick
+
+# Figures and CLAIMS.md again, from the committed tables only.
+plots: $(STAMP)
+	$(PY) -m experiments plots
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmark.json
+	$(PY) -m experiments bench-summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -1,50 +1,142 @@
-"""``python -m experiments``: command-line entry of the study harness."""
+"""``python -m experiments``: the study harness.
+
+    python -m experiments study [--quick] [--out DIR]   everything, in order
+    python -m experiments bhh|overflow|accuracy|speed|claims [--quick] [--out DIR]
+    python -m experiments plots [--out DIR]             figures + CLAIMS.md from the tables
+    python -m experiments bench-summary [--out DIR]     GB/s table from make bench's JSON
+
+Every sweep is resumable: rerun the same command after an interruption and it
+measures only the cells that are missing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
+import time
 
-import numpy as np
+from experiments import (
+    bench_summary,
+    bhh,
+    claims,
+    claims_measure,
+    grids,
+    metadata,
+    overflow,
+    plots,
+    sweep,
+)
+from experiments.store import Table
 
-from softmax_numba import registry
+STEPS = ("bhh", "overflow", "accuracy", "speed", "claims")
 
 
-def smoke(seed: int = 0) -> int:
-    """Run every registered entry once per engine on a small float32 array and print
-    the worst error in units of u against the float64 reference."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((64, 1000)).astype(np.float32)
-    u = 2.0**-24
-    print(f"{'entry':32} {'backend':9} max error / u")
-    for entry in registry.ENTRIES:
-        args = entry.arguments(x, rng)
-        ref = registry.outputs(
-            entry.reference(
-                tuple(
-                    np.asarray(a, np.float64) if np.asarray(a).dtype.kind == "f" else a
-                    for a in args
-                )
-            )
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _sweep(out, name, columns, key, cells, measure, progress) -> None:
+    table = Table(out / f"{name}.csv", columns, key)
+    measured = sweep.run(cells, measure, table, desc=name, progress=progress)
+    _log(f"{name}: {measured} cells measured, {len(cells) - measured} already on disk")
+    metadata.write_next_to(table.path)
+
+
+def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data=None) -> None:
+    if step == "bhh":
+        per_vector, summary = bhh.reproduce(bhh_data)
+        folder = out / "blanchard_higham_higham"
+        folder.mkdir(parents=True, exist_ok=True)
+        per_vector.to_csv(folder / "per_vector.csv", index=False)
+        summary.to_csv(folder / "summary.csv", index=False)
+        metadata.write_next_to(folder / "summary.csv")
+        _log(f"bhh: {len(per_vector)} evaluations, summary in {folder / 'summary.csv'}")
+    elif step == "overflow":
+        _sweep(
+            out,
+            "overflow",
+            overflow.COLUMNS,
+            overflow.KEY,
+            grids.overflow_cells(quick),
+            overflow.measure,
+            progress,
         )
-        for backend in registry.BACKENDS:
-            got = registry.outputs(entry.run(args, backend=backend))
-            worst = max(
-                float(np.max(registry.scaled_error(k, g, r, args))) / u
-                for k, g, r in zip(entry.kinds, got, ref, strict=True)
-            )
-            print(f"{entry.name:32} {backend:9} {worst:10.2f}")
-    return 0
+    elif step == "accuracy":
+        _sweep(
+            out,
+            "accuracy",
+            sweep.ACCURACY_COLUMNS,
+            sweep.ACCURACY_KEY,
+            grids.accuracy(quick),
+            sweep.measure_accuracy,
+            progress,
+        )
+    elif step == "speed":
+        _sweep(
+            out,
+            "speed",
+            sweep.SPEED_COLUMNS,
+            sweep.SPEED_KEY,
+            grids.speed(quick),
+            sweep.measure_speed,
+            progress,
+        )
+    elif step == "claims":
+        table = Table(out / "claims.csv", claims_measure.COLUMNS, ["claim", "quantity"])
+        done = table.done_keys()
+        rows = [
+            r for r in claims_measure.all_measurements() if Table.key_of(r, table.key) not in done
+        ]
+        table.append(rows)
+        metadata.write_next_to(table.path)
+        _log(f"claims: {len(rows)} measurements")
+
+
+def redraw(out: pathlib.Path) -> None:
+    made = plots.draw_all(out)
+    path = claims.write(out)
+    _log(f"plots: {len(made)} figures; verdicts in {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("smoke", help="one small sweep of every entry and engine")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=("study", *STEPS, "plots", "bench-summary"))
+    parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="output folder (default results/, or results/quick with --quick)",
+    )
+    parser.add_argument(
+        "--bhh-data",
+        type=pathlib.Path,
+        default=None,
+        help="path of data_presoftmax.mat (default: shared/data/...)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.command == "smoke":
-        return smoke()
-    return 2
+    out = args.out or pathlib.Path("results") / ("quick" if args.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.command == "bench-summary":
+        table = bench_summary.summarize(out / "benchmark.json", out / "bench_summary.csv")
+        metadata.write_next_to(out / "bench_summary.csv")
+        _log(f"bench-summary: {len(table)} rows in {out / 'bench_summary.csv'}")
+        return 0
+    if args.command != "plots":
+        bhh.load_logits(args.bhh_data)  # a missing data set is an error before anything runs
+        steps = STEPS if args.command == "study" else (args.command,)
+        # Build every grid first: a bad configuration fails before any cell runs.
+        grids.accuracy(args.quick), grids.speed(args.quick), grids.overflow_cells(args.quick)
+        for step in steps:
+            run_step(step, out, args.quick, not args.no_progress, args.bhh_data)
+    redraw(out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -132,9 +132,17 @@ def gaussian(
     if not sigma > 0:
         raise ValueError(f"gaussian(): sigma must be positive, got {sigma}")
     return _elementwise(
-        "gaussian", x, axis, normalize, backend, out,
-        kernels.GAUSSIAN, reference.gaussian, mu, sigma,
-    )  # fmt: skip
+        "gaussian",
+        x,
+        axis,
+        normalize,
+        backend,
+        out,
+        kernels.GAUSSIAN,
+        reference.gaussian,
+        mu,
+        sigma,
+    )
 
 
 gaussian.__doc__ = (

@@ -111,18 +111,28 @@ def cross_entropy(
     if engine == "numpy":
         target_rows = labels if probabilities is None else probabilities
         losses, grad = reference.cross_entropy(
-            rows.data, target_rows, reduction="none", label_smoothing=label_smoothing,
-            ignore_index=ignore_index, return_grad=True,
-        )  # fmt: skip
+            rows.data,
+            target_rows,
+            reduction="none",
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+            return_grad=True,
+        )
         grad = grad * grad.dtype.type(scale)
     else:
         losses = np.empty(rows.rows, dtype=rows.compute_dtype)
         grad = np.empty((rows.rows, n_classes) if return_grad else (0, 0), rows.compute_dtype)
         if probabilities is None:
             getattr(kernels.CROSS_ENTROPY_INDEX, engine)(
-                rows.data, labels, -1 if ignore_index is None else ignore_index,
-                label_smoothing, scale, return_grad, losses, grad,
-            )  # fmt: skip
+                rows.data,
+                labels,
+                -1 if ignore_index is None else ignore_index,
+                label_smoothing,
+                scale,
+                return_grad,
+                losses,
+                grad,
+            )
         else:
             getattr(kernels.CROSS_ENTROPY_PROBABILITY, engine)(
                 rows.data, probabilities, label_smoothing, scale, return_grad, losses, grad

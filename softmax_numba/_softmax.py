@@ -227,9 +227,15 @@ def softmax_backward(
         As in :func:`softmax`.
     """
     return vjp(
-        "softmax_backward", y, dy, axis, backend, out,
-        kernels.SOFTMAX_BACKWARD, reference.softmax_backward,
-    )  # fmt: skip
+        "softmax_backward",
+        y,
+        dy,
+        axis,
+        backend,
+        out,
+        kernels.SOFTMAX_BACKWARD,
+        reference.softmax_backward,
+    )
 
 
 def log_softmax_backward(
@@ -253,6 +259,12 @@ def log_softmax_backward(
         As in :func:`softmax`.
     """
     return vjp(
-        "log_softmax_backward", y, dy, axis, backend, out,
-        kernels.LOG_SOFTMAX_BACKWARD, reference.log_softmax_backward,
-    )  # fmt: skip
+        "log_softmax_backward",
+        y,
+        dy,
+        axis,
+        backend,
+        out,
+        kernels.LOG_SOFTMAX_BACKWARD,
+        reference.log_softmax_backward,
+    )

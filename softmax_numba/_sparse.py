@@ -181,9 +181,15 @@ def sparsemax_backward(
         As in :func:`sparsemax`.
     """
     return vjp(
-        "sparsemax_backward", y, dy, axis, backend, out,
-        kernels.SPARSEMAX_BACKWARD, reference.sparsemax_backward,
-    )  # fmt: skip
+        "sparsemax_backward",
+        y,
+        dy,
+        axis,
+        backend,
+        out,
+        kernels.SPARSEMAX_BACKWARD,
+        reference.sparsemax_backward,
+    )
 
 
 def entmax15_backward(
@@ -209,6 +215,12 @@ def entmax15_backward(
         As in :func:`sparsemax`.
     """
     return vjp(
-        "entmax15_backward", y, dy, axis, backend, out,
-        kernels.ENTMAX15_BACKWARD, reference.entmax15_backward,
-    )  # fmt: skip
+        "entmax15_backward",
+        y,
+        dy,
+        axis,
+        backend,
+        out,
+        kernels.ENTMAX15_BACKWARD,
+        reference.entmax15_backward,
+    )

@@ -18,8 +18,11 @@ settings.register_profile(
 settings.load_profile("ci")
 
 #: Unit roundoff of each floating dtype.
-UNIT_ROUNDOFF = {np.dtype(np.float16): 2.0**-11, np.dtype(np.float32): 2.0**-24,
-                 np.dtype(np.float64): 2.0**-53}  # fmt: skip
+UNIT_ROUNDOFF = {
+    np.dtype(np.float16): 2.0**-11,
+    np.dtype(np.float32): 2.0**-24,
+    np.dtype(np.float64): 2.0**-53,
+}
 
 
 def unit_roundoff(dtype) -> float:

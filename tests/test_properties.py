@@ -109,6 +109,8 @@ def test_elementwise_ranges(x, normalize, backend):
 def test_two_class_softmax_is_the_sigmoid_of_the_difference(backend, x):
     pair = x[:2]
     np.testing.assert_allclose(
-        sn.softmax(pair, backend=backend)[0], sn.sigmoid(pair[0] - pair[1:], backend=backend)[0],
-        rtol=1e-14, atol=1e-300,
-    )  # fmt: skip
+        sn.softmax(pair, backend=backend)[0],
+        sn.sigmoid(pair[0] - pair[1:], backend=backend)[0],
+        rtol=1e-14,
+        atol=1e-300,
+    )

@@ -1,0 +1,286 @@
+"""The small dedicated experiments behind the article's claims (one table row each).
+
+The sweeps answer most claims; these measure what they do not: invariances,
+monotonicity, ratios, gradients, the two-class case, saturation, the fused loss.
+Every value is a number with its unit in ``quantity``; :mod:`experiments.claims`
+turns them into verdicts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.special
+
+import softmax_numba as sn
+from experiments import timing
+from experiments.bhh import load_logits
+
+COLUMNS = ["claim", "quantity", "value", "detail"]
+U32, U64 = 2.0**-24, 2.0**-53
+
+
+def _rows(seed=0, shape=(256, 1000), scale=1.0, dtype=np.float64):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+def invariances() -> list[dict]:
+    """Claim 2: softmax(x + c) = softmax(x); softmax(T x) != softmax(x)."""
+    x = _rows()
+    p = sn.softmax(x)
+    out = []
+    for c in (1.0, 100.0, 1e4):
+        xc = x + c  # rounded; compare against the exact softmax of the rounded input
+        ref = scipy.special.softmax(xc.astype(np.longdouble) - np.longdouble(c), axis=-1)
+        shift_err = np.max(np.abs(sn.softmax(xc) - p)) / U64
+        out.append(
+            {
+                "claim": 2,
+                "quantity": f"max|p(x+{c:g}) - p(x)| / u (float64)",
+                "value": shift_err,
+                "detail": "rounding of x + c only",
+            }
+        )
+        out.append(
+            {
+                "claim": 2,
+                "quantity": f"max|p(x+{c:g}) - p_exact(x+{c:g})| / u",
+                "value": float(np.max(np.abs(sn.softmax(xc) - ref)) / U64),
+                "detail": "",
+            }
+        )
+    entropy = lambda q: -np.sum(scipy.special.xlogy(q, q), axis=-1).mean()  # noqa: E731
+    for t in (0.5, 2.0, 10.0):
+        q = sn.softmax(t * x)
+        out.append(
+            {
+                "claim": 2,
+                "quantity": f"max|p({t:g}x) - p(x)|",
+                "value": float(np.max(np.abs(q - p))),
+                "detail": f"mean entropy {entropy(p):.3f} -> {entropy(q):.3f} nats",
+            }
+        )
+    return out
+
+
+def monotonicity() -> list[dict]:
+    """Claim 3: x_i > x_j implies p_i >= p_j; how often floating point makes it a tie."""
+    out = []
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 30.0, 300.0):
+        x = _rows(1, (512, 1000), scale, np.float32)
+        p = sn.softmax(x)
+        i, j = rng.integers(0, 1000, (2, 512, 2000))
+        r = np.arange(512)[:, None]
+        xi, xj, pi, pj = x[r, i], x[r, j], p[r, i], p[r, j]
+        larger = xi > xj
+        out.append(
+            {
+                "claim": 3,
+                "quantity": f"order violations at scale {scale:g}",
+                "value": int(np.sum(larger & (pi < pj))),
+                "detail": f"of {int(larger.sum())} ordered pairs (float32)",
+            }
+        )
+        out.append(
+            {
+                "claim": 3,
+                "quantity": f"fraction of ordered pairs tied at scale {scale:g}",
+                "value": float(np.mean((pi == pj)[larger])),
+                "detail": "p_i == p_j although x_i > x_j (underflow, rounding)",
+            }
+        )
+    return out
+
+
+def ratios() -> list[dict]:
+    """Claim 4: p_i / p_j = exp(x_i - x_j)."""
+    x = _rows(2, (256, 1000), 5.0)
+    p = sn.softmax(x)
+    k = np.argmax(x, axis=1)
+    r = np.arange(len(x))[:, None]
+    expected = np.exp(x - x[r, k[:, None]])
+    got = p / p[r, k[:, None]]
+    ok = expected > 1e-300
+    rel = np.abs(got[ok] - expected[ok]) / expected[ok]
+    return [
+        {
+            "claim": 4,
+            "quantity": "max relative deviation of p_i/p_max from exp(x_i - x_max) / u",
+            "value": float(rel.max() / U64),
+            "detail": "float64, scale 5, n = 1000",
+        },
+        {
+            "claim": 4,
+            "quantity": "ratio of the top two probabilities when their gap doubles",
+            "value": float(np.exp(2.0) / np.exp(1.0)),
+            "detail": "gap 1 -> 2: ratio e -> e^2",
+        },
+    ]
+
+
+def gradients() -> list[dict]:
+    """Claim 5: the Jacobian diag(p) - p p^T matches central differences."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 50)) * 3
+    p = sn.softmax(x)
+    worst = 0.0
+    for row, prow in zip(x, p, strict=True):
+        jac = np.diag(prow) - np.outer(prow, prow)
+        h = 1e-6
+        fd = np.empty_like(jac)
+        for k in range(row.size):
+            e = np.zeros_like(row)
+            e[k] = h
+            fd[:, k] = (sn.softmax(row + e) - sn.softmax(row - e)) / (2 * h)
+        worst = max(worst, float(np.max(np.abs(fd - jac))))
+    dy = rng.standard_normal(x.shape)
+    vjp = sn.softmax_backward(p, dy)
+    explicit = np.stack([(np.diag(q) - np.outer(q, q)) @ d for q, d in zip(p, dy, strict=True)])
+    return [
+        {
+            "claim": 5,
+            "quantity": "max |finite difference - (diag(p) - p p^T)|",
+            "value": worst,
+            "detail": "float64, h = 1e-6, 8 rows of 50",
+        },
+        {
+            "claim": 5,
+            "quantity": "max |softmax_backward - explicit Jacobian product| / u",
+            "value": float(np.max(np.abs(vjp - explicit)) / U64),
+            "detail": "float64",
+        },
+    ]
+
+
+def cross_entropy_fused() -> list[dict]:
+    """Claim 7: fused loss and gradient against -log(softmax(x))[y] computed apart."""
+    out = []
+    rng = np.random.default_rng(7)
+    for scale in (1.0, 30.0, 100.0):
+        x = _rows(7, (4096, 1000), scale, np.float32)
+        y = rng.integers(0, 1000, 4096)
+        r = np.arange(4096)
+        exact = -scipy.special.log_softmax(x.astype(np.float64), axis=-1)[r, y]
+        fused = sn.cross_entropy(x, y, reduction="none")
+        with np.errstate(divide="ignore"):
+            separate = -np.log(sn.softmax(x)[r, y])
+        scale_of = np.maximum(np.abs(exact), np.max(np.abs(x), axis=1))
+        for name, got in (("fused", fused), ("separate", separate)):
+            finite = np.isfinite(got)
+            err = np.abs(got[finite] - exact[finite]) / scale_of[finite] / U32
+            out.append(
+                {
+                    "claim": 7,
+                    "quantity": f"{name} loss: max error / u at scale {scale:g}",
+                    "value": float(err.max()) if err.size else np.nan,
+                    "detail": f"{int((~finite).sum())} of 4096 losses infinite",
+                }
+            )
+    x = _rows(8, (4096, 1000), 3.0, np.float32)
+    y = rng.integers(0, 1000, 4096)
+    _, grad = sn.cross_entropy(x, y, reduction="sum", return_grad=True)
+    exact = scipy.special.softmax(x.astype(np.float64), axis=-1)
+    exact[np.arange(4096), y] -= 1
+    out.append(
+        {
+            "claim": 7,
+            "quantity": "fused gradient p - onehot: max error / u",
+            "value": float(np.max(np.abs(grad - exact)) / U32),
+            "detail": "float32",
+        }
+    )
+    r = np.arange(4096)
+
+    def separate():
+        return -np.log(sn.softmax(x)[r, y])
+
+    fused_t = timing.time_call(lambda: sn.cross_entropy(x, y, reduction="none"))["median_s"]
+    separate_t = timing.time_call(separate)["median_s"]
+    out.append(
+        {
+            "claim": 7,
+            "quantity": "time of separate / time of fused (loss only)",
+            "value": separate_t / fused_t,
+            "detail": "4096 x 1000 float32, backend auto",
+        }
+    )
+    return out
+
+
+def two_classes() -> list[dict]:
+    """Claim 8: softmax([a, b])_0 = sigmoid(a - b)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((100000, 2)) * 10
+    p = sn.softmax(x)[:, 0]
+    s = sn.sigmoid(x[:, 0] - x[:, 1], axis=0)
+    return [
+        {
+            "claim": 8,
+            "quantity": "max |softmax([a,b])_0 - sigmoid(a-b)| / u",
+            "value": float(np.max(np.abs(p - s)) / U64),
+            "detail": "1e5 pairs, float64",
+        }
+    ]
+
+
+def saturation() -> list[dict]:
+    """Claims 9, 10, 12: derivatives of the squashing maps on real (MNIST) logits."""
+    x = load_logits().ravel()
+    sig = scipy.special.expit(x)
+    d_sigmoid = sig * (1 - sig)
+    d_arctan = 1 / (np.pi * (1 + x * x))
+    d_softplus = sig  # d/dx log(1 + e^x)
+    p = scipy.special.softmax(load_logits(), axis=-1).ravel()
+    d_softmax = p * (1 - p)
+    out = []
+    for name, d in (
+        ("sigmoid", d_sigmoid),
+        ("softmax (diagonal)", d_softmax),
+        ("arctan", d_arctan),
+        ("softplus", d_softplus),
+    ):
+        out.append(
+            {
+                "claim": {"sigmoid": 9, "softmax (diagonal)": 9, "arctan": 10, "softplus": 12}[
+                    name
+                ],
+                "quantity": f"fraction of MNIST logits where d{name}/dx < 1e-3",
+                "value": float(np.mean(d < 1e-3)),
+                "detail": "25000 logits",
+            }
+        )
+    grid = np.linspace(-20, 20, 400001)
+    fd = np.gradient(0.5 + np.arctan(grid) / np.pi, grid)
+    out.append(
+        {
+            "claim": 10,
+            "quantity": "max |finite difference - 1/(pi(1+x^2))| of arctan map",
+            "value": float(np.max(np.abs(fd - 1 / (np.pi * (1 + grid**2))))),
+            "detail": "step 1e-4 on [-20, 20]",
+        }
+    )
+    sums = sn.softplus(load_logits()).sum(axis=-1)
+    out.append(
+        {
+            "claim": 12,
+            "quantity": "median row sum of softplus(MNIST logits)",
+            "value": float(np.median(sums)),
+            "detail": "a distribution would sum to 1",
+        }
+    )
+    return out
+
+
+def all_measurements() -> list[dict]:
+    rows = []
+    for measure in (
+        invariances,
+        monotonicity,
+        ratios,
+        gradients,
+        cross_entropy_fused,
+        two_classes,
+        saturation,
+    ):
+        rows += measure()
+    return rows

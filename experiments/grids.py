@@ -1,0 +1,108 @@
+"""The study's grids: the full one (``make study``) and the quick one (``--quick``)."""
+
+from __future__ import annotations
+
+from experiments import inputs, overflow
+
+SOFTMAX_FAMILY = (
+    "softmax[naive]",
+    "softmax[shifted]",
+    "softmax[division_free]",
+    "softmax[online]",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+)
+ALTERNATIVES = (
+    "sigmoid",
+    "sigmoid[normalized]",
+    "softplus",
+    "softplus[normalized]",
+    "arctan",
+    "arctan[normalized]",
+    "gaussian",
+    "gaussian[normalized]",
+    "sparsemax[pivot]",
+    "sparsemax[sort]",
+    "entmax15",
+    "entmax_bisect[alpha=1.5]",
+    "maxout[pool=4]",
+)
+SCALES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4)
+PEERS = ("scipy", "torch", "jax", "entmax")
+MB = 1 << 20
+
+
+def accuracy(quick: bool) -> list[dict]:
+    from experiments.sweep import accuracy_cells
+
+    if quick:
+        return accuracy_cells(
+            (*SOFTMAX_FAMILY, "sparsemax[pivot]", "entmax15", "sigmoid", "gaussian"),
+            inputs.DTYPES,
+            ("mnist", "imagenet"),
+            (1e-3, 1.0, 1e2, 1e4),
+            ("normal", "mnist_logits"),
+            elements=1 << 12,
+        )
+    return accuracy_cells(
+        SOFTMAX_FAMILY, inputs.DTYPES, tuple(inputs.PRESETS), SCALES, inputs.DISTRIBUTIONS
+    ) + accuracy_cells(
+        ALTERNATIVES,
+        inputs.DTYPES,
+        ("mnist", "imagenet", "attention_4096", "gpt2_vocab"),
+        SCALES,
+        ("normal", "dominant", "masked"),
+    )
+
+
+def speed(quick: bool) -> list[dict]:
+    from experiments.sweep import speed_cells
+
+    engines = ("numpy", "cpu", "parallel", *PEERS)
+    if quick:
+        return speed_cells(
+            (
+                "softmax[shifted]",
+                "log_softmax",
+                "cross_entropy",
+                "sigmoid",
+                "gaussian",
+                "maxout[pool=4]",
+            ),
+            engines,
+            ("float32",),
+            [("imagenet", 1 * MB)],
+        )
+    core = ("softmax[shifted]", "softmax[online]", "log_softmax", "logsumexp", "cross_entropy")
+    sizes = [(p, b) for p in inputs.PRESETS for b in (64 << 10, 4 * MB, 64 * MB)]
+    sizes += [(p, 256 * MB) for p in ("imagenet", "attention_4096", "gpt2_vocab")]
+    cells = speed_cells(core, engines, ("float32",), sizes)
+    cells += speed_cells(
+        core,
+        engines,
+        ("float64",),
+        [(p, b) for p in ("imagenet", "attention_4096") for b in (4 * MB, 64 * MB)],
+    )
+    others = (
+        *ALTERNATIVES,
+        "softmax[naive]",
+        "softmax[division_free]",
+        "softmax_backward",
+        "log_softmax_backward",
+        "sparsemax_backward",
+        "entmax15_backward",
+    )
+    cells += speed_cells(
+        others,
+        engines,
+        ("float32",),
+        [(p, b) for p in ("imagenet", "attention_4096") for b in (4 * MB, 64 * MB)],
+    )
+    return cells
+
+
+def overflow_cells(quick: bool) -> list[dict]:
+    if quick:
+        return overflow.cells(offsets=(-1000.0, -100.0, 0.0, 10.0, 12.0, 100.0, 1000.0), rows=8)
+    return overflow.cells()

@@ -1,0 +1,104 @@
+"""Other libraries' versions of our ops, timed in the same run (when installed).
+
+Each peer maps an op to a factory ``make(args) -> fn`` that converts the
+arguments once (outside the timing) and returns a zero-argument callable.  SciPy
+is always there; PyTorch CPU, JAX and the ``entmax`` package are optional extras
+(``pip install softmax_numba[peers]``) and simply absent from the tables when not
+installed.  PyTorch gets as many threads as Numba.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import numba
+import numpy as np
+import scipy.special
+
+
+def _scipy() -> dict:
+    sp = scipy.special
+    return {
+        "softmax": lambda args: functools.partial(sp.softmax, args[0], axis=-1),
+        "log_softmax": lambda args: functools.partial(sp.log_softmax, args[0], axis=-1),
+        "logsumexp": lambda args: functools.partial(sp.logsumexp, args[0], axis=-1),
+        "sigmoid": lambda args: functools.partial(sp.expit, args[0]),
+    }
+
+
+def _torch() -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(numba.get_num_threads())
+
+    def tensor(make):
+        return lambda args: make(*[torch.from_numpy(np.ascontiguousarray(a)) for a in args])
+
+    def cross_entropy(x, target):
+        def run():
+            logits = x.detach().requires_grad_(True)
+            F.cross_entropy(logits, target, reduction="sum").backward()
+            return logits.grad
+
+        return run
+
+    return {
+        "softmax": tensor(lambda x: functools.partial(torch.softmax, x, -1)),
+        "log_softmax": tensor(lambda x: functools.partial(torch.log_softmax, x, -1)),
+        "logsumexp": tensor(lambda x: functools.partial(torch.logsumexp, x, -1)),
+        "cross_entropy": tensor(cross_entropy),
+        "sigmoid": tensor(lambda x: functools.partial(torch.sigmoid, x)),
+        "softplus": tensor(lambda x: functools.partial(F.softplus, x)),
+        "arctan": tensor(lambda x: functools.partial(torch.atan, x)),
+        "gaussian": tensor(lambda x: lambda: torch.exp(-0.5 * x * x)),
+        "maxout": tensor(lambda x: lambda: x.view(x.shape[0], -1, 4).amax(-1)),
+    }
+
+
+def _entmax() -> dict:
+    import entmax
+    import torch
+
+    def tensor(func):
+        return lambda args: functools.partial(func, torch.from_numpy(args[0]), dim=-1)
+
+    return {"sparsemax": tensor(entmax.sparsemax), "entmax15": tensor(entmax.entmax15)}
+
+
+def _jax() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    def jitted(func):
+        compiled = jax.jit(func)
+
+        def make(args):
+            x = jnp.asarray(args[0])
+            return lambda: compiled(x).block_until_ready()
+
+        return make
+
+    return {
+        "softmax": jitted(lambda x: jax.nn.softmax(x, axis=-1)),
+        "log_softmax": jitted(lambda x: jax.nn.log_softmax(x, axis=-1)),
+        "logsumexp": jitted(lambda x: jax.nn.logsumexp(x, axis=-1)),
+    }
+
+
+_LOADERS = {"scipy": _scipy, "torch": _torch, "jax": _jax, "entmax": _entmax}
+
+
+@functools.cache
+def available() -> dict[str, dict]:
+    """``{peer: {op: factory}}`` for the peers that are installed."""
+    found = {}
+    for name, load in _LOADERS.items():
+        if importlib.util.find_spec(name) is not None:
+            found[name] = load()
+    return found
+
+
+def peer_ops(peer: str) -> dict:
+    return available().get(peer, {})

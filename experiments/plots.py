@@ -1,0 +1,167 @@
+"""Figures drawn from the saved tables alone (``python -m experiments plots``)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+CORE = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def speed(table: pd.DataFrame, path) -> pathlib.Path:
+    """GB/s against array size per engine, with the copy rooflines, one panel per op."""
+    d = table[(table.dtype == "float32") & table.entry.isin(CORE)]
+    entries = [e for e in CORE if e in set(d.entry)]
+    fig, axes = plt.subplots(
+        1,
+        max(len(entries), 1),
+        figsize=(4.2 * max(len(entries), 1), 3.8),
+        squeeze=False,
+        sharey=True,
+    )
+    for ax, name in zip(axes[0], entries, strict=False):
+        e = d[d.entry == name]
+        for engine, g in e.groupby("engine"):
+            g = g.groupby("bytes", as_index=False).gbps.median()
+            ax.plot(g.bytes / 1e6, g.gbps, "o-", label=engine, ms=3)
+        roof = e.groupby("bytes", as_index=False)[["copy_gbps", "parallel_copy_gbps"]].median()
+        ax.plot(roof.bytes / 1e6, roof.parallel_copy_gbps, "k--", label="parallel copy")
+        ax.plot(roof.bytes / 1e6, roof.copy_gbps, "k:", label="np.copyto")
+        ax.set(xscale="log", yscale="log", title=name, xlabel="bytes read + written (MB)")
+    axes[0][0].set_ylabel("GB/s (float32)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def error_vs_scale(table: pd.DataFrame, path) -> pathlib.Path:
+    """Max error in units of u against input scale, per softmax algorithm and dtype."""
+    d = table[(table.op == "softmax") & (table.distribution == "normal")]
+    dtypes = [t for t in ("float16", "bfloat16", "float32", "float64") if t in set(d.dtype)]
+    fig, axes = plt.subplots(
+        1, max(len(dtypes), 1), figsize=(4 * max(len(dtypes), 1), 3.6), squeeze=False, sharey=True
+    )
+    for ax, dtype in zip(axes[0], dtypes, strict=False):
+        for alg, g in d[d.dtype == dtype].groupby("algorithm"):
+            g = g.groupby("scale", as_index=False).max_error_u.max()
+            ax.plot(g.scale, g.max_error_u.clip(lower=1e-2), "o-", label=alg, ms=3)
+        ax.set(xscale="log", yscale="log", title=dtype, xlabel="input scale (std of logits)")
+    axes[0][0].set_ylabel("max normwise error (units of u)")
+    axes[0][-1].legend(fontsize=7, title="missing points: NaN/inf")
+    return _save(fig, path)
+
+
+def sum_error_vs_n(table: pd.DataFrame, path) -> pathlib.Path:
+    """|sum(p) - 1| in units of u against the row length, per dtype and algorithm."""
+    d = table[(table.op == "softmax") & (table.distribution == "normal") & (table.scale == 1.0)]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (dtype, alg), g in d.groupby(["dtype", "algorithm"]):
+        g = g.groupby("n", as_index=False).sum_error_u.max()
+        ax.plot(g.n, g.sum_error_u.clip(lower=1e-2), "o-", ms=3, label=f"{dtype} {alg}")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="row length n",
+        ylabel="max |sum(p) - 1| (units of u)",
+        title="Normalization error, N(0,1) logits",
+    )
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def overflow_map(table: pd.DataFrame, path) -> pathlib.Path:
+    """Fraction of non-finite rows per (dtype, arithmetic, algorithm) and offset."""
+    piv = table.pivot_table(
+        index=["dtype", "arithmetic", "algorithm"], columns="offset", values="nonfinite_fraction"
+    )
+    fig, ax = plt.subplots(figsize=(11, 0.28 * len(piv) + 1.8))
+    im = ax.imshow(piv.values, aspect="auto", cmap="Reds", vmin=0, vmax=1)
+    ax.set_xticks(range(len(piv.columns)), [f"{c:g}" for c in piv.columns], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(piv)), [" ".join(i) for i in piv.index], fontsize=7)
+    ax.set_xlabel("offset c of the logits c + N(0, 1)")
+    ax.set_title("Rows that overflow or underflow to NaN/inf (fraction)")
+    fig.colorbar(im, ax=ax, fraction=0.02)
+    return _save(fig, path)
+
+
+def sparsity(table: pd.DataFrame, path) -> pathlib.Path:
+    """Mean support size against input scale for the sparse maps and softmax."""
+    d = table[
+        (table.preset == "imagenet")
+        & (table.distribution == "normal")
+        & (table.dtype == "float64")
+        & table.support.notna()
+    ]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, g in d.groupby("entry"):
+        g = g.groupby("scale", as_index=False).support.mean()
+        ax.plot(g.scale, g.support, "o-", ms=3, label=name)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="input scale (std of logits)",
+        ylabel="nonzero outputs per row (of 1000)",
+        title="Sparsity against scale",
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def bhh(per_vector: pd.DataFrame, path, fmt: str) -> pathlib.Path:
+    """The paper's style: per vector, error and bound (units of u), sorted by bound."""
+    d = per_vector[per_vector.format == fmt]
+    algorithms = list(dict.fromkeys(d.algorithm))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), squeeze=False)
+    for ax, alg in zip(axes.ravel(), algorithms, strict=False):
+        g = d[d.algorithm == alg].sort_values("bound_over_u").reset_index(drop=True)
+        ok = g.finite
+        ax.semilogy(
+            np.flatnonzero(ok), g.error_over_u[ok].clip(lower=1e-3), ".", ms=2, label="error"
+        )
+        ax.semilogy(g.index, g.bound_over_u, "-", color="k", lw=1, label="bound")
+        if (~ok).any():
+            ax.plot(
+                np.flatnonzero(~ok),
+                np.full((~ok).sum(), g.bound_over_u.max() * 2),
+                "rx",
+                ms=3,
+                label="overflow",
+            )
+        ax.set(title=alg, xlabel="vector (sorted by bound)", ylabel="units of u")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Blanchard, Higham & Higham (2021) MNIST experiment, {fmt}")
+    return _save(fig, path)
+
+
+def draw_all(out) -> list[pathlib.Path]:
+    """Every figure whose table exists under ``out``."""
+    out = pathlib.Path(out)
+    made = []
+    jobs = [
+        ("speed.csv", lambda t: speed(t, out / "speed_gbps.png")),
+        ("accuracy.csv", lambda t: error_vs_scale(t, out / "error_vs_scale.png")),
+        ("accuracy.csv", lambda t: sum_error_vs_n(t, out / "sum_error_vs_n.png")),
+        ("accuracy.csv", lambda t: sparsity(t, out / "sparsity.png")),
+        ("overflow.csv", lambda t: overflow_map(t, out / "overflow_map.png")),
+    ]
+    for name, draw in jobs:
+        if (out / name).exists():
+            made.append(draw(pd.read_csv(out / name)))
+    pv = out / "blanchard_higham_higham" / "per_vector.csv"
+    if pv.exists():
+        table = pd.read_csv(pv)
+        for fmt in dict.fromkeys(table.format):
+            made.append(bhh(table, pv.parent / f"error_vs_bound_{fmt}.png", fmt))
+    return made

@@ -1,0 +1,225 @@
+"""Grid runner: one tidy row per measured cell, written as soon as the cell is done.
+
+A grid is a list of cells (dicts of configuration values).  ``run`` skips the
+cells whose key is already in the table, measures the others under a progress
+bar and appends each row at once (see :mod:`experiments.store`), so an
+interrupted sweep resumes where it stopped and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from experiments import inputs, peers, timing
+from experiments.lowprec import DTYPE_FORMATS
+from experiments.metrics import error_metrics
+from experiments.store import Table
+from softmax_numba import registry
+
+ACCURACY_KEY = ["entry", "dtype", "preset", "n", "rows", "scale", "distribution", "backend"]
+ACCURACY_COLUMNS = [
+    *ACCURACY_KEY,
+    "op",
+    "algorithm",
+    "max_error_u",
+    "max_ulp",
+    "mismatched_rows",
+    "nan",
+    "inf",
+    "zero",
+    "sum_error_u",
+    "max_kl",
+    "support",
+    "seconds",
+]
+SPEED_KEY = ["entry", "engine", "dtype", "preset", "n", "rows"]
+SPEED_COLUMNS = [
+    *SPEED_KEY,
+    "op",
+    "algorithm",
+    "bytes",
+    "median_s",
+    "min_s",
+    "max_s",
+    "repeats",
+    "inner",
+    "gbps",
+    "copy_gbps",
+    "parallel_copy_gbps",
+    "ratio_to_parallel_copy",
+]
+
+ENGINES = ("numpy", "cpu", "parallel")
+_BY_NAME = {e.name: e for e in registry.ENTRIES}
+
+
+def entry(name: str) -> registry.Entry:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown entry {name!r}; registered: {sorted(_BY_NAME)}") from None
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def accuracy_cells(
+    entries, dtypes, presets, scales, distributions, elements=1 << 16, backends=("cpu",)
+) -> list[dict]:
+    """Every combination that makes sense (``mnist_logits`` needs rows of 10; maxout
+    needs rows its pool size divides).  Raises ``ValueError`` for unknown names."""
+    for name in entries:
+        entry(name)
+    for values, known, what in (
+        (dtypes, inputs.DTYPES, "dtype"),
+        (presets, inputs.PRESETS, "preset"),
+        (distributions, inputs.DISTRIBUTIONS, "distribution"),
+        (backends, ENGINES, "backend"),
+    ):
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown {what} {sorted(unknown)}; known: {list(known)}")
+    if any(not s > 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {list(scales)}")
+    cells = []
+    for name in entries:
+        for preset in presets:
+            n = inputs.PRESETS[preset]
+            if not entry(name).accepts(n):
+                continue
+            for dist in distributions:
+                if dist == "mnist_logits" and n != 10:
+                    continue
+                for dtype in dtypes:
+                    for scale in scales:
+                        for backend in backends:
+                            cells.append(
+                                {
+                                    "entry": name,
+                                    "dtype": dtype,
+                                    "preset": preset,
+                                    "n": n,
+                                    "rows": max(1, min(512, elements // n)),
+                                    "scale": float(scale),
+                                    "distribution": dist,
+                                    "backend": backend,
+                                }
+                            )
+    return cells
+
+
+def speed_cells(entries, engines, dtypes, sizes) -> list[dict]:
+    """``sizes``: ``(preset, bytes)`` pairs; ``rows`` makes the array about that big.
+    ``engines`` are ours (numpy, cpu, parallel) or peers' (scipy, torch, jax, entmax);
+    a peer appears for the ops it has and only when installed."""
+    for name in entries:
+        entry(name)
+    known = set(ENGINES) | set(peers._LOADERS)
+    unknown = set(engines) - known
+    if unknown:
+        raise ValueError(f"unknown engine {sorted(unknown)}; known: {sorted(known)}")
+    cells = []
+    for name in entries:
+        e = entry(name)
+        for engine in engines:
+            if engine not in ENGINES and e.op not in peers.peer_ops(engine):
+                continue
+            if engine not in ENGINES and e.algorithm not in ("-", "shifted", "pivot"):
+                continue  # one peer row per op, next to our default algorithm
+            for dtype in dtypes:
+                for preset, nbytes in sizes:
+                    n = inputs.PRESETS[preset]
+                    if not e.accepts(n):
+                        continue
+                    rows = max(1, round(nbytes / (n * inputs.numpy_dtype(dtype).itemsize)))
+                    cells.append(
+                        {
+                            "entry": name,
+                            "engine": engine,
+                            "dtype": dtype,
+                            "preset": preset,
+                            "n": n,
+                            "rows": rows,
+                        }
+                    )
+    return cells
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def _oracle_args(args):
+    """Floating arguments in the oracle's precision (float64, or longdouble for float64)."""
+
+    def up(a):
+        a = np.asarray(a)
+        if a.dtype.kind in "fV" and a.dtype != np.dtype(object):
+            return a.astype(np.longdouble if a.dtype == np.float64 else np.float64)
+        return a
+
+    return tuple(up(a) for a in args)
+
+
+def measure_accuracy(cell: dict) -> dict:
+    e = entry(cell["entry"])
+    x = inputs.logits(cell["distribution"], cell["rows"], cell["n"], cell["scale"], cell["dtype"])
+    args = e.arguments(x, np.random.default_rng(1))
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        got = e.run(args, backend=cell["backend"])
+        ref = e.reference(_oracle_args(args))
+        row = error_metrics(e, got, ref, args, DTYPE_FORMATS[cell["dtype"]])
+    return {
+        **cell,
+        "op": e.op,
+        "algorithm": e.algorithm,
+        **row,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def measure_speed(cell: dict) -> dict:
+    e = entry(cell["entry"])
+    x = inputs.logits("normal", cell["rows"], cell["n"], 1.0, cell["dtype"])
+    args = e.arguments(x, np.random.default_rng(1))
+    if cell["engine"] in ENGINES:
+        fn = lambda: e.run(args, backend=cell["engine"])  # noqa: E731
+    else:
+        fn = peers.peer_ops(cell["engine"])[e.op](args)
+    repeats = 7 if x.nbytes < (16 << 20) else 3
+    t = timing.time_call(fn, repeats=repeats)
+    roof = timing.copy_roofline(x, repeats=repeats)
+    nbytes = int(e.bytes_factor * x.nbytes)
+    gbps = nbytes / t["median_s"] / 1e9
+    return {
+        **cell,
+        "op": e.op,
+        "algorithm": e.algorithm,
+        "bytes": nbytes,
+        **t,
+        "gbps": gbps,
+        **roof,
+        "ratio_to_parallel_copy": gbps / roof["parallel_copy_gbps"],
+    }
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def run(
+    cells: Iterable[dict],
+    measure: Callable[[dict], dict],
+    table: Table,
+    desc: str = "sweep",
+    progress: bool = True,
+) -> int:
+    """Measure the cells not yet in ``table``; return how many were measured."""
+    done = table.done_keys()
+    todo = [c for c in cells if Table.key_of(c, table.key) not in done]
+    for cell in tqdm(todo, desc=desc, disable=not progress or None, unit="cell"):
+        table.append([measure(cell)])
+    return len(todo)
