@@ -25,6 +25,7 @@ from experiments import (
     metadata,
     overflow,
     plots,
+    report,
     sweep,
 )
 from experiments.store import Table
@@ -96,7 +97,8 @@ def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data
 def redraw(out: pathlib.Path) -> None:
     made = plots.draw_all(out)
     path = claims.write(out)
-    _log(f"plots: {len(made)} figures; verdicts in {path}")
+    report.write(out)
+    _log(f"plots: {len(made)} figures; verdicts in {path}; summary in {out / 'README.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,11 +70,11 @@ def claim_1(t: Tables) -> Verdict:
     if a is None:
         return Verdict(1, text, UNTESTED, "accuracy.csv missing")
     soft = a[(a.op == "softmax") & a.algorithm.isin(["shifted", "online"])]
-    worst = soft.groupby("dtype").sum_error_u.max()
+    worst = soft.groupby(["algorithm", "dtype"]).sum_error_u.max()
     free = a[(a.op == "softmax") & (a.algorithm == "division_free")]
     free_worst = free.groupby("scale").sum_error_u.max()
     naive = a[(a.op == "softmax") & (a.algorithm == "naive")]
-    per = ", ".join(f"{d} {_fmt(v)} u" for d, v in worst.items())
+    per = ", ".join(f"{alg} {d} {_fmt(v)} u" for (alg, d), v in worst.items())
     return Verdict(
         1,
         text,

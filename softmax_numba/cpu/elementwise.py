@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
@@ -89,12 +90,13 @@ def _maxout(x, pool_size, out):
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         for g in range(yi.size):
-            m = xi[g * pool_size]
-            for j in range(g * pool_size + 1, (g + 1) * pool_size):
-                v = xi[j]
-                if v > m or v != v:
-                    m = v
-            yi[g] = m
+            group = xi[g * pool_size : (g + 1) * pool_size]
+            m = group[0]
+            nan = False
+            for v in group:
+                m = v if v > m else m
+                nan |= v != v
+            yi[g] = like(xi, np.nan) if nan else m
 
 
 SIGMOID = engines(_sigmoid)

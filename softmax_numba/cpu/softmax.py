@@ -20,15 +20,22 @@ from softmax_numba.cpu._compile import engines, jit, like
 
 
 @jit
+def maximum(x):
+    """``max(x)`` skipping NaNs; ``-inf`` for an empty row or one with no number."""
+    m = like(x, -np.inf)
+    for i in range(x.size):
+        if x[i] > m:
+            m = x[i]
+    return m
+
+
+@jit
 def row_max(x):
     """``(max(x), k)`` with ``k`` the first index of the maximum; NaNs are skipped.
 
     A row with no number larger than ``-inf`` gives ``(-inf, 0)``.
     """
-    m = like(x, -np.inf)
-    for i in range(x.size):
-        if x[i] > m:
-            m = x[i]
+    m = maximum(x)
     k = 0
     for i in range(x.size):
         if x[i] == m:
@@ -118,20 +125,36 @@ def softmax_division_free_row(x, out):
         out[i] = math.exp(x[i] - lse)
 
 
+#: Elements per block of the online softmax: a block's max and exp-sum run over data
+#: still in L1 and vectorize; the blocks' states are merged exactly.
+ONLINE_BLOCK = 256
+
+
 @jit
 def online_state(x):
-    """One pass for ``(m, d)`` with ``d = sum_i exp(x_i - m)`` (Milakov & Gimelshein)."""
+    """One pass for ``(m, d)`` with ``d = sum_i exp(x_i - m)`` (Milakov & Gimelshein
+    2018), a block of ``ONLINE_BLOCK`` entries at a time: each block's ``(m_b, d_b)``
+    is merged into the running state with ``m = max(m, m_b)``,
+    ``d = d exp(m_old - m) + d_b exp(m_b - m)``.  Summing within blocks keeps the
+    rounding error of ``d`` near ``(B + n / B) u`` instead of ``n u``.
+    """
     m = like(x, -np.inf)
     d = like(x, 0.0)
-    for i in range(x.size):
-        v = x[i]
-        if v > m:
-            # m = -inf on the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
-            d = d * math.exp(m - v) + like(x, 1.0)
-            m = v
-        elif v != -np.inf:
-            # -inf adds nothing (and -inf - -inf would be NaN); a NaN poisons d.
-            d += math.exp(v - m)
+    for start in range(0, x.size, ONLINE_BLOCK):
+        block = x[start : start + ONLINE_BLOCK]
+        bm = maximum(block)
+        if bm == -np.inf:
+            bd = nan_or(block, like(x, 0.0))  # nothing to add, but a NaN poisons
+        else:
+            bd = like(x, 0.0)
+            for v in block:
+                bd += math.exp(v - bm)
+        if bm > m:
+            # m = -inf before the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
+            d = d * math.exp(m - bm) + bd
+            m = bm
+        elif bd != 0:
+            d += bd * math.exp(bm - m)
     if m == np.inf:
         d = like(x, np.nan)
     return m, d
