@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench study study-quick plots lint format clean
+.PHONY: install test bench bench-gpu study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ plots: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmark.json
 	$(PY) -m experiments bench-summary
+
+# On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
+bench-gpu: $(STAMP)
+	$(PY) -m experiments.gpu_bench --out results/gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, resolve_backend
+from softmax_numba._api import Rows, as_array, is_device_array, run
 from softmax_numba.cpu import elementwise as kernels
 
 _NORMALIZE_DOC = """
@@ -32,13 +32,13 @@ _NORMALIZE_DOC = """
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, reference_fn, *params):
     rows = Rows(as_array(x, name), axis, name)
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_rows(out)
     params = tuple(float(p) for p in params)
     if engine == "numpy":
         result[...] = reference_fn(rows.data, *params, normalize=normalize)
     else:
-        getattr(kernel_pair, engine)(rows.data, result, *params, bool(normalize))
+        run(kernel_pair, engine, rows.data, result, *params, bool(normalize))
     return rows.restore(result, out)
 
 
@@ -200,23 +200,30 @@ def maxout(
             f"maxout(): pool_size={pool_size} does not divide the length {rows.n} of axis "
             f"{rows.axis}"
         )
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     groups = rows.n // pool_size
     shape = list(rows.shape)
     shape[rows.axis] = groups
     if out is not None and (
-        not isinstance(out, np.ndarray)
-        or out.shape != tuple(shape)
-        or out.dtype != rows.result_dtype
+        rows.device != is_device_array(out)
+        or tuple(out.shape) != tuple(shape)
+        or np.dtype(out.dtype) != rows.result_dtype
     ):
         raise ValueError(
             f"maxout(): out must be an array of shape {tuple(shape)} and dtype {rows.result_dtype}"
         )
+    if rows.device:  # the pooled axis is the last one: a reshape, no copy
+        result = rows._cuda().device_array((rows.rows, groups), rows.compute_dtype)
+        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
+        if out is None:
+            return result.reshape(*shape)
+        out.copy_to_device(result.reshape(*shape))
+        return out
     if engine == "numpy":
         result = reference.maxout(rows.data, int(pool_size))
     else:
         result = np.empty((rows.rows, groups), dtype=rows.compute_dtype)
-        getattr(kernels.MAXOUT, engine)(rows.data, int(pool_size), result)
+        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
     moved = result.reshape(*rows.moved_shape[:-1], groups)
     y = np.moveaxis(moved, -1, rows.axis).astype(rows.result_dtype, copy=False)
     if out is None:

@@ -7,6 +7,7 @@ move the axis back, cast to the result dtype, write into ``out=`` if given.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 
 import numba
@@ -41,29 +42,65 @@ def dtypes_for(dtype: np.dtype, func: str) -> tuple[np.dtype, np.dtype]:
     raise TypeError(f"{func}() accepts {ACCEPTED_DTYPES} arrays; got dtype {dtype}")
 
 
-def as_array(x, func: str) -> np.ndarray:
-    """``np.asarray(x)`` with a ``TypeError`` for dtypes the package cannot compute in."""
+def is_device_array(x) -> bool:
+    """Whether ``x`` lives on a GPU (checked without importing CUDA support)."""
+    if not hasattr(x, "__cuda_array_interface__") and "numba.cuda" not in sys.modules:
+        return False
+    from softmax_numba.gpu import _runtime
+
+    return _runtime.is_device_array(x)
+
+
+def as_array(x, func: str):
+    """``np.asarray(x)`` with a ``TypeError`` for dtypes the package cannot compute in;
+    device arrays stay on the device (as Numba device arrays, without a copy)."""
+    if is_device_array(x):
+        from softmax_numba.gpu import _runtime
+
+        x = _runtime.as_device(x)
+        if np.dtype(x.dtype) not in (np.float32, np.float64):
+            raise TypeError(f"{func}() on a GPU array accepts float32 or float64, got {x.dtype}")
+        return x
     x = np.asarray(x)
     dtypes_for(x.dtype, func)
     return x
 
 
-def resolve_backend(backend: str, size: int) -> str:
-    """The engine that runs: ``"numpy"``, ``"cpu"`` or ``"parallel"``.
+def resolve_backend(backend: str, size: int, device: bool = False) -> str:
+    """The engine that runs: ``"numpy"``, ``"cpu"``, ``"parallel"`` or ``"cuda"``.
 
-    ``"auto"`` picks the parallel engine for arrays of at least
-    ``config.PARALLEL_MIN_ELEMENTS`` elements when Numba has more than one thread.
+    ``"auto"`` picks CUDA for arrays that live on a GPU, else the parallel engine for
+    arrays of at least ``config.PARALLEL_MIN_ELEMENTS`` elements when Numba has more
+    than one thread, else the serial one.
     """
     check_choice("backend", backend, BACKENDS)
-    if backend == "cuda":
-        raise NotImplementedError(
-            "backend='cuda' is not available in this version of softmax_numba; "
-            "use backend='cpu', 'parallel', 'numpy' or 'auto'"
+    if device and backend not in ("auto", "cuda"):
+        raise TypeError(
+            f"backend={backend!r} computes on the CPU but this array lives on a GPU; "
+            "use backend='cuda' (or 'auto'), or copy the array to the host first"
         )
+    if device:
+        backend = "cuda"
+    if backend == "cuda":
+        from softmax_numba.gpu import _runtime
+
+        _runtime.cuda()  # a clear error when numba-cuda or a GPU is missing
+        return "cuda"
     if backend == "auto":
         parallel = size >= config.PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
         return "parallel" if parallel else "cpu"
     return backend
+
+
+def run(kernels, engine: str, *args) -> None:
+    """Run a kernel on the chosen engine: the serial or parallel Numba CPU kernel, or
+    the CUDA kernel registered under the same name."""
+    if engine == "cuda":
+        from softmax_numba.gpu import _runtime
+
+        _runtime.launch(kernels.name, *args)
+    else:
+        getattr(kernels, engine)(*args)
 
 
 def split_chunks(engine: str, rows: int, n: int) -> int:
@@ -94,9 +131,13 @@ class Rows:
         The public function's name, for error messages.
     """
 
-    def __init__(self, x: np.ndarray, axis: int | None, func: str):
+    def __init__(self, x, axis: int | None, func: str):
         self.func = func
-        self.shape = x.shape
+        self.shape = tuple(x.shape)
+        self.device = is_device_array(x)
+        if self.device:
+            self._init_device(x, axis)
+            return
         self.compute_dtype, self.result_dtype = dtypes_for(x.dtype, func)
         if axis is None:
             x = x.reshape(-1)
@@ -116,13 +157,53 @@ class Rows:
         self.rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
         self.data = np.ascontiguousarray(moved.reshape(self.rows, self.n), dtype=self.compute_dtype)
 
+    def _init_device(self, x, axis) -> None:
+        """A GPU array: rows are a view of it, so the axis must be the last one of a
+        C-contiguous array (moving axes would need a copy on the device)."""
+        ndim = len(self.shape)
+        last = axis is None or (
+            isinstance(axis, int | np.integer) and ndim and int(axis) in (-1, ndim - 1)
+        )
+        if not last or not x.is_c_contiguous():
+            raise ValueError(
+                f"{self.func}(): a GPU array is processed along the last axis of a "
+                "C-contiguous array only; move the axis on the device first"
+            )
+        self.compute_dtype = self.result_dtype = np.dtype(x.dtype)
+        self.axis, self.flattened = max(ndim - 1, 0), axis is None and ndim != 1
+        self.n = int(np.prod(self.shape, dtype=np.int64)) if axis is None else self.shape[-1]
+        self.rows = int(np.prod(self.shape, dtype=np.int64)) // max(self.n, 1)
+        self.moved_shape = (self.rows, self.n) if axis is None else self.shape
+        self.data = x.reshape(self.rows, self.n)
+
+    @staticmethod
+    def _runtime():
+        from softmax_numba.gpu import _runtime
+
+        return _runtime
+
+    def _cuda(self):
+        return self._runtime().cuda()
+
     @property
     def size(self) -> int:
         return self.rows * self.n
 
+    def engine(self, backend: str) -> str:
+        """The engine for this array (see :func:`resolve_backend`)."""
+        return resolve_backend(backend, self.size, device=self.device)
+
     # ------------------------------------------------------------------ operands
-    def operand(self, arr, name: str, dtype=None) -> np.ndarray:
-        """Another array of the input's shape (or broadcastable to it), as rows."""
+    def operand(self, arr, name: str, dtype=None):
+        """Another array of the input's shape (or broadcastable to it), as rows; on the
+        device when the input is."""
+        if self.device and is_device_array(arr):
+            arr = self._runtime().as_device(arr)
+            if tuple(arr.shape) != self.shape or not arr.is_c_contiguous():
+                raise ValueError(
+                    f"{self.func}(): {name} on the GPU must be C-contiguous with shape {self.shape}"
+                )
+            return arr.reshape(self.rows, self.n)
         arr = np.asarray(arr)
         if dtype is None:
             dtypes_for(arr.dtype, self.func)
@@ -137,7 +218,8 @@ class Rows:
         if self.flattened:
             arr = arr.reshape(-1)
         moved = np.moveaxis(arr, self.axis, -1).reshape(self.rows, self.n)
-        return np.ascontiguousarray(moved, dtype=dtype)
+        rows = np.ascontiguousarray(moved, dtype=dtype)
+        return self._cuda().to_device(rows) if self.device else rows
 
     # ------------------------------------------------------------------ outputs
     def _reduced_shape(self, keepdims: bool) -> tuple[int, ...]:
@@ -151,6 +233,12 @@ class Rows:
         return tuple(shape)
 
     def _check_out(self, out, shape, dtype) -> None:
+        if self.device:
+            if not is_device_array(out):
+                raise TypeError(f"{self.func}(): out must be a GPU array for GPU input")
+            if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
+                raise ValueError(f"{self.func}(): out must have shape {shape} and dtype {dtype}")
+            return
         if not isinstance(out, np.ndarray):
             raise TypeError(f"{self.func}(): out must be a NumPy array, got {type(out).__name__}")
         if out.shape != shape or out.dtype != dtype:
@@ -161,6 +249,11 @@ class Rows:
 
     def new_rows(self, out=None, *, inputs=()) -> np.ndarray:
         """A ``(rows, n)`` buffer for the kernel: a view of ``out`` when it can be."""
+        if self.device:
+            if out is None:
+                return self._cuda().device_array((self.rows, self.n), self.compute_dtype)
+            self._check_out(out, self.shape, self.result_dtype)
+            return self._runtime().as_device(out).reshape(self.rows, self.n)
         if out is not None:
             self._check_out(out, self.shape, self.result_dtype)
             if out.dtype == self.compute_dtype and not self.flattened:
@@ -176,6 +269,8 @@ class Rows:
 
     def restore(self, buffer: np.ndarray, out=None) -> np.ndarray:
         """The ``(rows, n)`` result in the input's shape and the result dtype."""
+        if self.device:
+            return out if out is not None else buffer.reshape(*self.shape)
         result = np.moveaxis(buffer.reshape(self.moved_shape), -1, self.axis).reshape(self.shape)
         if out is None:
             return result.astype(self.result_dtype, copy=False)
@@ -187,10 +282,15 @@ class Rows:
         """A ``(rows,)`` buffer for a reduction along the axis."""
         if out is not None:
             self._check_out(out, self._reduced_shape(keepdims), self.result_dtype)
+        if self.device:
+            return self._cuda().device_array(self.rows, self.compute_dtype)
         return np.empty(self.rows, dtype=self.compute_dtype)
 
     def restore_reduced(self, buffer: np.ndarray, out=None, *, keepdims=False) -> np.ndarray:
         """The ``(rows,)`` result shaped as the input without (or with length-1) axis."""
+        if self.device:
+            shape = self._reduced_shape(keepdims)
+            return buffer.reshape(*shape) if shape else buffer
         result = buffer.reshape(self._reduced_shape(keepdims)).astype(self.result_dtype, copy=False)
         if out is None:
             return result[()] if result.ndim == 0 else result
@@ -202,14 +302,14 @@ def vjp(name, y, dy, axis, backend, out, kernel_pair, reference_fn):
     """Run a backward op ``dx = f(y, dy)`` row by row (the shared wrapper of the
     ``*_backward`` functions): ``y`` and ``dy`` must have the same shape."""
     rows = Rows(as_array(y, name), axis, name)
-    dy = np.asarray(dy)
-    if dy.shape != rows.shape:
-        raise ValueError(f"{name}(): dy has shape {dy.shape}, y has shape {rows.shape}")
+    dy = dy if is_device_array(dy) else np.asarray(dy)
+    if tuple(dy.shape) != rows.shape:
+        raise ValueError(f"{name}(): dy has shape {tuple(dy.shape)}, y has shape {rows.shape}")
     grad = rows.operand(dy, "dy")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_rows(out, inputs=(grad,))
     if engine == "numpy":
         result[...] = reference_fn(rows.data, grad)
     else:
-        getattr(kernel_pair, engine)(rows.data, grad, result)
+        run(kernel_pair, engine, rows.data, grad, result)
     return rows.restore(result, out)

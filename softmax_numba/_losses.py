@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, resolve_backend
+from softmax_numba._api import Rows, as_array, check_choice, is_device_array, run
 from softmax_numba.cpu import losses as kernels
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -70,8 +70,9 @@ def cross_entropy(
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     rows = Rows(as_array(logits, "cross_entropy"), axis, "cross_entropy")
-    target = np.asarray(target)
-    engine = resolve_backend(backend, rows.size)
+    # Targets are validated on the host (a GPU target is copied: one value per row).
+    target = target.copy_to_host() if is_device_array(target) else np.asarray(target)
+    engine = rows.engine(backend)
     n_classes = rows.n
     row_shape = rows.moved_shape[:-1]
     if np.issubdtype(target.dtype, np.integer):
@@ -120,10 +121,12 @@ def cross_entropy(
         )
         grad = grad * grad.dtype.type(scale)
     else:
-        losses = np.empty(rows.rows, dtype=rows.compute_dtype)
-        grad = np.empty((rows.rows, n_classes) if return_grad else (0, 0), rows.compute_dtype)
+        losses = rows.new_reduced()
+        grad = rows.new_rows() if return_grad else np.empty((0, 0), rows.compute_dtype)
         if probabilities is None:
-            getattr(kernels.CROSS_ENTROPY_INDEX, engine)(
+            run(
+                kernels.CROSS_ENTROPY_INDEX,
+                engine,
                 rows.data,
                 labels,
                 -1 if ignore_index is None else ignore_index,
@@ -134,14 +137,23 @@ def cross_entropy(
                 grad,
             )
         else:
-            getattr(kernels.CROSS_ENTROPY_PROBABILITY, engine)(
-                rows.data, probabilities, label_smoothing, scale, return_grad, losses, grad
+            run(
+                kernels.CROSS_ENTROPY_PROBABILITY,
+                engine,
+                rows.data,
+                probabilities,
+                label_smoothing,
+                scale,
+                return_grad,
+                losses,
+                grad,
             )
 
     if reduction == "none":
         loss = rows.restore_reduced(losses)
     else:
-        total = np.sum(losses, dtype=rows.compute_dtype)
+        host_losses = losses.copy_to_host() if rows.device else losses
+        total = np.sum(host_losses, dtype=rows.compute_dtype)
         value = total / count if reduction == "mean" and count else total
         if reduction == "mean" and not count:
             value = np.nan

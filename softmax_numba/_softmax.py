@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, resolve_backend, split_chunks, vjp
+from softmax_numba._api import Rows, as_array, check_choice, run, split_chunks, vjp
 from softmax_numba.cpu import softmax as kernels
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
@@ -20,6 +20,8 @@ def _masked_rows(rows: Rows, where) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows with masked-out entries set to ``-inf``, and the mask as rows."""
     if where is None:
         return rows.data, None
+    if rows.device:
+        raise NotImplementedError("where= is not supported for GPU arrays yet")
     mask = rows.operand(where, "where", dtype=bool)
     return np.where(mask, rows.data, -np.inf).astype(rows.compute_dtype, copy=False), mask
 
@@ -77,7 +79,7 @@ def softmax(
     if algorithm == "auto":
         algorithm = AUTO_SOFTMAX_ALGORITHM
     rows = Rows(as_array(x, "softmax"), axis, "softmax")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
     chunks = split_chunks(engine, rows.rows, rows.n)
@@ -87,7 +89,7 @@ def softmax(
         for i in range(rows.rows):
             kernels.split_softmax_row(data[i], result[i], chunks)
     else:
-        getattr(kernels.SOFTMAX[algorithm], engine)(data, result)
+        run(kernels.SOFTMAX[algorithm], engine, data, result)
     if mask is not None:
         result[~mask] = 0
     return rows.restore(result, out)
@@ -121,7 +123,7 @@ def log_softmax(
         gives NaN there and ``-inf`` elsewhere, a row that is all ``-inf`` is NaN.
     """
     rows = Rows(as_array(x, "log_softmax"), axis, "log_softmax")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
     chunks = split_chunks(engine, rows.rows, rows.n)
@@ -131,7 +133,7 @@ def log_softmax(
         for i in range(rows.rows):
             kernels.split_log_softmax_row(data[i], result[i], chunks)
     else:
-        getattr(kernels.LOG_SOFTMAX, engine)(data, result)
+        run(kernels.LOG_SOFTMAX, engine, data, result)
     if mask is not None:
         result[~mask] = -np.inf
     return rows.restore(result, out)
@@ -176,16 +178,18 @@ def logsumexp(
         an empty or all ``-inf`` axis gives ``-inf``.
     """
     rows = Rows(as_array(x, "logsumexp"), axis, "logsumexp")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)
     sign = None
+    if rows.device and (b is not None or return_sign):
+        raise NotImplementedError("b= and return_sign= are not supported for GPU arrays yet")
     if b is not None:
         weights = rows.operand(b, "b")
         sign = np.empty_like(result)
         if engine == "numpy":
             result[...], sign[...] = reference.logsumexp(rows.data, b=weights, return_sign=True)
         else:
-            getattr(kernels.LOGSUMEXP_WEIGHTED, engine)(rows.data, weights, result, sign)
+            run(kernels.LOGSUMEXP_WEIGHTED, engine, rows.data, weights, result, sign)
         if not return_sign:
             result[sign < 0] = np.nan
     elif engine == "numpy":
@@ -194,7 +198,7 @@ def logsumexp(
         for i in range(rows.rows):
             result[i] = kernels.split_logsumexp_row(rows.data[i], chunks)
     else:
-        getattr(kernels.LOGSUMEXP, engine)(rows.data, result)
+        run(kernels.LOGSUMEXP, engine, rows.data, result)
     lse = rows.restore_reduced(result, keepdims=keepdims)
     if not return_sign:
         return lse

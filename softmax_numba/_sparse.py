@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, resolve_backend, vjp
+from softmax_numba._api import Rows, as_array, check_choice, run, vjp
 from softmax_numba.cpu import sparse as kernels
 
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
@@ -59,14 +59,14 @@ def sparsemax(
     )
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     rows = Rows(as_array(x, "sparsemax"), axis, "sparsemax")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_rows(out)
     support = np.empty(rows.rows, dtype=np.int64)
     if engine == "numpy":
         result[...], support[...] = reference.sparsemax(rows.data, return_support_size=True)
     else:
         kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
-        getattr(kernel, engine)(rows.data, result, support)
+        run(kernel, engine, rows.data, result, support)
     p = rows.restore(result, out)
     if not return_support_size:
         return p
@@ -101,12 +101,12 @@ def entmax15(
         + _UNDEFINED
     )
     rows = Rows(as_array(x, "entmax15"), axis, "entmax15")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_rows(out)
     if engine == "numpy":
         result[...] = reference.entmax15(rows.data)
     else:
-        getattr(kernels.ENTMAX15, engine)(rows.data, result)
+        run(kernels.ENTMAX15, engine, rows.data, result)
     return rows.restore(result, out)
 
 
@@ -149,12 +149,12 @@ def entmax_bisect(
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
         raise ValueError(f"entmax_bisect(): n_iter must be a positive integer, got {n_iter!r}")
     rows = Rows(as_array(x, "entmax_bisect"), axis, "entmax_bisect")
-    engine = resolve_backend(backend, rows.size)
+    engine = rows.engine(backend)
     result = rows.new_rows(out)
     if engine == "numpy":
         result[...] = reference.entmax_bisect(rows.data, alpha=alpha, n_iter=int(n_iter))
     else:
-        getattr(kernels.ENTMAX_BISECT, engine)(rows.data, float(alpha), int(n_iter), result)
+        run(kernels.ENTMAX_BISECT, engine, rows.data, float(alpha), int(n_iter), result)
     return rows.restore(result, out)
 
 

@@ -25,3 +25,10 @@ PARALLEL_MIN_ELEMENTS: int = 1 << 16
 #: merge of the partial ``(max, sum)`` states) when there are fewer rows than
 #: threads and a row has at least this many elements.
 SPLIT_ROW_MIN_LENGTH: int = 1 << 15
+
+#: CUDA launch shape: threads per block (one block per row, grid-stride over rows),
+#: the largest block the shared-memory reductions are sized for, and the most
+#: blocks in a grid.  Tests patch tiny, odd block sizes.
+CUDA_THREADS_PER_BLOCK: int = 256
+CUDA_MAX_THREADS_PER_BLOCK: int = 1024
+CUDA_MAX_BLOCKS: int = 65535

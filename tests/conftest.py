@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+
+# The CUDA tests run on the simulator unless a GPU is here; it must be chosen before
+# numba is first imported.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and shutil.which("nvidia-smi") is None:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import numpy as np
 import pytest

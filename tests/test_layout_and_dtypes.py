@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import unit_roundoff
@@ -208,9 +213,18 @@ def test_unknown_algorithm_and_backend():
         sn.softmax(np.ones(3), backend="gpu")
 
 
-def test_cuda_backend_is_a_clear_error_not_a_fallback():
-    with pytest.raises(NotImplementedError, match="cuda"):
-        sn.softmax(np.ones(3), backend="cuda")
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU is present")
+def test_cuda_backend_without_a_gpu_is_a_clear_error_not_a_fallback():
+    probe = (
+        "import numpy as np, softmax_numba as sn\n"
+        "try:\n"
+        "    sn.softmax(np.ones(3), backend='cuda')\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert "needs" in done.stdout and ("GPU" in done.stdout or "numba-cuda" in done.stdout)
 
 
 def test_maxout_pool_size_must_divide():

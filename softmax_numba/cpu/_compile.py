@@ -54,10 +54,12 @@ def jit(func=None, *, parallel: bool = False):
 
 
 class Engines(NamedTuple):
-    """The serial (``backend="cpu"``) and parallel (``backend="parallel"``) kernels."""
+    """The serial (``backend="cpu"``) and parallel (``backend="parallel"``) kernels,
+    and the name under which the CUDA engine registers the same kernel."""
 
     cpu: numba.core.registry.CPUDispatcher
     parallel: numba.core.registry.CPUDispatcher
+    name: str
 
 
 def engines(func) -> Engines:
@@ -71,6 +73,7 @@ def engines(func) -> Engines:
     return Engines(
         cpu=jit(_renamed(func, f"{func.__name__}_serial"), parallel=False),
         parallel=jit(_renamed(func, f"{func.__name__}_parallel"), parallel=True),
+        name=func.__name__,
     )
 
 

@@ -1,0 +1,87 @@
+"""The elementwise alternatives (optionally normalized along the row) and maxout
+as CUDA kernels; one block per row so that normalizing costs one block reduction."""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+
+def build(dtype, red) -> dict:
+    # Device functions must be plain closure names for Numba to type them.
+    block_max = red.block_max
+    block_sum = red.block_sum
+    one, zero, half = dtype(1.0), dtype(0.0), dtype(0.5)
+
+    @cuda.jit(device=True)
+    def normalize_row(yi):
+        s = zero
+        for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+            s += yi[j]
+        r = one / block_sum(s)
+        for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+            yi[j] *= r
+
+    @cuda.jit
+    def _sigmoid(x, out, normalize):
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                v = x[i, j]
+                e = math.exp(-abs(v))
+                out[i, j] = one / (one + e) if v >= 0 else e / (one + e)
+            if normalize:
+                normalize_row(out[i])
+
+    @cuda.jit
+    def _softplus(x, out, beta, normalize):
+        b = dtype(beta)
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                z = x[i, j] * b
+                out[i, j] = (max(z, zero) + math.log1p(math.exp(-abs(z)))) / b
+            if normalize:
+                normalize_row(out[i])
+
+    @cuda.jit
+    def _arctan(x, out, normalize):
+        pi = dtype(math.pi)
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                v = x[i, j]
+                out[i, j] = -math.atan(one / v) / pi if v < 0 else half + math.atan(v) / pi
+            if normalize:
+                normalize_row(out[i])
+
+    @cuda.jit
+    def _gaussian(x, out, mu, sigma, normalize):
+        c = dtype(mu)
+        k = dtype(-0.5 / (sigma * sigma))
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            shift = zero
+            if normalize:  # softmax of the exponents: shift by their maximum
+                m = dtype(-math.inf)
+                for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                    d = x[i, j] - c
+                    m = max(m, k * d * d)
+                shift = block_max(m)
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                d = x[i, j] - c
+                out[i, j] = math.exp(k * d * d - shift)
+            if normalize:
+                normalize_row(out[i])
+
+    @cuda.jit
+    def _maxout(x, pool_size, out):
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            for g in range(cuda.threadIdx.x, out.shape[1], cuda.blockDim.x):
+                m = x[i, g * pool_size]
+                nan = False
+                for j in range(g * pool_size, (g + 1) * pool_size):
+                    v = x[i, j]
+                    m = v if v > m else m
+                    nan = nan or v != v
+                out[i, g] = dtype(math.nan) if nan else m
+
+    return {"_sigmoid": _sigmoid, "_softplus": _softplus, "_arctan": _arctan,
+            "_gaussian": _gaussian, "_maxout": _maxout}  # fmt: skip

@@ -1,0 +1,101 @@
+"""The CUDA engine: the CPU engines' correctness tests, on the simulator when there
+is no GPU (``NUMBA_ENABLE_CUDASIM=1``, set in conftest), with tiny odd block sizes
+so that partial blocks, several rows per block and idle threads all happen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_accuracy import _check
+
+import softmax_numba as sn
+from softmax_numba import config, registry
+from softmax_numba.gpu._runtime import is_device_array
+
+cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+pytestmark = [
+    pytest.mark.skipif(not cuda.is_available(), reason="no GPU and no simulator"),
+    # The simulator evaluates kernels on NumPy scalars, which warn where a GPU is silent.
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
+
+
+#: The threshold searches (a block reduction per bisection step) are the slow ones
+#: on the simulator, where every thread is a Python thread: they get fewer rows.
+SEARCHES = {"sparsemax", "entmax15", "entmax_bisect"}
+
+
+def _launch(monkeypatch, threads, blocks):
+    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", threads)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", blocks)
+
+
+@pytest.fixture(autouse=True)
+def tiny_launch(monkeypatch):
+    """5 threads per block, 3 blocks: partial blocks and several rows per block."""
+    _launch(monkeypatch, 5, 3)
+
+
+#: sparsemax's sort and pivot algorithms are one threshold-search kernel on the GPU.
+ON_GPU = [e for e in registry.ENTRIES if e.name != "sparsemax[sort]"]
+
+
+@pytest.mark.parametrize("entry", ON_GPU, ids=lambda e: e.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_reference(entry, dtype, rng):
+    n = 12 if entry.divisor > 1 else 13
+    rows = 4 if entry.op in SEARCHES else 7
+    x = (rng.standard_normal((rows, n)) * 3).astype(dtype)
+    _check(entry, "cuda", x, entry.arguments(x, rng))
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in registry.ENTRIES if e.op not in SEARCHES], ids=lambda e: e.name
+)
+def test_two_threads_per_block_and_many_blocks(entry, rng, monkeypatch):
+    _launch(monkeypatch, 2, 64)
+    x = rng.standard_normal((5, 12 if entry.divisor > 1 else 9))
+    _check(entry, "cuda", x, entry.arguments(x, rng))
+
+
+@pytest.mark.parametrize("entry", registry.ENTRIES[:8], ids=lambda e: e.name)
+def test_rows_shorter_than_a_block(entry, rng):
+    x = rng.standard_normal((3, 4))
+    _check(entry, "cuda", x, entry.arguments(x, rng))
+
+
+@pytest.mark.parametrize("algorithm", ["shifted", "online", "division_free"])
+def test_non_finite_rules(algorithm):
+    inf, nan = np.inf, np.nan
+    x = np.array([[nan, 1, 2], [inf, 1, 2], [-inf, -inf, -inf], [-inf, 1, 2], [0.5, -1, 3]])
+    expected = sn.softmax(x, algorithm=algorithm, backend="cpu")
+    np.testing.assert_allclose(sn.softmax(x, algorithm=algorithm, backend="cuda"), expected)
+    np.testing.assert_allclose(sn.logsumexp(x, backend="cuda"), sn.logsumexp(x, backend="cpu"))
+
+
+def test_any_axis_and_float16_from_the_host(rng):
+    x = rng.standard_normal((3, 5, 4)).astype(np.float16)
+    got = sn.softmax(x, axis=1, backend="cuda")
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, sn.softmax(x, axis=1, backend="cpu"))
+
+
+def test_device_arrays_stay_on_the_device(rng):
+    x = rng.standard_normal((6, 9)).astype(np.float32)
+    d_x = cuda.to_device(x)
+    d_p = sn.softmax(d_x)  # backend="auto" picks CUDA for device-resident input
+    assert is_device_array(d_p)
+    np.testing.assert_allclose(d_p.copy_to_host(), sn.softmax(x), rtol=1e-6)
+    lse = sn.logsumexp(d_x, backend="cuda")
+    assert is_device_array(lse)
+    np.testing.assert_allclose(lse.copy_to_host(), sn.logsumexp(x), rtol=1e-6)
+    out = cuda.device_array_like(d_x)
+    assert sn.log_softmax(d_x, out=out) is out
+
+
+def test_device_arrays_need_the_last_axis(rng):
+    d_x = cuda.to_device(rng.standard_normal((4, 5)))
+    with pytest.raises(ValueError, match="last axis"):
+        sn.softmax(d_x, axis=0)
+    with pytest.raises(TypeError, match="GPU"):
+        sn.softmax(d_x, backend="cpu")
