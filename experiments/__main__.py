@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bhh-data",
         type=pathlib.Path,
         default=None,
-        help="path of data_presoftmax.mat (default: shared/data/...)",
+        help="path of data_presoftmax.mat (default: the copy in experiments/data/)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

@@ -23,7 +23,9 @@ import scipy.io
 
 from experiments.lowprec import BF16, FP16, Arithmetic, Format
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/blanchard-higham-higham"
+#: The published data set, vendored with its BSD licence (LICENSE.txt beside it) so
+#: that a clean clone reproduces the experiment with nothing else at hand.
+DATA = pathlib.Path(__file__).resolve().parent / "data" / "blanchard-higham-higham"
 ALGORITHMS = (
     "lse_basic",
     "lse_shifted",
@@ -39,8 +41,8 @@ def load_logits(path: pathlib.Path | None = None) -> np.ndarray:
     path = pathlib.Path(path) if path is not None else DATA / "data_presoftmax.mat"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} not found: the Blanchard-Higham-Higham data set is expected in "
-            "shared/data/blanchard-higham-higham/ next to the checkout (or pass --bhh-data)"
+            f"{path} not found: the Blanchard-Higham-Higham data set ships in "
+            "experiments/data/blanchard-higham-higham/ (or pass --bhh-data PATH)"
         )
     mat = scipy.io.loadmat(path, variable_names=["softmat"])
     return np.ascontiguousarray(mat["softmat"].T, dtype=np.float64)

@@ -41,13 +41,14 @@ def jit(func=None, *, parallel: bool = False):
     of raising (a row of underflowed terms must give NaN, not an exception).
 
     Numba's disk cache is keyed by the function's name and source, not by the
-    compile options; the options' digest is therefore part of the cached name, so
-    that changing ``config.FASTMATH`` never loads code compiled with other flags.
+    compile options; the digest of the options (and of ``config.EXP``) is therefore
+    part of the cached name, so that a change never loads code compiled otherwise.
     """
 
     def decorate(f):
         options = _options(parallel)
-        digest = hashlib.sha1(repr(sorted(options["fastmath"])).encode()).hexdigest()[:8]
+        key = repr((sorted(options["fastmath"]), config.EXP))
+        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         return numba.njit(**options)(_renamed(f, f"{f.__name__}__{digest}"))
 
     return decorate if func is None else decorate(func)

@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu.softmax import row_max, scale_into
 
 
@@ -32,7 +33,7 @@ def _sigmoid(x, out, normalize):
         xi, yi = x[i], out[i]
         for j in range(xi.size):
             v = xi[j]
-            e = math.exp(-abs(v))
+            e = exp(-abs(v))
             one = like(xi, 1.0)
             yi[j] = one / (one + e) if v >= 0 else e / (one + e)
         if normalize:
@@ -46,7 +47,7 @@ def _softplus(x, out, beta, normalize):
         b = like(xi, beta)
         for j in range(xi.size):
             z = xi[j] * b
-            yi[j] = (max(z, like(xi, 0.0)) + math.log1p(math.exp(-abs(z)))) / b
+            yi[j] = (max(z, like(xi, 0.0)) + math.log1p(exp(-abs(z)))) / b
         if normalize:
             normalize_row(yi)
 
@@ -80,7 +81,7 @@ def _gaussian(x, out, mu, sigma, normalize):
             yi[j] = k * d * d
         shift = row_max(yi)[0] if normalize else like(xi, 0.0)
         for j in range(xi.size):
-            yi[j] = math.exp(yi[j] - shift)
+            yi[j] = exp(yi[j] - shift)
         if normalize:
             normalize_row(yi)
 

@@ -17,6 +17,7 @@ import math
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
+from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu.softmax import row_max, shifted_sum_excluding
 
 
@@ -47,7 +48,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             floor = eps / like(xi, n) * like(xi, scale)
             gi = grad[i]
             for j in range(n):
-                gi[j] = math.exp(xi[j] - m) * r - floor
+                gi[j] = exp(xi[j] - m) * r - floor
             gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
 
 
@@ -75,7 +76,7 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
             sc = like(xi, scale)
             gi = grad[i]
             for j in range(n):
-                gi[j] = (math.exp(xi[j] - m) * r - (keep * qi[j] + floor)) * sc
+                gi[j] = (exp(xi[j] - m) * r - (keep * qi[j] + floor)) * sc
 
 
 CROSS_ENTROPY_INDEX = engines(_cross_entropy_index)

@@ -15,17 +15,31 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._math import kernel_exp as exp
 
 # --------------------------------------------------------------------------- row pieces
+
+
+#: Independent running maxima in :func:`maximum`: LLVM turns the 16 lanes into
+#: vector compares and blends (a single ``if x > m`` chain stays scalar, since
+#: without ``nnan`` it is not a reduction LLVM may reorder).
+MAX_LANES = 16
 
 
 @jit
 def maximum(x):
     """``max(x)`` skipping NaNs; ``-inf`` for an empty row or one with no number."""
+    lanes = np.full(MAX_LANES, -np.inf, dtype=x.dtype)
+    full = x.size - x.size % MAX_LANES
+    for i in range(0, full, MAX_LANES):
+        for lane in range(MAX_LANES):
+            v = x[i + lane]
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
     m = like(x, -np.inf)
-    for i in range(x.size):
-        if x[i] > m:
-            m = x[i]
+    for lane in range(MAX_LANES):
+        m = lanes[lane] if lanes[lane] > m else m
+    for i in range(full, x.size):
+        m = x[i] if x[i] > m else m
     return m
 
 
@@ -49,9 +63,9 @@ def shifted_sum_excluding(x, m, k):
     """``sum_{i != k} exp(x_i - m)``: the ``s`` of the shifted algorithm (one read)."""
     s = like(x, 0.0)
     for i in range(k):
-        s += math.exp(x[i] - m)
+        s += exp(x[i] - m)
     for i in range(k + 1, x.size):
-        s += math.exp(x[i] - m)
+        s += exp(x[i] - m)
     return s
 
 
@@ -83,7 +97,7 @@ def exp_shifted_into(x, m, out):
     """``out_i = exp(x_i - m)``; returns ``sum_i out_i`` (one read, one write)."""
     s = like(x, 0.0)
     for i in range(x.size):
-        e = math.exp(x[i] - m)
+        e = exp(x[i] - m)
         out[i] = e
         s += e
     return s
@@ -122,7 +136,7 @@ def softmax_division_free_row(x, out):
     if lse == np.inf:
         lse = like(x, np.nan)
     for i in range(x.size):
-        out[i] = math.exp(x[i] - lse)
+        out[i] = exp(x[i] - lse)
 
 
 #: Elements per block of the online softmax: a block's max and exp-sum run over data
@@ -148,13 +162,13 @@ def online_state(x):
         else:
             bd = like(x, 0.0)
             for v in block:
-                bd += math.exp(v - bm)
+                bd += exp(v - bm)
         if bm > m:
             # m = -inf before the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
-            d = d * math.exp(m - bm) + bd
+            d = d * exp(m - bm) + bd
             m = bm
         elif bd != 0:
-            d += bd * math.exp(bm - m)
+            d += bd * exp(bm - m)
     if m == np.inf:
         d = like(x, np.nan)
     return m, d
@@ -166,7 +180,7 @@ def softmax_online_row(x, out):
     m, d = online_state(x)
     r = like(x, 1.0) / d
     for i in range(x.size):
-        out[i] = math.exp(x[i] - m) * r
+        out[i] = exp(x[i] - m) * r
 
 
 @jit
@@ -192,7 +206,7 @@ def weighted_logsumexp_row(x, b):
     s = like(x, 0.0)
     for i in range(x.size):
         if b[i] != 0:
-            s += b[i] * math.exp(x[i] - shift)
+            s += b[i] * exp(x[i] - shift)
     sign = like(x, 1.0) if s > 0 else (like(x, -1.0) if s < 0 else like(x, 0.0))
     if math.isnan(s):
         sign = s
@@ -256,7 +270,7 @@ def _log_softmax_backward(y, dy, dx):
         for j in range(yi.size):
             total += dyi[j]
         for j in range(yi.size):
-            dxi[j] = dyi[j] - math.exp(yi[j]) * total
+            dxi[j] = dyi[j] - exp(yi[j]) * total
 
 
 SOFTMAX = {
@@ -294,7 +308,7 @@ def split_state(x, chunks):
     d = like(x, 0.0)
     for c in range(chunks):
         if ms[c] != -np.inf:
-            d += ds[c] * math.exp(ms[c] - m)
+            d += ds[c] * exp(ms[c] - m)
     for c in range(chunks):
         if math.isnan(ms[c]) or math.isnan(ds[c]):
             d = like(x, np.nan)
@@ -309,7 +323,7 @@ def split_softmax_row(x, out, chunks):
     n = x.size
     for c in prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
-            out[i] = math.exp(x[i] - m) * r
+            out[i] = exp(x[i] - m) * r
 
 
 @jit

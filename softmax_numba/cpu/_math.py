@@ -1,0 +1,140 @@
+"""Branch-free ``exp`` that LLVM can vectorize (Numba's SVML path is gone).
+
+``math.exp`` in a Numba loop is a scalar libm call, which keeps the loop scalar.
+:func:`exp` here is range reduction plus a polynomial, with no branches and no
+calls, so a loop over it vectorizes:
+
+    x = k ln2 + r,  k = rint(x / ln2),  |r| <= ln2 / 2  (Cody & Waite 1980, with
+    ln2 split in a high and a low part so that ``k ln2_hi`` is exact),
+    exp(r) ~ 1 + r + r^2 p(r),  p of degree 5 (float32, coefficients of Cephes'
+    ``expf``, S. Moshier) or 11 (float64, Taylor),
+    exp(x) = exp(r) * 2^k, by adding k to the exponent bits of exp(r),
+
+with the subnormal range and the overflow to ``inf`` handled by selects.  NaN stays NaN, ``-inf``
+gives 0, ``+inf`` gives ``inf``.  The maximum error is measured exhaustively over
+float32 by the study (``results/exp_ulp.csv``) and bounded in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from softmax_numba import config
+from softmax_numba.cpu._compile import jit
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE bits of a float32 (as int32) or float64 (as int64)."""
+    width = {types.float32: 32, types.float64: 64}.get(x)
+    if width is None:
+        return None
+    sig = (types.int32 if width == 32 else types.int64)(x)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(width))
+
+    return sig, codegen
+
+
+@intrinsic
+def _from_bits(typingctx, bits):
+    """The float32 (from int32) or float64 (from int64) with these IEEE bits."""
+    target = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if target is None:
+        return None
+    sig = target(bits)
+
+    def codegen(context, builder, signature, args):
+        kind = ir.FloatType() if target == types.float32 else ir.DoubleType()
+        return builder.bitcast(args[0], kind)
+
+    return sig, codegen
+
+
+def exp(x):  # pragma: no cover - replaced by the overload in compiled code
+    """Vectorizable ``exp`` for float32 and float64 (compiled code only)."""
+    raise NotImplementedError("softmax_numba.cpu._math.exp runs inside compiled kernels")
+
+
+# The scale 2^k is added to the exponent bits of p = exp(r) in [0.7, 1.42]: exact for
+# normal results.  Results below the normal range take 2^(k + shift) the same way and
+# one multiplication by the constant 2^-shift, so they are rounded once.  Nothing
+# here depends on the order of a product, so reassociation cannot overflow it.
+
+
+@overload(exp, jit_options={"fastmath": {"contract", "nsz"}})
+def _exp_overload(x):
+    if x == types.float32:
+
+        def exp32(x):
+            xc = min(max(x, np.float32(-104.0)), np.float32(89.0))
+            k = np.rint(xc * np.float32(1.4426950408889634))
+            r = xc - k * np.float32(0.693359375)  # ln2_hi: 9 bits, k * ln2_hi is exact
+            r = r - k * np.float32(-2.12194440e-4)  # ln2_lo
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            p = p * r * r + r + np.float32(1.0)
+            ki = np.int32(k)
+            bits = _bits(p)
+            # (Numba widens int32 + int32 to int64: narrow again before the bitcast.)
+            normal = _from_bits(np.int32(bits + (ki << np.int32(23))))
+            tiny = _from_bits(np.int32(bits + ((ki + np.int32(64)) << np.int32(23))))
+            tiny = tiny * np.float32(5.421010862427522e-20)  # 2^-64
+            y = tiny if ki < -125 else normal
+            y = np.float32(np.inf) if x > np.float32(88.72283935546875) else y
+            return x if x != x else y
+
+        return exp32
+    if x == types.float64:
+
+        def exp64(x):
+            xc = min(max(x, -746.0), 710.0)
+            k = np.rint(xc * 1.4426950408889634)
+            r = xc - k * 6.93147180369123816490e-01  # ln2_hi (fdlibm), k * ln2_hi exact
+            r = r - k * 1.90821492927058770002e-10  # ln2_lo
+            p = 1.0 / 6227020800.0  # Taylor to r^13 / 13!: truncation below u / 20
+            p = p * r + 1.0 / 479001600.0
+            p = p * r + 1.0 / 39916800.0
+            p = p * r + 1.0 / 3628800.0
+            p = p * r + 1.0 / 362880.0
+            p = p * r + 1.0 / 40320.0
+            p = p * r + 1.0 / 5040.0
+            p = p * r + 1.0 / 720.0
+            p = p * r + 1.0 / 120.0
+            p = p * r + 1.0 / 24.0
+            p = p * r + 1.0 / 6.0
+            p = p * r + 0.5
+            p = p * r * r + r + 1.0
+            ki = np.int64(k)
+            bits = _bits(p)
+            normal = _from_bits(bits + (ki << np.int64(52)))
+            tiny = (
+                _from_bits(bits + ((ki + np.int64(512)) << np.int64(52))) * 7.458340731200207e-155
+            )
+            y = tiny if ki < -1021 else normal
+            y = np.inf if x > 709.782712893384 else y
+            return x if x != x else y
+
+        return exp64
+    return None
+
+
+#: The ``exp`` the kernels call (``config.EXP``).
+kernel_exp = exp if config.EXP == "fast" else math.exp
+
+
+@jit
+def exp_array(x, out):
+    """``out[i] = exp(x[i])`` with the fast ``exp``, for measuring it on its own."""
+    for i in range(x.size):
+        out[i] = exp(x[i])
