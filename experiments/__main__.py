@@ -1,7 +1,7 @@
 """``python -m experiments``: the study harness.
 
     python -m experiments study [--quick] [--out DIR]   everything, in order
-    python -m experiments bhh|overflow|accuracy|speed|claims [--quick] [--out DIR]
+    python -m experiments bhh|exp|overflow|accuracy|speed|claims [--quick] [--out DIR]
     python -m experiments plots [--out DIR]             figures + CLAIMS.md from the tables
     python -m experiments bench-summary [--out DIR]     GB/s table from make bench's JSON
 
@@ -16,11 +16,14 @@ import pathlib
 import sys
 import time
 
+import pandas as pd
+
 from experiments import (
     bench_summary,
     bhh,
     claims,
     claims_measure,
+    exp_accuracy,
     grids,
     metadata,
     overflow,
@@ -30,7 +33,7 @@ from experiments import (
 )
 from experiments.store import Table
 
-STEPS = ("bhh", "overflow", "accuracy", "speed", "claims")
+STEPS = ("bhh", "exp", "overflow", "accuracy", "speed", "claims")
 
 
 def _log(message: str) -> None:
@@ -53,6 +56,11 @@ def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data
         summary.to_csv(folder / "summary.csv", index=False)
         metadata.write_next_to(folder / "summary.csv")
         _log(f"bhh: {len(per_vector)} evaluations, summary in {folder / 'summary.csv'}")
+    elif step == "exp":
+        table = pd.DataFrame(exp_accuracy.rows(quick), columns=exp_accuracy.COLUMNS)
+        table.to_csv(out / "exp_ulp.csv", index=False)
+        metadata.write_next_to(out / "exp_ulp.csv")
+        _log(f"exp: max ulp {dict(zip(table.dtype, table.max_ulp, strict=True))}")
     elif step == "overflow":
         _sweep(
             out,

@@ -377,8 +377,8 @@ def claim_15(t: Tables) -> Verdict:
         + (
             ""
             if ratio >= 0.7
-            else "It is memory-bound in principle but not yet at the "
-            "memory roof: exp is evaluated by scalar libm calls (no vectorized exp)."
+            else "Softmax is memory-bound in principle, but these kernels are not at the "
+            "memory roof yet: they read each row two or three times."
         ),
         "speed_gbps.png",
     )

@@ -80,6 +80,7 @@ def write(out) -> pathlib.Path:
         " precision.",
         "- `speed.csv`: GB/s of our engines and the installed peers, with a plain copy of the "
         "same array measured in the same cell (`copy_gbps`, `parallel_copy_gbps`).",
+        "- `exp_ulp.csv`: the CPU kernels' exp, every float32 input and 2e7 float64 ones.",
         "- `overflow.csv`: where each softmax formula overflows or underflows, per format, in "
         "simulated fp16/bf16 arithmetic and through the kernels.",
         "- `blanchard_higham_higham/`: the reproduction of Blanchard, Higham & Higham (2021).",
@@ -96,6 +97,14 @@ def write(out) -> pathlib.Path:
             _markdown(pd.read_csv(summary)),
             "",
             "![fp16](blanchard_higham_higham/error_vs_bound_fp16.png)",
+            "",
+        ]
+    exp_table = out / "exp_ulp.csv"
+    if exp_table.exists():
+        lines += [
+            "### The kernels' vectorizable exp (ulp against a correctly rounded reference)",
+            "",
+            _markdown(pd.read_csv(exp_table)),
             "",
         ]
     lines += _speed_headline(out)
