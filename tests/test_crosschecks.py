@@ -113,6 +113,8 @@ HAND_CASES = [
     [1e-10, -1e-10, 0.0],
     [700.0, 709.0, 709.7],
     [1000.0, 999.0, 1.0],
+    [2.0, 2.0, 2.0, -1.0],  # ties at the maximum: all but one are added back as 1
+    [5.0, 5.0],
 ]
 
 

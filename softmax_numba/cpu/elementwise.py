@@ -14,7 +14,7 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import kernel_exp as exp
-from softmax_numba.cpu.softmax import row_max, scale_into
+from softmax_numba.cpu.softmax import maximum, scale_into
 
 
 @jit
@@ -79,7 +79,7 @@ def _gaussian(x, out, mu, sigma, normalize):
         for j in range(xi.size):
             d = xi[j] - c
             yi[j] = k * d * d
-        shift = row_max(yi)[0] if normalize else like(xi, 0.0)
+        shift = maximum(yi) if normalize else like(xi, 0.0)
         for j in range(xi.size):
             yi[j] = exp(yi[j] - shift)
         if normalize:

@@ -18,7 +18,7 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
 from softmax_numba.cpu._math import kernel_exp as exp
-from softmax_numba.cpu.softmax import row_max, shifted_sum_excluding
+from softmax_numba.cpu.softmax import maximum, shifted_sum_excluding
 
 
 def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
@@ -32,8 +32,8 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             if want_grad:
                 grad[i, :] = 0
             continue
-        m, k = row_max(xi)
-        s = shifted_sum_excluding(xi, m, k)
+        m = maximum(xi)
+        s = shifted_sum_excluding(xi, m)
         lse = m + math.log1p(s)
         eps = like(xi, smoothing)
         value = (like(xi, 1.0) - eps) * (lse - xi[t])
@@ -57,8 +57,8 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
     n = x.shape[1]
     for i in prange(x.shape[0]):
         xi, qi = x[i], q[i]
-        m, k = row_max(xi)
-        s = shifted_sum_excluding(xi, m, k)
+        m = maximum(xi)
+        s = shifted_sum_excluding(xi, m)
         lse = m + math.log1p(s)
         eps = like(xi, smoothing)
         keep = like(xi, 1.0) - eps

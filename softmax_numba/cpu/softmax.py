@@ -44,29 +44,20 @@ def maximum(x):
 
 
 @jit
-def row_max(x):
-    """``(max(x), k)`` with ``k`` the first index of the maximum; NaNs are skipped.
+def shifted_sum_excluding(x, m):
+    """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
+    shifted algorithm, in one vectorizable pass.
 
-    A row with no number larger than ``-inf`` gives ``(-inf, 0)``.
+    Rather than look for ``k``, the entries equal to ``m`` are counted (each would
+    add ``exp(0) = 1``) and all of them but one added back, exactly, at the end.
     """
-    m = maximum(x)
-    k = 0
-    for i in range(x.size):
-        if x[i] == m:
-            k = i
-            break
-    return m, k
-
-
-@jit
-def shifted_sum_excluding(x, m, k):
-    """``sum_{i != k} exp(x_i - m)``: the ``s`` of the shifted algorithm (one read)."""
     s = like(x, 0.0)
-    for i in range(k):
-        s += exp(x[i] - m)
-    for i in range(k + 1, x.size):
-        s += exp(x[i] - m)
-    return s
+    ties = 0
+    for i in range(x.size):
+        top = x[i] == m
+        s += like(x, 0.0) if top else exp(x[i] - m)
+        ties += top
+    return s + like(x, max(ties - 1, 0))
 
 
 @jit
@@ -86,10 +77,10 @@ def row_logsumexp(x):
     Non-finite rules as scipy: NaN gives NaN, any ``+inf`` gives ``+inf``, a row
     that is empty or all ``-inf`` gives ``-inf``.
     """
-    m, k = row_max(x)
+    m = maximum(x)
     if math.isinf(m):
         return nan_or(x, m)
-    return m + math.log1p(shifted_sum_excluding(x, m, k))
+    return m + math.log1p(shifted_sum_excluding(x, m))
 
 
 @jit
@@ -122,7 +113,7 @@ def softmax_naive_row(x, out):
 @jit
 def softmax_shifted_row(x, out):
     """``exp(x_i - a) / sum_j exp(x_j - a)`` with ``a = max(x)``: three passes."""
-    m, _ = row_max(x)
+    m = maximum(x)
     s = exp_shifted_into(x, m, out)
     if m == np.inf:
         s = like(x, np.nan)

@@ -20,13 +20,13 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
-from softmax_numba.cpu.softmax import nan_or, row_max
+from softmax_numba.cpu.softmax import maximum, nan_or
 
 
 @jit
 def undefined_row(x, out):
     """Fill ``out`` with NaN and return True when the row has no projection."""
-    m, _ = row_max(x)
+    m = maximum(x)
     v = nan_or(x, m)
     if math.isinf(v) or math.isnan(v):
         out[:] = np.nan
@@ -147,7 +147,7 @@ def entmax15_sort_row(x, out):
     """
     if undefined_row(x, out):
         return
-    m, _ = row_max(x)
+    m = maximum(x)
     half = like(x, 0.5)
     z = np.sort(x)
     n = z.size
@@ -199,7 +199,7 @@ def _entmax_bisect(x, alpha, n_iter, out):
         inv = like(xi, 1.0) / a1
         for j in range(xi.size):
             yi[j] = xi[j] * a1
-        m, _ = row_max(yi)
+        m = maximum(yi)
         tau = m - like(xi, 1.0)
         width = like(xi, 1.0) - like(xi, xi.size) ** (-a1)
         for _ in range(n_iter):
