@@ -18,7 +18,11 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
 from softmax_numba.cpu._math import kernel_exp as exp
-from softmax_numba.cpu.softmax import maximum, shifted_sum_excluding
+from softmax_numba.cpu.softmax import (
+    exp_shifted_excluding_into,
+    maximum,
+    shifted_sum_excluding,
+)
 
 
 def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
@@ -33,7 +37,10 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 grad[i, :] = 0
             continue
         m = maximum(xi)
-        s = shifted_sum_excluding(xi, m)
+        if want_grad:  # keep exp(x - m) in the gradient row: one exp per entry
+            s = exp_shifted_excluding_into(xi, m, grad[i])
+        else:
+            s = shifted_sum_excluding(xi, m)
         lse = m + math.log1p(s)
         eps = like(xi, smoothing)
         value = (like(xi, 1.0) - eps) * (lse - xi[t])
@@ -48,7 +55,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             floor = eps / like(xi, n) * like(xi, scale)
             gi = grad[i]
             for j in range(n):
-                gi[j] = exp(xi[j] - m) * r - floor
+                gi[j] = gi[j] * r - floor
             gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
 
 

@@ -52,12 +52,27 @@ def shifted_sum_excluding(x, m):
     add ``exp(0) = 1``) and all of them but one added back, exactly, at the end.
     """
     s = like(x, 0.0)
-    ties = 0
+    ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
     for i in range(x.size):
         top = x[i] == m
         s += like(x, 0.0) if top else exp(x[i] - m)
-        ties += top
-    return s + like(x, max(ties - 1, 0))
+        ties += like(x, 1.0) if top else like(x, 0.0)
+    return s + max(ties - like(x, 1.0), like(x, 0.0))
+
+
+@jit
+def exp_shifted_excluding_into(x, m, out):
+    """:func:`shifted_sum_excluding`, also writing ``out_i = exp(x_i - m)`` (1 at the
+    maxima), for callers that need the terms again."""
+    s = like(x, 0.0)
+    ties = like(x, 0.0)
+    for i in range(x.size):
+        top = x[i] == m
+        e = like(x, 1.0) if top else exp(x[i] - m)
+        out[i] = e
+        s += like(x, 0.0) if top else e
+        ties += like(x, 1.0) if top else like(x, 0.0)
+    return s + max(ties - like(x, 1.0), like(x, 0.0))
 
 
 @jit
