@@ -83,7 +83,17 @@ def collect() -> dict:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.executable), "-m", "experiments", *sys.argv[1:]]),
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # Local changes to the code; the results being written do not count.
+        "git_dirty": bool(
+            _git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)results",
+            )
+        ),
         "python": platform.python_version(),
         "packages": versions,
         "cpu": _cpu_model(),
