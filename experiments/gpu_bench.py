@@ -13,35 +13,22 @@ import argparse
 import importlib.util
 import pathlib
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 
 import softmax_numba as sn
-from experiments import metadata
+from experiments import metadata, timing
+from softmax_numba import config
+from softmax_numba.gpu import _runtime
 
 LENGTHS = (128, 512, 1024, 4096, 16384, 65536, 262144)
 PRESETS = {"imagenet": 1000, "bert_vocab": 30522, "gpt2_vocab": 50257}
 
 
-def _time(fn, sync, repeats=7, min_sample_s=5e-3) -> float:
-    """Median seconds per call, each sample long enough to hide timer jitter."""
-    fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    once = max(time.perf_counter() - start, 1e-9)
-    inner = max(1, int(min_sample_s / once))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        sync()
-        samples.append((time.perf_counter() - start) / inner)
-    return float(np.median(samples))
+def _time(fn, sync, repeats=7) -> float:
+    """Median seconds per call, each sample at least 5 ms long, the GPU synchronized."""
+    return timing.time_call(fn, repeats=repeats, min_sample_s=5e-3, sync=sync)["median_s"]
 
 
 def _ours(cuda, d_x, d_out, d_target):
@@ -90,8 +77,13 @@ def run(out: pathlib.Path, quick: bool) -> pd.DataFrame:
         if quick
         else [(4096, n) for n in LENGTHS] + [(4096, n) for n in PRESETS.values()]
     )
-    device = "simulator" if cuda.simulator_enabled else cuda.get_current_device().name
+    if _runtime.simulated():  # every simulated thread is a Python thread: keep blocks tiny
+        config.CUDA_THREADS_PER_BLOCK = 4
+        device = "CUDA simulator"
+    else:
+        device = cuda.get_current_device().name
     device = device.decode() if isinstance(device, bytes) else str(device)
+    repeats = 1 if quick else 7
     rows = []
     rng = np.random.default_rng(0)
     for dtype in (np.float32,):
@@ -101,13 +93,13 @@ def run(out: pathlib.Path, quick: bool) -> pd.DataFrame:
             d_x, d_out = cuda.to_device(x), cuda.device_array_like(x)
             d_target = cuda.to_device(target)
             sync = cuda.synchronize
-            copy_s = _time(lambda d_x=d_x, d_out=d_out: d_out.copy_to_device(d_x), sync)
+            copy_s = _time(lambda d_x=d_x, d_out=d_out: d_out.copy_to_device(d_x), sync, repeats)
             copy_gbps = 2 * x.nbytes / copy_s / 1e9
             engines = {"softmax_numba": _ours(cuda, d_x, d_out, d_target),
                        "torch": _torch_ops(d_x, target), "cupy": _cupy_ops(d_x)}  # fmt: skip
             for engine, ops in engines.items():
                 for op, fn in ops.items():
-                    seconds = _time(fn, sync)
+                    seconds = _time(fn, sync, repeats)
                     nbytes = x.nbytes * (1 if op == "cross_entropy" else 2)
                     rows.append({"device": device, "op": op, "engine": engine,
                                  "dtype": np.dtype(dtype).name, "rows": r, "n": n,

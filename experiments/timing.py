@@ -9,16 +9,23 @@ import numpy as np
 from numba import prange
 
 
-def time_call(fn, *, repeats: int = 7, min_sample_s: float = 2e-3) -> dict:
+def _no_sync() -> None:
+    pass
+
+
+def time_call(fn, *, repeats: int = 7, min_sample_s: float = 2e-3, sync=_no_sync) -> dict:
     """Median, min and max seconds per call of ``fn()`` over ``repeats`` samples.
 
     ``fn`` is called twice first (compilation, caches, page faults), then each
     sample runs it ``inner`` times in a row, with ``inner`` chosen so that a sample
-    lasts at least ``min_sample_s`` (timer resolution and call jitter).
+    lasts at least ``min_sample_s`` (timer resolution and call jitter).  ``sync``
+    waits for asynchronous work (a GPU's) before each clock reading.
     """
     fn()
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     once = max(time.perf_counter() - start, 1e-9)
     inner = max(1, int(min_sample_s / once))
     samples = []
@@ -26,6 +33,7 @@ def time_call(fn, *, repeats: int = 7, min_sample_s: float = 2e-3) -> dict:
         start = time.perf_counter()
         for _ in range(inner):
             fn()
+        sync()
         samples.append((time.perf_counter() - start) / inner)
     samples = np.asarray(samples)
     return {

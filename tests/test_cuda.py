@@ -99,3 +99,13 @@ def test_device_arrays_need_the_last_axis(rng):
         sn.softmax(d_x, axis=0)
     with pytest.raises(TypeError, match="GPU"):
         sn.softmax(d_x, backend="cpu")
+
+
+def test_gpu_benchmark_runs_end_to_end(tmp_path):
+    """``make bench-gpu``'s code path on tiny shapes (on the simulator: no timing value)."""
+    from experiments import gpu_bench
+
+    table = gpu_bench.run(tmp_path, quick=True)
+    assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.meta.json").exists()
+    assert set(table.op) == {"softmax", "log_softmax", "cross_entropy"}
+    assert (table.gbps > 0).all() and table.device.nunique() == 1
