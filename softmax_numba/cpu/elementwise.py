@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
@@ -87,17 +86,20 @@ def _gaussian(x, out, mu, sigma, normalize):
 
 
 def _maxout(x, pool_size, out):
-    """``out_g = max(x[g*pool_size : (g+1)*pool_size])``; a NaN in a group gives NaN."""
+    """``out_g = max(x[g*pool_size : (g+1)*pool_size])``; a NaN in a group gives NaN.
+
+    The loop runs over groups for each position in the pool, so that consecutive
+    groups fill vector lanes; ``v > y or v != v`` takes a NaN and then keeps it.
+    """
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         for g in range(yi.size):
-            group = xi[g * pool_size : (g + 1) * pool_size]
-            m = group[0]
-            nan = False
-            for v in group:
-                m = v if v > m else m
-                nan |= v != v
-            yi[g] = like(xi, np.nan) if nan else m
+            yi[g] = xi[g * pool_size]
+        for j in range(1, pool_size):
+            for g in range(yi.size):
+                v = xi[g * pool_size + j]
+                y = yi[g]
+                yi[g] = v if (v > y or v != v) else y
 
 
 SIGMOID = engines(_sigmoid)
