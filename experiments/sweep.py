@@ -152,18 +152,6 @@ def speed_cells(entries, engines, dtypes, sizes) -> list[dict]:
 # ----------------------------------------------------------------------------- cells
 
 
-def _oracle_args(args):
-    """Floating arguments in the oracle's precision (float64, or longdouble for float64)."""
-
-    def up(a):
-        a = np.asarray(a)
-        if a.dtype.kind in "fV" and a.dtype != np.dtype(object):
-            return a.astype(np.longdouble if a.dtype == np.float64 else np.float64)
-        return a
-
-    return tuple(up(a) for a in args)
-
-
 def measure_accuracy(cell: dict) -> dict:
     e = entry(cell["entry"])
     x = inputs.logits(cell["distribution"], cell["rows"], cell["n"], cell["scale"], cell["dtype"])
@@ -171,7 +159,7 @@ def measure_accuracy(cell: dict) -> dict:
     start = time.perf_counter()
     with np.errstate(all="ignore"):
         got = e.run(args, backend=cell["backend"])
-        ref = e.reference(_oracle_args(args))
+        ref = e.reference(registry.oracle_args(args))
         row = error_metrics(e, got, ref, args, DTYPE_FORMATS[cell["dtype"]])
     return {
         **cell,

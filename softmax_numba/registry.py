@@ -213,6 +213,19 @@ def entries(op: str | None = None) -> list[Entry]:
     return found
 
 
+def oracle_args(args) -> tuple:
+    """The arguments converted exactly to the oracle's precision: float64 for
+    float16, bfloat16 and float32, ``np.longdouble`` for float64; others unchanged."""
+
+    def up(a):
+        a = np.asarray(a)
+        if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
+            return a.astype(np.longdouble if a.dtype == np.float64 else np.float64)
+        return a
+
+    return tuple(up(a) for a in args)
+
+
 def outputs(result) -> tuple[np.ndarray, ...]:
     """A function's result as a tuple of arrays (``cross_entropy`` returns two)."""
     return tuple(result) if isinstance(result, tuple) else (result,)

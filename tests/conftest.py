@@ -36,19 +36,6 @@ def unit_roundoff(dtype) -> float:
     return 2.0**-8 if dtype.name == "bfloat16" else UNIT_ROUNDOFF[dtype]
 
 
-def higher(dtype):
-    """The precision the oracle computes in: twice the input's, at least."""
-    return np.longdouble if np.dtype(dtype) == np.float64 else np.float64
-
-
-def upcast(args, dtype):
-    """Floating arguments converted exactly to the oracle's precision."""
-    return tuple(
-        np.asarray(a, dtype=higher(dtype)) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
-        for a in args
-    )
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261123)
