@@ -4,6 +4,8 @@
     python -m experiments bhh|exp|overflow|accuracy|speed|claims [--quick] [--out DIR]
     python -m experiments plots [--out DIR]             figures + CLAIMS.md from the tables
     python -m experiments bench-summary [--out DIR]     GB/s table from make bench's JSON
+    python -m experiments roofline [--quick] [--out DIR] our GB/s against a parallel copy and
+                                                        the peers, interleaved in one run
 
 Every sweep is resumable: rerun the same command after an interruption and it
 measures only the cells that are missing.
@@ -29,6 +31,7 @@ from experiments import (
     overflow,
     plots,
     report,
+    roofline,
     sweep,
 )
 from experiments.store import Table
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=("study", *STEPS, "plots", "bench-summary"))
+    parser.add_argument("command", choices=("study", *STEPS, "plots", "bench-summary", "roofline"))
     parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
     parser.add_argument(
         "--out",
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         table = bench_summary.summarize(out / "benchmark.json", out / "bench_summary.csv")
         metadata.write_next_to(out / "bench_summary.csv")
         _log(f"bench-summary: {len(table)} rows in {out / 'bench_summary.csv'}")
+        return 0
+    if args.command == "roofline":
+        table = roofline.run(out, args.quick, progress=not args.no_progress)
+        _log(f"roofline: {len(table.read())} rows in {table.path}")
         return 0
     if args.command != "plots":
         bhh.load_logits(args.bhh_data)  # a missing data set is an error before anything runs

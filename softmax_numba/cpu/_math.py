@@ -57,6 +57,25 @@ def _from_bits(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def maxnum(typingctx, a, b):
+    """IEEE ``maxNum``: the larger of ``a`` and ``b``, the number if the other is NaN
+    (LLVM's ``llvm.maxnum``).  A loop ``m = maxnum(m, x[i])`` is a NaN-skipping max
+    that LLVM vectorizes without ``nnan`` (a compare-and-select chain it may not
+    reorder)."""
+    if a not in (types.float32, types.float64) or a != b:
+        return None
+
+    def codegen(context, builder, signature, args):
+        kind = args[0].type
+        fn = builder.module.declare_intrinsic(
+            "llvm.maxnum", [kind], ir.FunctionType(kind, [kind, kind])
+        )
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
 def exp(x):  # pragma: no cover - replaced by the overload in compiled code
     """Vectorizable ``exp`` for float32 and float64 (compiled code only)."""
     raise NotImplementedError("softmax_numba.cpu._math.exp runs inside compiled kernels")

@@ -16,30 +16,20 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._math import maxnum
 
 # --------------------------------------------------------------------------- row pieces
 
 
-#: Independent running maxima in :func:`maximum`: LLVM turns the 16 lanes into
-#: vector compares and blends (a single ``if x > m`` chain stays scalar, since
-#: without ``nnan`` it is not a reduction LLVM may reorder).
-MAX_LANES = 16
-
-
 @jit
 def maximum(x):
-    """``max(x)`` skipping NaNs; ``-inf`` for an empty row or one with no number."""
-    lanes = np.full(MAX_LANES, -np.inf, dtype=x.dtype)
-    full = x.size - x.size % MAX_LANES
-    for i in range(0, full, MAX_LANES):
-        for lane in range(MAX_LANES):
-            v = x[i + lane]
-            lanes[lane] = v if v > lanes[lane] else lanes[lane]
+    """``max(x)`` skipping NaNs; ``-inf`` for an empty row or one with no number.
+
+    One vectorized pass of IEEE ``maxNum`` (:func:`~softmax_numba.cpu._math.maxnum`).
+    """
     m = like(x, -np.inf)
-    for lane in range(MAX_LANES):
-        m = lanes[lane] if lanes[lane] > m else m
-    for i in range(full, x.size):
-        m = x[i] if x[i] > m else m
+    for i in range(x.size):
+        m = maxnum(m, x[i])
     return m
 
 

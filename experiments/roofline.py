@@ -1,0 +1,226 @@
+"""The roofline benchmark: our kernels against a parallel copy and the peers, in one run.
+
+For every op, shape and dtype the candidates (our ``backend="auto"``, a parallel copy
+of the same array, and each installed peer's nearest op) are timed *interleaved*:
+round after round, each candidate once, so that a slow spell of this shared machine
+hits all of them alike.  The figures reported are medians over rounds of per-round
+ratios (ours over the copy, a peer's time over ours), which survive the noise far
+better than absolute GB/s do.
+
+Besides the big shapes, three small-size checks: the Python overhead of one call on
+a ``(1, 10)`` array above the bare kernel, ``backend="auto"`` against the better of
+the serial and parallel engines, and one long row on the serial engine against a
+single-thread ``np.copyto``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+from tqdm import tqdm
+
+from experiments import inputs, metadata, peers, timing
+from experiments.store import Table
+from experiments.sweep import entry as registered
+
+#: The shapes of the speed targets (rows, row length).
+SHAPES = ((4096, 1024), (1024, 32768), (65536, 128), (256, 262144), (16384, 4096))
+SOFTMAX_FAMILY = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
+ELEMENTWISE = tuple(
+    f"{name}{suffix}"
+    for name in ("sigmoid", "softplus", "arctan", "gaussian")
+    for suffix in ("", "[normalized]")
+)
+OTHERS = ("maxout[pool=4]", "sparsemax[pivot]", "entmax15")
+PEERS = ("torch", "jax", "scipy", "entmax")
+#: The smallest duration of one timed sample (calls are repeated to reach it).
+MIN_SAMPLE_S = 5e-3
+COLUMNS = (
+    "entry",
+    "dtype",
+    "rows",
+    "n",
+    "engine",
+    "gbps",
+    "parallel_copy_gbps",
+    "ratio_to_parallel_copy",
+    "ours_speedup",
+    "rounds",
+)
+KEY = ("entry", "dtype", "rows", "n", "engine")
+
+
+def interleaved(candidates: dict[str, Callable], rounds: int) -> dict[str, np.ndarray]:
+    """Seconds per call of each candidate, per round, the candidates taking turns.
+
+    Each candidate is called twice first (compilation, page faults), then timed on
+    enough calls in a row to last ``MIN_SAMPLE_S``.
+    """
+    inner = {}
+    for name, fn in candidates.items():
+        fn()
+        start = time.perf_counter()
+        fn()
+        inner[name] = max(1, int(MIN_SAMPLE_S / max(time.perf_counter() - start, 1e-9)))
+    samples = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner[name])
+    return {name: np.asarray(s) for name, s in samples.items()}
+
+
+def _copy(x: np.ndarray) -> Callable:
+    src = x.reshape(-1).view(np.uint8)
+    dst = np.empty_like(src)
+    threads = numba.get_num_threads()
+    return lambda: timing._parallel_copy(src, dst, threads)
+
+
+def measure(name: str, rows: int, n: int, dtype: str, rounds: int) -> list[dict]:
+    """One row per candidate (ours, each peer) for one entry, shape and dtype."""
+    entry = registered(name)
+    x = inputs.logits("normal", rows, n, 1.0, dtype)
+    args = entry.arguments(x, np.random.default_rng(1))
+    candidates = {"copy": _copy(x), "ours": lambda: entry.run(args, backend="auto")}
+    for peer in PEERS:
+        make = peers.peer_ops(peer).get(entry.op)
+        if make is not None and (peer != "scipy" or entry.algorithm in ("-", "shifted")):
+            candidates[peer] = make(args)
+    seconds = interleaved(candidates, rounds)
+    nbytes = entry.bytes_factor * x.nbytes
+    copy_gbps = 2 * x.nbytes / seconds["copy"]
+    result = []
+    for engine, t in seconds.items():
+        if engine == "copy":
+            continue
+        result.append(
+            {
+                "entry": name,
+                "dtype": dtype,
+                "rows": rows,
+                "n": n,
+                "engine": engine,
+                "gbps": float(np.median(nbytes / t)) / 1e9,
+                "parallel_copy_gbps": float(np.median(copy_gbps)) / 1e9,
+                "ratio_to_parallel_copy": float(np.median(nbytes / t / copy_gbps)),
+                "ours_speedup": float(np.median(t / seconds["ours"])),
+                "rounds": rounds,
+            }
+        )
+    return result
+
+
+def cells(quick: bool) -> list[tuple[str, int, int, str]]:
+    """``(entry, rows, n, dtype)`` of the benchmark (a few small ones if ``quick``)."""
+    if quick:
+        return [(name, 64, 1000, "float32") for name in (*SOFTMAX_FAMILY, "sigmoid", "entmax15")]
+    grid = [(e, r, n, "float32") for e in (*SOFTMAX_FAMILY, *ELEMENTWISE) for r, n in SHAPES]
+    grid += [(e, r, n, "float64") for e in SOFTMAX_FAMILY for r, n in SHAPES]
+    grid += [("maxout[pool=4]", r, n, "float32") for r, n in SHAPES]
+    # The sparse maps do not stream: rows of 1000 and more, fewer of them.
+    grid += [(e, r, n, "float32") for e in OTHERS[1:] for r, n in ((1024, 1000), (64, 32768))]
+    return grid
+
+
+# ----------------------------------------------------------------------------- small sizes
+
+
+def call_overhead(rounds: int) -> dict:
+    """Microseconds of one ``softmax`` call on a ``(1, 10)`` float32 array: the public
+    function, the bare serial kernel, and the difference."""
+    from softmax_numba.cpu import softmax as kernels
+
+    x = np.random.default_rng(0).standard_normal((1, 10)).astype(np.float32)
+    out = np.empty_like(x)
+    import softmax_numba as sn
+
+    t = interleaved(
+        {
+            "public": lambda: sn.softmax(x),
+            "kernel": lambda: kernels.SOFTMAX["shifted"].cpu(x, out),
+        },
+        rounds,
+    )
+    public, kernel = float(np.median(t["public"])), float(np.median(t["kernel"]))
+    return {
+        "public_us": public * 1e6,
+        "kernel_us": kernel * 1e6,
+        "overhead_us": (public - kernel) * 1e6,
+    }
+
+
+def auto_choice(rounds: int, n: int = 1000) -> list[dict]:
+    """``backend="auto"`` against the serial and parallel engines, rows of ``n``."""
+    import softmax_numba as sn
+
+    result = []
+    for rows in (1, 4, 16, 64, 256, 1024, 4096):
+        x = np.random.default_rng(0).standard_normal((rows, n)).astype(np.float32)
+        t = interleaved(
+            {b: (lambda b=b, x=x: sn.softmax(x, backend=b)) for b in ("auto", "cpu", "parallel")},
+            rounds,
+        )
+        best = np.minimum(t["cpu"], t["parallel"])
+        result.append(
+            {
+                "rows": rows,
+                "n": n,
+                "auto_us": float(np.median(t["auto"])) * 1e6,
+                "cpu_us": float(np.median(t["cpu"])) * 1e6,
+                "parallel_us": float(np.median(t["parallel"])) * 1e6,
+                "auto_over_best": float(np.median(t["auto"] / best)),
+            }
+        )
+    return result
+
+
+def single_row(rounds: int, n: int = 1_000_000) -> dict:
+    """Serial softmax of one row of ``n`` float32 against a single-thread copy."""
+    import softmax_numba as sn
+
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    out, dst = np.empty_like(x), np.empty_like(x)
+    t = interleaved(
+        {
+            "softmax": lambda: sn.softmax(x, backend="cpu", out=out),
+            "copyto": lambda: np.copyto(dst, x),
+        },
+        rounds,
+    )
+    return {
+        "n": n,
+        "softmax_gbps": float(np.median(2 * x.nbytes / t["softmax"])) / 1e9,
+        "copyto_gbps": float(np.median(2 * x.nbytes / t["copyto"])) / 1e9,
+        "ratio": float(np.median(t["copyto"] / t["softmax"])),
+    }
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
+    """Measure the cells missing from ``out/roofline.csv`` (resumable: a cell's rows are
+    appended together once all its candidates are timed), then the small-size checks
+    into ``out/roofline_small.json``."""
+    rounds = 3 if quick else 9
+    table = Table(out / "roofline.csv", COLUMNS, KEY)
+    done = table.done_keys()
+    todo = [c for c in cells(quick) if (c[0], c[3], str(c[1]), str(c[2]), "ours") not in done]
+    for name, rows, n, dtype in tqdm(todo, desc="roofline", disable=not progress or None):
+        table.append(measure(name, rows, n, dtype, rounds))
+    metadata.write_next_to(table.path)
+    small = {
+        "call_overhead": call_overhead(rounds),
+        "auto_choice": auto_choice(rounds),
+        "single_row": single_row(rounds, n=10_000 if quick else 1_000_000),
+    }
+    (out / "roofline_small.json").write_text(json.dumps(small, indent=2) + "\n")
+    return table
