@@ -92,15 +92,22 @@ def resolve_backend(backend: str, size: int, device: bool = False) -> str:
     return backend
 
 
-def run(kernels, engine: str, *args) -> None:
-    """Run a kernel on the chosen engine: the serial or parallel Numba CPU kernel, or
-    the CUDA kernel registered under the same name."""
+def run(kernels, engine: str, *args, cpu_extra: tuple = ()) -> None:
+    """Run a kernel on the chosen engine: the serial or parallel Numba CPU kernel (with
+    the arguments ``cpu_extra`` appended), or the CUDA kernel registered under the same
+    name."""
     if engine == "cuda":
         from softmax_numba.gpu import _runtime
 
         _runtime.launch(kernels.name, *args)
     else:
-        getattr(kernels, engine)(*args)
+        getattr(kernels, engine)(*args, *cpu_extra)
+
+
+def streams(engine: str, nbytes: int) -> bool:
+    """Whether a CPU kernel writing ``nbytes`` should use streaming stores (see
+    :mod:`softmax_numba.cpu._stream`): from ``config.STREAM_MIN_BYTES`` on."""
+    return engine in ("cpu", "parallel") and nbytes >= config.STREAM_MIN_BYTES
 
 
 def split_chunks(engine: str, rows: int, n: int) -> int:

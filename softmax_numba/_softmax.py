@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, run, split_chunks, vjp
+from softmax_numba._api import Rows, as_array, check_choice, run, split_chunks, streams, vjp
 from softmax_numba.cpu import softmax as kernels
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
@@ -89,7 +89,8 @@ def softmax(
         for i in range(rows.rows):
             kernels.split_softmax_row(data[i], result[i], chunks)
     else:
-        run(kernels.SOFTMAX[algorithm], engine, data, result)
+        extra = (streams(engine, result.nbytes),) if algorithm == "shifted" else ()
+        run(kernels.SOFTMAX[algorithm], engine, data, result, cpu_extra=extra)
     if mask is not None:
         result[~mask] = 0
     return rows.restore(result, out)
@@ -133,7 +134,7 @@ def log_softmax(
         for i in range(rows.rows):
             kernels.split_log_softmax_row(data[i], result[i], chunks)
     else:
-        run(kernels.LOG_SOFTMAX, engine, data, result)
+        run(kernels.LOG_SOFTMAX, engine, data, result, cpu_extra=(streams(engine, result.nbytes),))
     if mask is not None:
         result[~mask] = -np.inf
     return rows.restore(result, out)

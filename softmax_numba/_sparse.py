@@ -79,20 +79,27 @@ def entmax15(
     /,
     *,
     axis: int | None = -1,
+    algorithm: str = "auto",
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     (
-        r"""1.5-entmax, exactly, by sorting (Peters, Niculae & Martins, "Sparse
-    sequence-to-sequence models", ACL 2019, Algorithm 2).
+        r"""1.5-entmax, exactly (Peters, Niculae & Martins, "Sparse sequence-to-sequence
+    models", ACL 2019).
 
     :math:`p = \max(x/2 - \tau, 0)^2` with ``tau`` such that ``sum(p) = 1``;
-    sparse like sparsemax, smooth like softmax on its support.
+    sparse like sparsemax, smooth like softmax on its support.  Given the support
+    (its size ``k``, sum ``s1`` and sum of squares ``s2`` of ``z = (x - max x)/2``),
+    ``tau = s1/k - sqrt(max((1 - (s2 - s1^2/k)) / k, 0))`` (their Algorithm 2).
 
     Parameters
     ----------
     x, axis, backend, out
         As in :func:`sparsemax`.
+    algorithm : {"auto", "pivot", "sort"}
+        How the support is found: ``"pivot"`` by randomized-pivot selection
+        (expected O(n), as sparsemax's; the default), ``"sort"`` by sorting
+        (O(n log n), their Algorithm 2).
 
     Returns
     -------
@@ -100,13 +107,15 @@ def entmax15(
         """
         + _UNDEFINED
     )
+    check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     rows = Rows(as_array(x, "entmax15"), axis, "entmax15")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     if engine == "numpy":
         result[...] = reference.entmax15(rows.data)
     else:
-        run(kernels.ENTMAX15, engine, rows.data, result)
+        kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
+        run(kernel, engine, rows.data, result)
     return rows.restore(result, out)
 
 

@@ -36,6 +36,13 @@ PARALLEL_MIN_ELEMENTS: int = 1 << 16
 #: threads and a row has at least this many elements.
 SPLIT_ROW_MIN_LENGTH: int = 1 << 15
 
+#: CPU kernels write outputs of at least this many bytes with streaming
+#: (non-temporal) stores, which skip reading the destination lines into cache; a
+#: smaller output is left in cache, where the caller will likely read it next.
+#: About the size of a server's last-level cache (glibc's ``memcpy`` switches at a
+#: similar size).
+STREAM_MIN_BYTES: int = 32 << 20
+
 #: CUDA launch shape: threads per block (one block per row, grid-stride over rows),
 #: the largest block the shared-memory reductions are sized for, and the most
 #: blocks in a grid.  Tests patch tiny, odd block sizes.

@@ -38,6 +38,20 @@ def test_sparsemax_pivot_equals_sort(backend, scale, dtype, rng):
 
 
 @pytest.mark.parametrize("backend", ["cpu", "parallel"])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 100.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_entmax15_pivot_equals_sort(backend, scale, dtype, rng):
+    x = (rng.standard_normal((200, 1001)) * scale).astype(dtype)
+    x[:5, :500] = x[:5, :1].copy()  # ties
+    x[5, ::3] = -np.inf
+    p_sort = sn.entmax15(x, algorithm="sort", backend=backend)
+    p_pivot = sn.entmax15(x, algorithm="pivot", backend=backend)
+    u = np.finfo(dtype).eps / 2
+    np.testing.assert_allclose(p_pivot, p_sort, atol=64 * u * max(scale, 1))
+    assert np.mean((p_sort > 0) == (p_pivot > 0)) > 0.999
+
+
+@pytest.mark.parametrize("backend", ["cpu", "parallel"])
 @pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
 def test_entmax15_exact_equals_bisection(backend, scale, rng):
     x = rng.standard_normal((100, 257)) * scale

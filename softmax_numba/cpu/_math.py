@@ -76,6 +76,43 @@ def maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
+def order_key(x):  # pragma: no cover - replaced by the overload in compiled code
+    """A signed integer that orders as the float ``x`` does (compiled code only)."""
+    raise NotImplementedError("order_key runs inside compiled kernels")
+
+
+def from_order_key(key):  # pragma: no cover - replaced by the overload in compiled code
+    """The float whose :func:`order_key` is ``key`` (compiled code only)."""
+    raise NotImplementedError("from_order_key runs inside compiled kernels")
+
+
+# IEEE floats order as sign-magnitude integers: flipping the magnitude bits of the
+# negative ones makes the order that of two's complement, and the map its own
+# inverse.  A max over keys is an integer max, which LLVM vectorizes in any loop
+# (a float max needs ``nnan``, and ``llvm.maxnum`` only vectorizes in a loop with no
+# other work).  NaNs get keys above +inf or below -inf, by their sign bit.
+
+
+@overload(order_key, jit_options={"fastmath": {"contract", "nsz"}})
+def _order_key_overload(x):
+    if x == types.float32:
+        return lambda x: np.int32(_bits(x) ^ ((_bits(x) >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+    if x == types.float64:
+        return lambda x: _bits(x) ^ ((_bits(x) >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+    return None
+
+
+@overload(from_order_key, jit_options={"fastmath": {"contract", "nsz"}})
+def _from_order_key_overload(key):
+    if key == types.int32:
+        return lambda key: _from_bits(
+            np.int32(key ^ ((key >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+        )
+    if key == types.int64:
+        return lambda key: _from_bits(key ^ ((key >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF)))
+    return None
+
+
 def exp(x):  # pragma: no cover - replaced by the overload in compiled code
     """Vectorizable ``exp`` for float32 and float64 (compiled code only)."""
     raise NotImplementedError("softmax_numba.cpu._math.exp runs inside compiled kernels")

@@ -14,49 +14,66 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
 from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._stream import stream_fence
 from softmax_numba.cpu.softmax import (
+    ROW_CHUNKS,
     exp_shifted_excluding_into,
+    finish_into,
     maximum,
+    row_range,
     shifted_sum_excluding,
 )
 
 
-def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
+def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad, stream):
     """Class-index targets; rows whose target equals ``ignore`` give 0 (``ignore < 0``
-    never matches a validated target)."""
-    n = x.shape[1]
-    for i in prange(x.shape[0]):
-        xi, t = x[i], target[i]
-        if t == ignore:
-            loss[i] = 0
-            if want_grad:
-                grad[i, :] = 0
+    never matches a validated target).  Rows run in one chunk per thread, the max of
+    the next row taken in this row's exp pass; with ``stream`` the gradient is
+    written with streaming stores from a scratch row of ``exp(x - m)``."""
+    rows, n = x.shape
+    chunks = min(rows, ROW_CHUNKS)
+    for c in prange(chunks):
+        start, stop = row_range(c, chunks, rows)
+        if start == stop:
             continue
-        m = maximum(xi)
-        if want_grad:  # keep exp(x - m) in the gradient row: one exp per entry
-            s = exp_shifted_excluding_into(xi, m, grad[i])
-        else:
-            s = shifted_sum_excluding(xi, m)
-        lse = m + math.log1p(s)
-        eps = like(xi, smoothing)
-        value = (like(xi, 1.0) - eps) * (lse - xi[t])
-        if smoothing != 0:
-            total = like(xi, 0.0)
-            for j in range(n):
-                total += xi[j]
-            value += eps * (lse - total / like(xi, n))
-        loss[i] = value
-        if want_grad:
-            r = like(xi, scale) / (like(xi, 1.0) + s)
-            floor = eps / like(xi, n) * like(xi, scale)
-            gi = grad[i]
-            for j in range(n):
-                gi[j] = gi[j] * r - floor
-            gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
+        scratch = np.empty(n if stream and want_grad else 0, dtype=x.dtype)
+        m = maximum(x[start])
+        for i in range(start, stop):
+            xi, t, following = x[i], target[i], x[min(i + 1, stop - 1)]
+            if t == ignore:
+                loss[i] = 0
+                if want_grad:
+                    grad[i, :] = 0
+                m = maximum(following)
+                continue
+            if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
+                buf = scratch if stream else grad[i]
+                s, m_next = exp_shifted_excluding_into(xi, m, buf, following)
+            else:
+                s, m_next = shifted_sum_excluding(xi, m, following)
+            lse = m + math.log1p(s)
+            eps = like(xi, smoothing)
+            value = (like(xi, 1.0) - eps) * (lse - xi[t])
+            if smoothing != 0:
+                total = like(xi, 0.0)
+                for j in range(n):
+                    total += xi[j]
+                value += eps * (lse - total / like(xi, n))
+            loss[i] = value
+            if want_grad:
+                r = like(xi, scale) / (like(xi, 1.0) + s)
+                floor = eps / like(xi, n) * like(xi, scale)
+                at_target = buf[t] * r - floor - (like(xi, 1.0) - eps) * like(xi, scale)
+                finish_into(buf, grad[i], r, -floor, stream)
+                grad[i, t] = at_target
+            m = m_next
+        if stream:
+            stream_fence()
 
 
 def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
@@ -65,7 +82,7 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
     for i in prange(x.shape[0]):
         xi, qi = x[i], q[i]
         m = maximum(xi)
-        s = shifted_sum_excluding(xi, m)
+        s = shifted_sum_excluding(xi, m, xi)[0]
         lse = m + math.log1p(s)
         eps = like(xi, smoothing)
         keep = like(xi, 1.0) - eps

@@ -15,8 +15,9 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._math import from_order_key, maxnum, order_key
 from softmax_numba.cpu._math import kernel_exp as exp
-from softmax_numba.cpu._math import maxnum
+from softmax_numba.cpu._stream import stream_affine, stream_fence
 
 # --------------------------------------------------------------------------- row pieces
 
@@ -34,35 +35,53 @@ def maximum(x):
 
 
 @jit
-def shifted_sum_excluding(x, m):
+def next_maximum(key, value):
+    """One step of the running maximum of the *next* row, kept as an integer
+    :func:`~softmax_numba.cpu._math.order_key` so that it vectorizes inside another
+    row's loop.  A NaN of that row may win (its key is above +inf's) or be passed
+    over (below -inf's); either way it poisons the row, through the max or through
+    ``exp(NaN - m)``.
+    """
+    k = order_key(value)
+    return k if k > key else key
+
+
+@jit
+def shifted_sum_excluding(x, m, following):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
-    shifted algorithm, in one vectorizable pass.
+    shifted algorithm, in one vectorizable pass; also ``max(following)``.
 
     Rather than look for ``k``, the entries equal to ``m`` are counted (each would
     add ``exp(0) = 1``) and all of them but one added back, exactly, at the end.
+    ``following`` (the next row, or ``x`` itself) is read in the same loop, so that
+    its load from memory overlaps this row's arithmetic (see :func:`next_maximum`).
     """
     s = like(x, 0.0)
     ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
+    key = order_key(like(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
         s += like(x, 0.0) if top else exp(x[i] - m)
         ties += like(x, 1.0) if top else like(x, 0.0)
-    return s + max(ties - like(x, 1.0), like(x, 0.0))
+        key = next_maximum(key, following[i])
+    return s + max(ties - like(x, 1.0), like(x, 0.0)), from_order_key(key)
 
 
 @jit
-def exp_shifted_excluding_into(x, m, out):
+def exp_shifted_excluding_into(x, m, out, following):
     """:func:`shifted_sum_excluding`, also writing ``out_i = exp(x_i - m)`` (1 at the
     maxima), for callers that need the terms again."""
     s = like(x, 0.0)
     ties = like(x, 0.0)
+    key = order_key(like(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
         e = like(x, 1.0) if top else exp(x[i] - m)
         out[i] = e
         s += like(x, 0.0) if top else e
         ties += like(x, 1.0) if top else like(x, 0.0)
-    return s + max(ties - like(x, 1.0), like(x, 0.0))
+        key = next_maximum(key, following[i])
+    return s + max(ties - like(x, 1.0), like(x, 0.0)), from_order_key(key)
 
 
 @jit
@@ -83,20 +102,29 @@ def row_logsumexp(x):
     that is empty or all ``-inf`` gives ``-inf``.
     """
     m = maximum(x)
-    if math.isinf(m):
-        return nan_or(x, m)
-    return m + math.log1p(shifted_sum_excluding(x, m))
+    return logsumexp_from(x, m, shifted_sum_excluding(x, m, x)[0])
 
 
 @jit
-def exp_shifted_into(x, m, out):
-    """``out_i = exp(x_i - m)``; returns ``sum_i out_i`` (one read, one write)."""
+def logsumexp_from(x, m, s):
+    """``m + log1p(s)`` with scipy's rules for a non-finite ``m = max(x)``."""
+    if math.isinf(m) or math.isnan(m):
+        return nan_or(x, m)
+    return m + math.log1p(s)
+
+
+@jit
+def exp_shifted_into(x, m, out, following):
+    """``out_i = exp(x_i - m)``; returns ``sum_i out_i`` (one read, one write) and
+    ``max(following)`` (see :func:`shifted_sum_excluding`)."""
     s = like(x, 0.0)
+    key = order_key(like(x, -np.inf))
     for i in range(x.size):
         e = exp(x[i] - m)
         out[i] = e
         s += e
-    return s
+        key = next_maximum(key, following[i])
+    return s, from_order_key(key)
 
 
 @jit
@@ -105,23 +133,48 @@ def scale_into(out, factor):
         out[i] *= factor
 
 
+@jit
+def affine_into(src, dst, a, b, stream):
+    """``dst_i = src_i a + b`` (in place if ``dst`` is ``src``), with streaming stores
+    when ``stream`` (then ``src`` and ``dst`` must not overlap)."""
+    if stream:
+        stream_affine(src, dst, a, b)
+    else:
+        for i in range(dst.size):
+            dst[i] = src[i] * a + b
+
+
+#: Runs of consecutive rows in the pipelined 2-D kernels (the threads share them out;
+#: each run starts its pipeline with one max pass of its own).
+ROW_CHUNKS = 64
+
+
+@jit
+def finish_into(buf, out, a, b, stream):
+    """``out_i = buf_i a + b`` where ``buf`` is ``out`` itself (in place) unless
+    ``stream``; then it is a scratch row and ``out`` is written with streaming stores.
+    (In place, one array: LLVM vectorizes the loop, where two arrays that it finds
+    overlapping at run time would take its scalar fallback.)"""
+    if stream:
+        stream_affine(buf, out, a, b)
+    else:
+        for i in range(out.size):
+            out[i] = out[i] * a + b
+
+
+@jit
+def row_range(chunk, chunks, rows):
+    """The rows ``[start, stop)`` of ``chunk`` out of ``chunks`` equal parts."""
+    return chunk * rows // chunks, (chunk + 1) * rows // chunks
+
+
 # --------------------------------------------------------------------------- softmax rows
 
 
 @jit
 def softmax_naive_row(x, out):
     """``exp(x_i) / sum_j exp(x_j)`` with no shift: overflows on purpose."""
-    s = exp_shifted_into(x, like(x, 0.0), out)
-    scale_into(out, like(x, 1.0) / s)
-
-
-@jit
-def softmax_shifted_row(x, out):
-    """``exp(x_i - a) / sum_j exp(x_j - a)`` with ``a = max(x)``: three passes."""
-    m = maximum(x)
-    s = exp_shifted_into(x, m, out)
-    if m == np.inf:
-        s = like(x, np.nan)
+    s = exp_shifted_into(x, like(x, 0.0), out, x)[0]
     scale_into(out, like(x, 1.0) / s)
 
 
@@ -180,14 +233,6 @@ def softmax_online_row(x, out):
 
 
 @jit
-def log_softmax_row(x, out):
-    """``x_i - lse(x)`` with the shifted log-sum-exp; never ``log(softmax(x))``."""
-    lse = row_logsumexp(x)
-    for i in range(x.size):
-        out[i] = x[i] - lse
-
-
-@jit
 def weighted_logsumexp_row(x, b):
     """``(log|s|, sign(s))`` with ``s = sum_i b_i exp(x_i)``, shifted by the maximum
     of the ``x_i`` whose weight is not zero (as ``scipy.special.logsumexp``)."""
@@ -217,9 +262,28 @@ def _softmax_naive(x, out):
         softmax_naive_row(x[i], out[i])
 
 
-def _softmax_shifted(x, out):
-    for i in prange(x.shape[0]):
-        softmax_shifted_row(x[i], out[i])
+def _softmax_shifted(x, out, stream):
+    """Rows in up to ``ROW_CHUNKS`` runs, shared out among the threads; in each run
+    the max of row ``i + 1`` is taken in the exp pass of row ``i`` (one load stream,
+    overlapped with the arithmetic).  With ``stream``, ``exp(x_i - m)`` goes to a
+    scratch row in cache and the scaled result to ``out`` with streaming stores."""
+    rows, n = x.shape
+    chunks = min(rows, ROW_CHUNKS)
+    for c in prange(chunks):
+        start, stop = row_range(c, chunks, rows)
+        if start == stop:
+            continue
+        scratch = np.empty(n if stream else 0, dtype=x.dtype)
+        m = maximum(x[start])
+        for i in range(start, stop):
+            buf = scratch if stream else out[i]
+            s, m_next = exp_shifted_into(x[i], m, buf, x[min(i + 1, stop - 1)])
+            if m == np.inf:
+                s = like(x, np.nan)
+            finish_into(buf, out[i], like(x, 1.0) / s, like(x, 0.0), stream)
+            m = m_next
+        if stream:
+            stream_fence()
 
 
 def _softmax_division_free(x, out):
@@ -232,14 +296,37 @@ def _softmax_online(x, out):
         softmax_online_row(x[i], out[i])
 
 
-def _log_softmax(x, out):
-    for i in prange(x.shape[0]):
-        log_softmax_row(x[i], out[i])
+def _log_softmax(x, out, stream):
+    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`."""
+    rows = x.shape[0]
+    chunks = min(rows, ROW_CHUNKS)
+    for c in prange(chunks):
+        start, stop = row_range(c, chunks, rows)
+        if start == stop:
+            continue
+        m = maximum(x[start])
+        for i in range(start, stop):
+            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
+            lse = logsumexp_from(x[i], m, s)
+            affine_into(x[i], out[i], like(x, 1.0), -lse, stream)
+            m = m_next
+        if stream:
+            stream_fence()
 
 
 def _logsumexp(x, out):
-    for i in prange(x.shape[0]):
-        out[i] = row_logsumexp(x[i])
+    """The shifted log-sum-exp of every row, pipelined as :func:`_softmax_shifted`."""
+    rows = x.shape[0]
+    chunks = min(rows, ROW_CHUNKS)
+    for c in prange(chunks):
+        start, stop = row_range(c, chunks, rows)
+        if start == stop:
+            continue
+        m = maximum(x[start])
+        for i in range(start, stop):
+            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
+            out[i] = logsumexp_from(x[i], m, s)
+            m = m_next
 
 
 def _logsumexp_weighted(x, b, out, sign):

@@ -69,23 +69,23 @@ def sparsemax_sort_row(x, out):
 
 
 @jit
-def sparsemax_pivot_row(x, out, work):
-    """sparsemax by randomized-pivot selection (Duchi et al. 2008, Fig. 2).
+def pivot_support(work, n, squared):
+    """The support of a threshold map on ``z = work[:n]``, by randomized-pivot
+    selection (Duchi et al. 2008, Fig. 2; expected O(n), no sort).
 
-    ``work`` is scratch space of the row's length.  The pivot sequence comes from a
-    fixed-seed generator, so results are deterministic.  Returns the number of
-    nonzero entries.
+    The threshold ``tau`` solves ``g(tau) = 1`` with ``g(t) = sum_i max(z_i - t, 0)``
+    (sparsemax) or, if ``squared``, ``sum_i max(z_i - t, 0)^2`` (1.5-entmax); ``g``
+    decreases, so for a pivot ``p``: ``g(p) < 1`` puts every ``z_i >= p`` in the
+    support, and ``g(p) >= 1`` puts every ``z_i <= p`` out.  Over a known-in set with
+    ``k`` entries, sum ``s1`` and sum of squares ``s2``,
+    ``g(p) = s1 - k p`` or ``s2 - 2 p s1 + k p^2``.  ``work`` is reordered; the
+    pivots come from a fixed-seed generator, so results are deterministic.
+    Returns ``(k, s1, s2)`` of the support.
     """
-    if undefined_row(x, out):
-        return 0
-    n = 0
-    for v in x:
-        if v > -np.inf:
-            work[n] = v
-            n += 1
+    zero = work.dtype.type(0.0)
+    one = work.dtype.type(1.0)
     lo, hi = 0, n
-    s = like(x, 0.0)
-    rho = 0
+    k, s1, s2 = 0, zero, zero
     state = np.int64(0x2545F4914F6CDD1D)
     while lo < hi:
         state = state * np.int64(6364136223846793005) + np.int64(1442695040888963407)
@@ -93,22 +93,51 @@ def sparsemax_pivot_row(x, out, work):
         pv = work[p]
         work[p] = work[lo]
         work[lo] = pv
-        ds = pv
+        d1, d2 = pv, pv * pv
         j = lo + 1
         for i in range(lo + 1, hi):
             v = work[i]
             if v >= pv:
                 work[i] = work[j]
                 work[j] = v
-                ds += v
+                d1 += v
+                d2 += v * v
                 j += 1
-        if (s + ds) - like(x, rho + j - lo) * pv < like(x, 1.0):
-            s += ds
-            rho += j - lo
+        count, t1, t2 = k + j - lo, s1 + d1, s2 + d2
+        c = work.dtype.type(count)
+        g = (t2 - (pv + pv) * t1 + c * pv * pv) if squared else (t1 - c * pv)
+        if g < one:
+            k, s1, s2 = count, t1, t2
             lo = j
         else:
             lo, hi = lo + 1, j
-    return clip_shift_into(x, (s - like(x, 1.0)) / like(x, rho), out)
+    return k, s1, s2
+
+
+@jit
+def finite_into(x, work, shift, scale):
+    """``work[:n] = (x_i - shift) * scale`` for the ``n`` entries above ``-inf``
+    (which never reach the support); returns ``n``."""
+    n = 0
+    for v in x:
+        if v > -np.inf:
+            work[n] = (v - shift) * scale
+            n += 1
+    return n
+
+
+@jit
+def sparsemax_pivot_row(x, out, work):
+    """sparsemax by randomized-pivot selection (:func:`pivot_support`).
+
+    ``work`` is scratch space of the row's length.  Returns the number of nonzero
+    entries.
+    """
+    if undefined_row(x, out):
+        return 0
+    n = finite_into(x, work, like(x, 0.0), like(x, 1.0))
+    k, s1, _ = pivot_support(work, n, False)
+    return clip_shift_into(x, (s1 - like(x, 1.0)) / like(x, k), out)
 
 
 def _sparsemax_sort(x, out, support):
@@ -172,9 +201,39 @@ def entmax15_sort_row(x, out):
         out[j] = d * d
 
 
-def _entmax15(x, out):
+@jit
+def entmax15_pivot_row(x, out, work):
+    """Exact 1.5-entmax of one row without sorting: the support by randomized pivot
+    (:func:`pivot_support` on ``z = (x - max x) / 2``), then the threshold
+    ``tau = mean - sqrt(max((1 - (s2 - k mean^2)) / k, 0))`` of the sort-based
+    algorithm (Peters et al. 2019, Algorithm 2) from the support's ``k``, ``s1``,
+    ``s2``, and ``p = max(z - tau, 0)^2``.  Expected O(n) per row.
+    """
+    if undefined_row(x, out):
+        return
+    m = maximum(x)
+    half = like(x, 0.5)
+    n = finite_into(x, work, m, half)
+    k, s1, s2 = pivot_support(work, n, True)
+    c = like(x, k)
+    mean = s1 / c
+    delta = (like(x, 1.0) - (s2 - c * mean * mean)) / c
+    tau = mean - math.sqrt(max(delta, like(x, 0.0)))
+    zero = like(x, 0.0)
+    for j in range(x.size):
+        d = max((x[j] - m) * half - tau, zero)
+        out[j] = d * d
+
+
+def _entmax15_sort(x, out):
     for i in prange(x.shape[0]):
         entmax15_sort_row(x[i], out[i])
+
+
+def _entmax15_pivot(x, out):
+    for i in prange(x.shape[0]):
+        work = np.empty(x.shape[1], dtype=x.dtype)
+        entmax15_pivot_row(x[i], out[i], work)
 
 
 @jit
@@ -237,6 +296,6 @@ def _entmax15_backward(y, dy, dx):
 
 SPARSEMAX = {"sort": engines(_sparsemax_sort), "pivot": engines(_sparsemax_pivot)}
 SPARSEMAX_BACKWARD = engines(_sparsemax_backward)
-ENTMAX15 = engines(_entmax15)
+ENTMAX15 = {"sort": engines(_entmax15_sort), "pivot": engines(_entmax15_pivot)}
 ENTMAX_BISECT = engines(_entmax_bisect)
 ENTMAX15_BACKWARD = engines(_entmax15_backward)

@@ -22,7 +22,8 @@ OUTPUTS = {
     "_logsumexp_weighted": (2, 3), "_softmax_backward": (2,), "_log_softmax_backward": (2,),
     "_cross_entropy_index": (6, 7), "_cross_entropy_probability": (5, 6),
     "_sigmoid": (1,), "_softplus": (1,), "_arctan": (1,), "_gaussian": (1,), "_maxout": (2,),
-    "_sparsemax_sort": (1, 2), "_sparsemax_pivot": (1, 2), "_entmax15": (1,),
+    "_sparsemax_sort": (1, 2), "_sparsemax_pivot": (1, 2),
+    "_entmax15_sort": (1,), "_entmax15_pivot": (1,),
     "_entmax_bisect": (3,), "_sparsemax_backward": (2,), "_entmax15_backward": (2,),
 }  # fmt: skip
 

@@ -167,7 +167,8 @@ def build(dtype, red) -> dict:
     return {
         "_sparsemax_sort": _sparsemax,  # no sort on the GPU: both map to the threshold search
         "_sparsemax_pivot": _sparsemax,
-        "_entmax15": _entmax15,
+        "_entmax15_sort": _entmax15,  # as sparsemax: one threshold search for both
+        "_entmax15_pivot": _entmax15,
         "_entmax_bisect": _entmax_bisect,
         "_sparsemax_backward": _sparsemax_backward,
         "_entmax15_backward": _entmax15_backward,

@@ -1,0 +1,154 @@
+"""The CPU kernels' speed machinery: row pipelining, streaming stores, vector code.
+
+The 2-D kernels take the max of row ``i + 1`` inside the exp pass of row ``i`` and,
+on large outputs, write with streaming stores from a scratch row.  Neither may
+change a result: these tests compare both against the plain path bit for bit, put
+non-finite rows right after finite ones inside a run of rows, and check in the
+LLVM IR that the hot loops are vectorized and that float32 never becomes float64.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import numba
+import numpy as np
+import pytest
+import scipy.special
+
+import softmax_numba as sn
+from softmax_numba import config
+from softmax_numba.cpu import _compile
+from softmax_numba.cpu import softmax as kernels
+from softmax_numba.cpu._stream import stream_affine, stream_fence
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@_compile.jit
+def _stream_affine_fenced(src, dst, a, b):
+    stream_affine(src, dst, a, b)
+    stream_fence()
+
+
+def _fma(src, a, b):
+    """``src * a + b`` rounded once: long double holds the float32 products exactly;
+    float64 ones go through exact rationals (``float()`` of a Fraction rounds once)."""
+    if src.dtype == np.float32:
+        return (src.astype(np.longdouble) * a + b).astype(np.float32)
+    exact = [Fraction(float(v)) * Fraction(float(a)) + Fraction(float(b)) for v in src]
+    return np.array([float(v) for v in exact], dtype=np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stream_affine_is_one_fma_per_entry_at_any_alignment(dtype, rng):
+    for n in (0, 1, 7, 15, 16, 17, 33, 100, 1001):
+        for offset in range(4):
+            buffer = np.full(n + offset + 3, -7.0, dtype=dtype)
+            dst = buffer[offset : offset + n]
+            src = rng.standard_normal(n).astype(dtype)
+            a, b = dtype(1.0 / 3.0), dtype(-0.25)
+            _stream_affine_fenced(src, dst, a, b)
+            np.testing.assert_array_equal(dst, _fma(src, a, b))
+            assert (buffer[:offset] == -7).all() and (buffer[offset + n :] == -7).all()
+
+
+def _with_nonfinite_rows(rng, rows, n, dtype):
+    """Rows after ``ROW_CHUNKS`` runs of plain rows hold NaN, +inf and all -inf, so that
+    the pipelined max meets them as the *next* row of a finite one."""
+    x = rng.standard_normal((rows, n)).astype(dtype) * 5
+    x[3, 7] = np.nan
+    x[5, 1] = -np.nan
+    x[9, :] = -np.inf
+    x[11, 2] = np.inf
+    x[13, ::2] = -np.inf
+    x[rows - 1, 0] = np.nan
+    return x
+
+
+CASES = {
+    "softmax": lambda x, b: sn.softmax(x, backend=b),
+    "log_softmax": lambda x, b: sn.log_softmax(x, backend=b),
+    "logsumexp": lambda x, b: sn.logsumexp(x, backend=b),
+    "cross_entropy": lambda x, b: sn.cross_entropy(
+        x, np.arange(x.shape[0]) % x.shape[1], reduction="none", return_grad=True, backend=b
+    ),
+    "cross_entropy_ignore": lambda x, b: sn.cross_entropy(
+        x,
+        np.where(np.arange(x.shape[0]) % 4 == 1, -100, np.arange(x.shape[0]) % x.shape[1]),
+        reduction="none",
+        ignore_index=-100,
+        label_smoothing=0.1,
+        return_grad=True,
+        backend=b,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("backend", ["cpu", "parallel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming_and_pipelining_change_no_bit(case, backend, dtype, rng, monkeypatch):
+    rows = 3 * kernels.ROW_CHUNKS + 5  # several rows per run
+    x = _with_nonfinite_rows(rng, rows, 37, dtype)
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 1 << 62)
+    cached = CASES[case](x, backend)
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    streamed = CASES[case](x, backend)
+    if not isinstance(cached, tuple):
+        cached, streamed = (cached,), (streamed,)
+    for a, b in zip(cached, streamed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("stream_min_bytes", [0, 1 << 62])
+@pytest.mark.parametrize("backend", ["cpu", "parallel"])
+def test_pipelined_rows_follow_scipy_on_nonfinite_rows(stream_min_bytes, backend, rng, monkeypatch):
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", stream_min_bytes)
+    x = _with_nonfinite_rows(rng, 2 * kernels.ROW_CHUNKS + 9, 40, np.float64)
+    np.testing.assert_allclose(
+        sn.softmax(x, backend=backend), scipy.special.softmax(x, axis=-1), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        sn.log_softmax(x, backend=backend),
+        scipy.special.log_softmax(x, axis=-1),
+        rtol=1e-13,
+        atol=1e-13,  # x_i - lse cancels near 0
+    )
+    np.testing.assert_allclose(
+        sn.logsumexp(x, backend=backend), scipy.special.logsumexp(x, axis=-1), rtol=1e-13
+    )
+
+
+# ----------------------------------------------------------------------------- machine code
+
+#: Row pieces whose loops carry the kernels' time, with float32 arguments.
+_F32 = np.float32
+HOT_LOOPS = {
+    "maximum": lambda x: (x,),
+    "exp_shifted_into": lambda x: (x, _F32(0.5), np.empty_like(x), x),
+    "shifted_sum_excluding": lambda x: (x, _F32(0.5), x),
+    "exp_shifted_excluding_into": lambda x: (x, _F32(0.5), np.empty_like(x), x),
+    "finish_into": lambda x: (x, x, _F32(0.5), _F32(0.0), False),
+}
+
+
+def _llvm_ir(name: str, args) -> str:
+    """The optimized LLVM IR of one row piece, compiled afresh (cached code has none)."""
+    options = {**_compile._options(parallel=False), "cache": False}
+    dispatcher = numba.njit(**options)(getattr(kernels, name).py_func)
+    dispatcher(*args)
+    module = next(iter(dispatcher.inspect_llvm().values()))
+    # The compiled function itself, not the wrappers that box its result for Python.
+    functions = module.split("\ndefine ")[1:]
+    return "\n".join(f for f in functions if "cpython" not in f.split("(")[0])
+
+
+@pytest.mark.parametrize("name", HOT_LOOPS)
+def test_hot_loops_are_vectorized_in_float32(name):
+    x = np.linspace(-3, 3, 100, dtype=np.float32)
+    ir = _llvm_ir(name, HOT_LOOPS[name](x))
+    assert re.search(r"<\d+ x float>", ir), f"{name}: no float32 vector code"
+    assert not re.search(r"fpext float .* to double", ir), f"{name}: float32 widened to float64"
+    assert "@llvm.exp.f" not in ir and "@expf" not in ir, f"{name}: calls a library exp"
