@@ -132,7 +132,13 @@ def _merge_states(states, axis, keepdims, engine):
 
 
 def _normalize_block(block, state, axis, kernel, engine, compute, result):
-    """Step 3, one chunk: ``kernel(x, m, d, out)`` on its rows."""
+    """Step 3, one chunk: ``kernel(x, m, d, out)`` on its rows.
+
+    ``kernel`` is the name of the kernels in :mod:`softmax_numba.cpu.states`: the
+    graph holds only plain values (Dask's ``sizeof`` of Numba objects imports
+    ``numba.cuda``, which fails on the CUDA simulator).
+    """
+    kernel = getattr(kernels, kernel)
     rows, moved = _rows(block, axis, compute)
     out = np.empty_like(rows)
     getattr(kernel, engine)(rows, *_unstack(state, axis), out)
@@ -167,7 +173,7 @@ def _states(x, axis: int, compute, engine: str, split_every=None):
     )
 
 
-def _normalized(x, state, axis: int, kernel, engine: str, compute, result, name: str):
+def _normalized(x, state, axis: int, kernel: str, engine: str, compute, result, name: str):
     full, state_index, _ = _indices(x.ndim, axis)
     return da.blockwise(
         _normalize_block,
@@ -193,7 +199,7 @@ def _masked(x, where, compute):
     x = x.astype(compute)
     if where is None:
         return x, None
-    mask = da.broadcast_to(da.asarray(where).astype(bool), x.shape, chunks=x.chunks)
+    mask = da.broadcast_to(da.asarray(where).astype(bool), x.shape).rechunk(x.chunks)
     return da.where(mask, x, -np.inf).astype(compute), mask
 
 
@@ -269,7 +275,7 @@ def softmax(
     engine = _engine(backend)
     x, mask = _masked(x, where, compute)
     state = _states(x, axis, compute, engine)
-    out = _normalized(x, state, axis, kernels.SOFTMAX, engine, compute, result, "softmax")
+    out = _normalized(x, state, axis, "SOFTMAX", engine, compute, result, "softmax")
     if mask is not None:
         out = da.where(mask, out, 0).astype(result)
     return _restore(out, tuple(shape))
@@ -304,7 +310,7 @@ def log_softmax(
     engine = _engine(backend)
     x, mask = _masked(x, where, compute)
     state = _states(x, axis, compute, engine)
-    out = _normalized(x, state, axis, kernels.LOG_SOFTMAX, engine, compute, result, "log_softmax")
+    out = _normalized(x, state, axis, "LOG_SOFTMAX", engine, compute, result, "log_softmax")
     if mask is not None:
         out = da.where(mask, out, -np.inf).astype(result)
     return _restore(out, tuple(shape))
