@@ -25,7 +25,7 @@ from conftest import unit_roundoff  # noqa: E402
 
 import softmax_numba as sn  # noqa: E402
 import softmax_numba.dask as sd  # noqa: E402
-from experiments import store, sweep  # noqa: E402
+from experiments import dask_bench, store, sweep  # noqa: E402
 from experiments.__main__ import run_step  # noqa: E402
 
 INF, NAN = np.inf, np.nan
@@ -223,6 +223,17 @@ def test_chunked_softmax_on_a_local_cluster(client, rng):
     p, lse = client.compute([sd.softmax(dx), sd.logsumexp(dx)], sync=True)
     np.testing.assert_allclose(p, sn.softmax(x), **_tolerance(np.float32))
     np.testing.assert_allclose(lse, sn.logsumexp(x), **_tolerance(np.float32))
+
+
+def test_benchmark_runs_on_a_small_array(client, tmp_path):
+    x = dask_bench.logits(rows=8, vocab=1000, chunk_rows=4, vocab_chunks=3)
+    assert x.numblocks == (2, 3)
+    rows = dask_bench.measure(client, x, names=("generate", "softmax"))
+    table = dask_bench.write(rows, tmp_path, {"n_workers": 2})
+    softmax = table[table.workload == "softmax"]
+    assert len(softmax) == 2 and (softmax.peak_rss_mib > 0).all()
+    np.testing.assert_allclose(softmax.value, 8, rtol=1e-5)
+    assert "| softmax |" in (tmp_path / "README.md").read_text()
 
 
 def test_sweep_on_the_cluster_writes_the_same_table(client, tmp_path):
