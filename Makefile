@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench bench-gpu study study-quick plots lint format clean
+.PHONY: install test bench bench-gpu bench-dask study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 # On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
 bench-gpu: $(STAMP)
 	$(PY) -m experiments.gpu_bench --out results/gpu
+
+# softmax_numba.dask out of core: logits 4x one worker's memory limit, local cluster.
+bench-dask: $(STAMP)
+	$(PY) -m experiments.dask_bench --out results/dask
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -9,6 +9,13 @@
 
 Every sweep is resumable: rerun the same command after an interruption and it
 measures only the cells that are missing.
+
+With --scheduler ADDRESS (a dask.distributed scheduler, e.g. tcp://10.0.0.1:8786;
+needs softmax_numba[dask] here and on the workers), the accuracy, speed and
+overflow sweeps run each cell as a Dask task, measured on the worker that runs it;
+this process gathers the rows into the same tables (column `worker`).  A cell lost
+with its worker is measured again elsewhere, never written twice.  The other steps
+run here.
 """
 
 from __future__ import annotations
@@ -43,14 +50,31 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _sweep(out, name, columns, key, cells, measure, progress) -> None:
-    table = Table(out / f"{name}.csv", columns, key)
-    measured = sweep.run(cells, measure, table, desc=name, progress=progress)
+def _sweep(out, name, columns, key, cells, measure, progress, client=None) -> None:
+    table = Table(out / f"{name}.csv", [*columns, sweep.WORKER], key)
+    measured = sweep.run(cells, measure, table, desc=name, progress=progress, client=client)
     _log(f"{name}: {measured} cells measured, {len(cells) - measured} already on disk")
     metadata.write_next_to(table.path)
 
 
-def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data=None) -> None:
+def connect(address: str | None):
+    """A ``dask.distributed`` client of the scheduler at ``address`` (None: none)."""
+    if address is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SystemExit(
+            "--scheduler needs dask.distributed: pip install 'softmax_numba[dask]'"
+        ) from None
+    client = Client(address)
+    _log(f"scheduler {address}: {len(client.scheduler_info()['workers'])} workers")
+    return client
+
+
+def run_step(
+    step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data=None, client=None
+) -> None:
     if step == "bhh":
         per_vector, summary = bhh.reproduce(bhh_data)
         folder = out / "blanchard_higham_higham"
@@ -73,6 +97,7 @@ def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data
             grids.overflow_cells(quick),
             overflow.measure,
             progress,
+            client,
         )
     elif step == "accuracy":
         _sweep(
@@ -83,6 +108,7 @@ def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data
             grids.accuracy(quick),
             sweep.measure_accuracy,
             progress,
+            client,
         )
     elif step == "speed":
         _sweep(
@@ -93,6 +119,7 @@ def run_step(step: str, out: pathlib.Path, quick: bool, progress: bool, bhh_data
             grids.speed(quick),
             sweep.measure_speed,
             progress,
+            client,
         )
     elif step == "claims":
         table = Table(out / "claims.csv", claims_measure.COLUMNS, ["claim", "quantity"])
@@ -133,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         help="path of data_presoftmax.mat (default: the copy in experiments/data/)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="run the sweeps' cells on this dask.distributed scheduler's workers",
+    )
     args = parser.parse_args(argv)
     out = args.out or pathlib.Path("results") / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         steps = STEPS if args.command == "study" else (args.command,)
         # Build every grid first: a bad configuration fails before any cell runs.
         grids.accuracy(args.quick), grids.speed(args.quick), grids.overflow_cells(args.quick)
-        for step in steps:
-            run_step(step, out, args.quick, not args.no_progress, args.bhh_data)
+        client = connect(args.scheduler)
+        try:
+            for step in steps:
+                run_step(step, out, args.quick, not args.no_progress, args.bhh_data, client)
+        finally:
+            if client is not None:
+                client.close()
     redraw(out)
     return 0
 

@@ -4,7 +4,8 @@ Rows are appended with one ``write`` of whole lines, flushed and fsynced, so a
 Ctrl-C or a kill loses at most the cell being measured.  On opening, a torn last
 line (a kill in the middle of a write) is dropped and the file rewritten cleanly;
 the keys already present are skipped by the sweep, so a rerun never duplicates a
-row.
+row.  A table written before columns were added at the end of its schema (such as
+the sweep's ``worker``) gets them, blank, on opening.
 """
 
 from __future__ import annotations
@@ -48,16 +49,19 @@ class Table:
             return
         text = self.path.read_text()
         lines = list(csv.reader(io.StringIO(text)))
-        if not lines or lines[0] != self.columns:
+        header = lines[0] if lines else []
+        added = len(self.columns) - len(header)
+        if header != self.columns and not (added > 0 and self.columns[: len(header)] == header):
             raise ValueError(
-                f"{self.path} has columns {lines[0] if lines else []}, expected {self.columns}; "
+                f"{self.path} has columns {header}, expected {self.columns}; "
                 "move it away or choose another --out"
             )
-        good = [line for line in lines[1:] if len(line) == len(self.columns)]
-        if not text.endswith("\n") or len(good) != len(lines) - 1:
+        good = [line for line in lines[1:] if len(line) == len(header)]
+        if added or not text.endswith("\n") or len(good) != len(lines) - 1:
             if not text.endswith("\n") and good and lines[-1] == good[-1]:
                 good.pop()  # a last line without its newline may be cut short
-            self._write_atomically(good)
+            # A table written before trailing columns were added gets them, blank.
+            self._write_atomically([line + [""] * added for line in good])
 
     def _write_atomically(self, rows: list[list[str]]) -> None:
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")

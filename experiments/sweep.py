@@ -4,6 +4,12 @@ A grid is a list of cells (dicts of configuration values).  ``run`` skips the
 cells whose key is already in the table, measures the others under a progress
 bar and appends each row at once (see :mod:`experiments.store`), so an
 interrupted sweep resumes where it stopped and never duplicates a row.
+
+Given a ``dask.distributed`` client, ``run`` submits each missing cell as a task,
+measured on the worker that runs it (its address in the row's ``worker`` column),
+and appends the rows in this process as they arrive: only this process writes the
+table, and a key is written once, so a cell whose worker died is measured again on
+another worker (Dask reschedules it) and never appears twice.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ SPEED_COLUMNS = [
 ]
 
 ENGINES = ("numpy", "cpu", "parallel")
+#: The column naming the Dask worker that measured a row (blank for a local run).
+WORKER = "worker"
+#: Times Dask reruns a cell whose measurement raised (a dead worker is handled apart,
+#: by the scheduler's ``distributed.scheduler.allowed-failures``).
+RETRIES = 1
 _BY_NAME = {e.name: e for e in registry.ENTRIES}
 
 
@@ -204,10 +215,56 @@ def run(
     table: Table,
     desc: str = "sweep",
     progress: bool = True,
+    client=None,
 ) -> int:
-    """Measure the cells not yet in ``table``; return how many were measured."""
+    """Measure the cells not yet in ``table``; return how many were measured.
+
+    With a ``distributed.Client``, the cells are measured as Dask tasks on its
+    workers (``measure`` must be importable there) and ``table`` needs a
+    :data:`WORKER` column.
+    """
     done = table.done_keys()
     todo = [c for c in cells if Table.key_of(c, table.key) not in done]
+    if client is not None:
+        return _run_on_cluster(todo, measure, table, client, desc, progress)
     for cell in tqdm(todo, desc=desc, disable=not progress or None, unit="cell"):
         table.append([measure(cell)])
     return len(todo)
+
+
+def measure_on_worker(measure: Callable[[dict], dict], cell: dict) -> dict:
+    """``measure(cell)`` with the address of the Dask worker that ran it."""
+    from distributed import get_worker
+
+    return {**measure(cell), WORKER: get_worker().address}
+
+
+def _run_on_cluster(todo, measure, table: Table, client, desc: str, progress: bool) -> int:
+    """Submit every cell, append each row as it arrives, once per key."""
+    from dask.base import tokenize
+    from distributed import as_completed
+
+    if WORKER not in table.columns:
+        raise ValueError(f"{table.path.name} needs a {WORKER!r} column to record the workers")
+    futures = [
+        client.submit(
+            measure_on_worker,
+            measure,
+            cell,
+            key=f"{desc}-cell-{tokenize(str(table.path), Table.key_of(cell, table.key))}",
+            retries=RETRIES,
+            pure=False,
+        )
+        for cell in todo
+    ]
+    written = set()
+    bar = tqdm(total=len(futures), desc=desc, disable=not progress or None, unit="cell")
+    with bar:
+        for future in as_completed(futures):
+            row = future.result()
+            key = Table.key_of(row, table.key)
+            if key not in written:
+                table.append([row])
+                written.add(key)
+            bar.update()
+    return len(written)

@@ -98,6 +98,15 @@ def test_table_refuses_a_file_with_other_columns(tmp_path):
         store.Table(tmp_path / "t.csv", ["a", "w"], ["a"])
 
 
+def test_table_gains_columns_added_at_the_end_of_its_schema(tmp_path):
+    path = tmp_path / "t.csv"
+    store.Table(path, ["a", "v"], ["a"]).append([{"a": 1, "v": 0.5}])
+    table = store.Table(path, ["a", "v", "worker"], ["a"])
+    table.append([{"a": 2, "v": 1.5, "worker": "tcp://w:1"}])
+    assert path.read_text() == "a,v,worker\n1,0.5,\n2,1.5,tcp://w:1\n"
+    assert table.done_keys() == {("1",), ("2",)}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
