@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, is_device_array, run, streams
+from softmax_numba._api import Rows, as_array, check_choice, is_device_array, run
 from softmax_numba.cpu import losses as kernels
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -135,7 +135,6 @@ def cross_entropy(
                 return_grad,
                 losses,
                 grad,
-                cpu_extra=(streams(engine, grad.nbytes),),
             )
         else:
             run(

@@ -89,8 +89,7 @@ def softmax(
         for i in range(rows.rows):
             kernels.split_softmax_row(data[i], result[i], chunks)
     else:
-        extra = (streams(engine, result.nbytes),) if algorithm == "shifted" else ()
-        run(kernels.SOFTMAX[algorithm], engine, data, result, cpu_extra=extra)
+        run(kernels.SOFTMAX[algorithm], engine, data, result)
     if mask is not None:
         result[~mask] = 0
     return rows.restore(result, out)

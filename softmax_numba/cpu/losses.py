@@ -14,34 +14,30 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
 from softmax_numba.cpu._math import kernel_exp as exp
-from softmax_numba.cpu._stream import stream_fence
 from softmax_numba.cpu.softmax import (
     ROW_CHUNKS,
     exp_shifted_excluding_into,
-    finish_into,
     maximum,
     row_range,
     shifted_sum_excluding,
 )
 
 
-def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad, stream):
+def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
     """Class-index targets; rows whose target equals ``ignore`` give 0 (``ignore < 0``
-    never matches a validated target).  Rows run in one chunk per thread, the max of
-    the next row taken in this row's exp pass; with ``stream`` the gradient is
-    written with streaming stores from a scratch row of ``exp(x - m)``."""
+    never matches a validated target).  Rows run in chunks as in
+    :func:`softmax_numba.cpu.softmax._softmax_shifted`, the max of the next row taken
+    in this row's exp pass."""
     rows, n = x.shape
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
-        scratch = np.empty(n if stream and want_grad else 0, dtype=x.dtype)
         m = maximum(x[start])
         for i in range(start, stop):
             xi, t, following = x[i], target[i], x[min(i + 1, stop - 1)]
@@ -52,8 +48,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 m = maximum(following)
                 continue
             if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
-                buf = scratch if stream else grad[i]
-                s, m_next = exp_shifted_excluding_into(xi, m, buf, following)
+                s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
             lse = m + math.log1p(s)
@@ -68,12 +63,11 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             if want_grad:
                 r = like(xi, scale) / (like(xi, 1.0) + s)
                 floor = eps / like(xi, n) * like(xi, scale)
-                at_target = buf[t] * r - floor - (like(xi, 1.0) - eps) * like(xi, scale)
-                finish_into(buf, grad[i], r, -floor, stream)
-                grad[i, t] = at_target
+                gi = grad[i]
+                for j in range(n):
+                    gi[j] = gi[j] * r - floor
+                gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
             m = m_next
-        if stream:
-            stream_fence()
 
 
 def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):

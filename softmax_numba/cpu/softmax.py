@@ -150,19 +150,6 @@ ROW_CHUNKS = 64
 
 
 @jit
-def finish_into(buf, out, a, b, stream):
-    """``out_i = buf_i a + b`` where ``buf`` is ``out`` itself (in place) unless
-    ``stream``; then it is a scratch row and ``out`` is written with streaming stores.
-    (In place, one array: LLVM vectorizes the loop, where two arrays that it finds
-    overlapping at run time would take its scalar fallback.)"""
-    if stream:
-        stream_affine(buf, out, a, b)
-    else:
-        for i in range(out.size):
-            out[i] = out[i] * a + b
-
-
-@jit
 def row_range(chunk, chunks, rows):
     """The rows ``[start, stop)`` of ``chunk`` out of ``chunks`` equal parts."""
     return chunk * rows // chunks, (chunk + 1) * rows // chunks
@@ -262,28 +249,23 @@ def _softmax_naive(x, out):
         softmax_naive_row(x[i], out[i])
 
 
-def _softmax_shifted(x, out, stream):
+def _softmax_shifted(x, out):
     """Rows in up to ``ROW_CHUNKS`` runs, shared out among the threads; in each run
     the max of row ``i + 1`` is taken in the exp pass of row ``i`` (one load stream,
-    overlapped with the arithmetic).  With ``stream``, ``exp(x_i - m)`` goes to a
-    scratch row in cache and the scaled result to ``out`` with streaming stores."""
-    rows, n = x.shape
+    overlapped with the arithmetic), then the row is scaled in cache."""
+    rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
-        scratch = np.empty(n if stream else 0, dtype=x.dtype)
         m = maximum(x[start])
         for i in range(start, stop):
-            buf = scratch if stream else out[i]
-            s, m_next = exp_shifted_into(x[i], m, buf, x[min(i + 1, stop - 1)])
+            s, m_next = exp_shifted_into(x[i], m, out[i], x[min(i + 1, stop - 1)])
             if m == np.inf:
                 s = like(x, np.nan)
-            finish_into(buf, out[i], like(x, 1.0) / s, like(x, 0.0), stream)
+            scale_into(out[i], like(x, 1.0) / s)
             m = m_next
-        if stream:
-            stream_fence()
 
 
 def _softmax_division_free(x, out):
@@ -297,7 +279,9 @@ def _softmax_online(x, out):
 
 
 def _log_softmax(x, out, stream):
-    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`."""
+    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`; with
+    ``stream`` the output is written with streaming stores (it is the last pass and
+    reads ``x``, so it needs no scratch row)."""
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
