@@ -20,18 +20,21 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
-from softmax_numba.cpu.softmax import maximum, nan_or
+from softmax_numba.cpu.softmax import maximum
 
 
 @jit
-def undefined_row(x, out):
-    """Fill ``out`` with NaN and return True when the row has no projection."""
+def projection_max(x, out):
+    """``max(x)`` if the row has a projection; else ``out`` is filled with NaN and
+    NaN returned (a NaN, a ``+inf`` or no entry above ``-inf``)."""
     m = maximum(x)
-    v = nan_or(x, m)
-    if math.isinf(v) or math.isnan(v):
+    nans = 0
+    for i in range(x.size):  # a counting loop vectorizes; a search for the first does not
+        nans += x[i] != x[i]
+    if nans or math.isinf(m):
         out[:] = np.nan
-        return True
-    return False
+        return like(x, np.nan)
+    return m
 
 
 @jit
@@ -50,7 +53,7 @@ def clip_shift_into(x, tau, out):
 @jit
 def sparsemax_sort_row(x, out):
     """sparsemax by sorting; returns the number of nonzero entries."""
-    if undefined_row(x, out):
+    if math.isnan(projection_max(x, out)):
         return 0
     z = np.sort(x)
     n = z.size
@@ -115,14 +118,22 @@ def pivot_support(work, n, squared):
 
 
 @jit
-def finite_into(x, work, shift, scale):
-    """``work[:n] = (x_i - shift) * scale`` for the ``n`` entries above ``-inf``
-    (which never reach the support); returns ``n``."""
+def candidates_into(x, work, shift, scale):
+    """``work[:n] = (x_i - shift) * scale`` for the ``n`` entries with
+    ``x_i - shift > -1 / scale``; returns ``n``.
+
+    With ``shift = max(x)``, the others cannot reach the support of either map:
+    ``g(tau) = 1`` forces ``tau >= -1`` on ``z = (x - max x) * scale`` (the maximum's
+    own term is at most 1), so every ``z_i <= -1`` is at or below the threshold.
+    This one branch-free pass leaves the pivot search a few entries on the usual
+    inputs (and ``-inf`` never passes it).
+    """
     n = 0
-    for v in x:
-        if v > -np.inf:
-            work[n] = (v - shift) * scale
-            n += 1
+    bound = -like(x, 1.0) / scale
+    for i in range(x.size):
+        v = x[i] - shift
+        work[n] = v * scale
+        n += v > bound
     return n
 
 
@@ -133,11 +144,12 @@ def sparsemax_pivot_row(x, out, work):
     ``work`` is scratch space of the row's length.  Returns the number of nonzero
     entries.
     """
-    if undefined_row(x, out):
+    m = projection_max(x, out)
+    if math.isnan(m):
         return 0
-    n = finite_into(x, work, like(x, 0.0), like(x, 1.0))
+    n = candidates_into(x, work, m, like(x, 1.0))
     k, s1, _ = pivot_support(work, n, False)
-    return clip_shift_into(x, (s1 - like(x, 1.0)) / like(x, k), out)
+    return clip_shift_into(x, m + (s1 - like(x, 1.0)) / like(x, k), out)
 
 
 def _sparsemax_sort(x, out, support):
@@ -174,9 +186,9 @@ def entmax15_sort_row(x, out):
     sqrt(max((1 - k (meansq_k - mean_k^2)) / k, 0))``; the support is the largest
     ``k`` with ``tau_k <= z_(k)`` and ``p = max(z - tau, 0)^2``.
     """
-    if undefined_row(x, out):
+    m = projection_max(x, out)
+    if math.isnan(m):
         return
-    m = maximum(x)
     half = like(x, 0.5)
     z = np.sort(x)
     n = z.size
@@ -209,11 +221,11 @@ def entmax15_pivot_row(x, out, work):
     algorithm (Peters et al. 2019, Algorithm 2) from the support's ``k``, ``s1``,
     ``s2``, and ``p = max(z - tau, 0)^2``.  Expected O(n) per row.
     """
-    if undefined_row(x, out):
+    m = projection_max(x, out)
+    if math.isnan(m):
         return
-    m = maximum(x)
     half = like(x, 0.5)
-    n = finite_into(x, work, m, half)
+    n = candidates_into(x, work, m, half)
     k, s1, s2 = pivot_support(work, n, True)
     c = like(x, k)
     mean = s1 / c
@@ -252,7 +264,7 @@ def _entmax_bisect(x, alpha, n_iter, out):
     (Peters et al. 2019, Algorithm 1), on ``y = (alpha - 1) x``; ``p / sum(p)``."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        if undefined_row(xi, yi):
+        if math.isnan(projection_max(xi, yi)):
             continue
         a1 = like(xi, alpha - 1.0)
         inv = like(xi, 1.0) / a1
