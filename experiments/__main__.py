@@ -32,6 +32,7 @@ from experiments import (
     bhh,
     claims,
     claims_measure,
+    elementary_paths,
     exp_accuracy,
     grids,
     metadata,
@@ -87,7 +88,12 @@ def run_step(
         table = pd.DataFrame(exp_accuracy.rows(quick), columns=exp_accuracy.COLUMNS)
         table.to_csv(out / "exp_ulp.csv", index=False)
         metadata.write_next_to(out / "exp_ulp.csv")
-        _log(f"exp: max ulp {dict(zip(table.dtype, table.max_ulp, strict=True))}")
+        names = table.function + " " + table.dtype
+        _log(f"exp: max ulp {dict(zip(names, table.max_ulp, strict=True))}")
+        paths = pd.DataFrame(elementary_paths.rows(quick), columns=elementary_paths.COLUMNS)
+        paths.to_csv(out / "elementary_paths.csv", index=False)
+        metadata.write_next_to(out / "elementary_paths.csv")
+        _log(f"exp: fast and libm paths compared on {len(paths)} cells")
     elif step == "overflow":
         _sweep(
             out,

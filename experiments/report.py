@@ -80,7 +80,8 @@ def write(out) -> pathlib.Path:
         " precision.",
         "- `speed.csv`: GB/s of our engines and the installed peers, with a plain copy of the "
         "same array measured in the same cell (`copy_gbps`, `parallel_copy_gbps`).",
-        "- `exp_ulp.csv`: the CPU kernels' exp, every float32 input and 2e7 float64 ones.",
+        "- `exp_ulp.csv`: the CPU kernels' exp, log1p and atan on every float32 input, exp on "
+        "2e7 float64 ones; `elementary_paths.csv`: those against the C library's, in the kernels.",
         "- `overflow.csv`: where each softmax formula overflows or underflows, per format, in "
         "simulated fp16/bf16 arithmetic and through the kernels.",
         "- `blanchard_higham_higham/`: the reproduction of Blanchard, Higham & Higham (2021).",
@@ -102,7 +103,9 @@ def write(out) -> pathlib.Path:
     exp_table = out / "exp_ulp.csv"
     if exp_table.exists():
         lines += [
-            "### The kernels' vectorizable exp (ulp against a correctly rounded reference)",
+            "### The kernels' vectorizable exp, log1p and atan",
+            "",
+            "Ulp against a correctly rounded reference:",
             "",
             _markdown(pd.read_csv(exp_table)),
             "",

@@ -17,10 +17,11 @@ import os
 #: approximate library functions and ignoring the sign of zero.
 FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
-#: The ``exp`` inside the CPU kernels: ``"fast"``, the package's branch-free
-#: vectorizable one (max error 1.0 ulp, measured over every float32), or ``"libm"``,
-#: the C library's through ``math.exp`` (a scalar call per entry).  Read once at
-#: import; set ``SOFTMAX_NUMBA_EXP=libm`` in the environment to compare.
+#: The elementary functions inside the CPU kernels: ``"fast"``, the package's
+#: branch-free vectorizable ``exp`` (and float32 ``log1p`` and ``atan``, for softplus
+#: and arctan), their errors measured over every float32 by the study, or ``"libm"``,
+#: the C library's through ``math`` (a scalar call per entry).  Read once at import;
+#: set ``SOFTMAX_NUMBA_EXP=libm`` in the environment to compare.
 EXP: str = os.environ.get("SOFTMAX_NUMBA_EXP", "fast")
 if EXP not in ("fast", "libm"):
     raise ValueError(f"SOFTMAX_NUMBA_EXP must be 'fast' or 'libm', got {EXP!r}")

@@ -185,8 +185,96 @@ def _exp_overload(x):
     return None
 
 
-#: The ``exp`` the kernels call (``config.EXP``).
+def log1p(x):  # pragma: no cover - replaced by the overload in compiled code
+    """Vectorizable ``log1p`` for float32 (libm's for float64; compiled code only)."""
+    raise NotImplementedError("softmax_numba.cpu._math.log1p runs inside compiled kernels")
+
+
+def atan(x):  # pragma: no cover - replaced by the overload in compiled code
+    """Vectorizable ``atan`` for float32 (libm's for float64; compiled code only)."""
+    raise NotImplementedError("softmax_numba.cpu._math.atan runs inside compiled kernels")
+
+
+# log1p (float32): u = 1 + x rounded, c = the rounding error of that sum divided by u
+# (Goldberg's correction), then log(u) as in fdlibm/musl ``logf``: u = 2^k f with
+# f in [sqrt(2)/2, sqrt(2)), s = (f - 1) / (f + 1), log f = f - h + s (h + R(s^2)),
+# h = (f - 1)^2 / 2, R a degree-4 fit; k ln2 added in two parts.  Every branch of
+# musl's ``log1pf`` is a select here.
+
+
+@overload(log1p, jit_options={"fastmath": {"contract", "nsz"}})
+def _log1p_overload(x):
+    if x == types.float64:
+        return lambda x: math.log1p(x)
+    if x != types.float32:
+        return None
+
+    def log1p32(x):
+        one = np.float32(1.0)
+        u = one + x
+        bits = _bits(u)
+        shifted = np.int32(bits + np.int32(0x3F800000 - 0x3F3504F3))
+        k = np.int32((shifted >> np.int32(23)) - np.int32(127))
+        f = _from_bits(np.int32((shifted & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3))) - one
+        c = (one - (u - x)) if k >= 2 else (x - (u - one))
+        c = c / u if k < 25 else np.float32(0.0)
+        s = f / (np.float32(2.0) + f)
+        z = s * s
+        w = z * z
+        t1 = w * (np.float32(0.40000972152) + w * np.float32(0.24279078841))
+        t2 = z * (np.float32(0.66666662693) + w * np.float32(0.28498786688))
+        h = np.float32(0.5) * f * f
+        dk = np.float32(k)
+        y = s * (h + t1 + t2) + (dk * np.float32(9.0580006145e-06) + c) - h + f
+        y = y + dk * np.float32(6.9313812256e-01)
+        y = np.float32(np.inf) if x == np.float32(np.inf) else y
+        y = np.float32(-np.inf) if x == -one else y
+        y = np.float32(np.nan) if x < -one else y
+        return x if x != x else y
+
+    return log1p32
+
+
+# atan (float32), Cephes ``atanf`` (S. Moshier): |x| reduced to [0, tan(pi/8)] by
+# atan x = pi/2 + atan(-1/x) above tan(3 pi/8) and pi/4 + atan((x - 1)/(x + 1))
+# above tan(pi/8), then x + x z P(z), z = x^2, P of degree 3; the sign put back.
+# pi/2 and pi/4 are added as a float32 head and tail, which keeps the sum near
+# tan(pi/8) (a cancellation) near 2 ulp (the study measures every float32).
+
+
+@overload(atan, jit_options={"fastmath": {"contract", "nsz"}})
+def _atan_overload(x):
+    if x == types.float64:
+        return lambda x: math.atan(x)
+    if x != types.float32:
+        return None
+
+    def atan32(x):
+        a = abs(x)
+        big = a > np.float32(2.414213562373095)
+        mid = a > np.float32(0.4142135623730950)
+        r = -np.float32(1.0) / a if big else (a - np.float32(1.0)) / (a + np.float32(1.0))
+        r = r if mid else a
+        # pi/2 and pi/4 in a float32 head and a tail (the head's rounding error).
+        head = np.float32(1.5707963267948966) if big else np.float32(0.7853981633974483)
+        tail = np.float32(-4.371139e-08) if big else np.float32(-2.1855694e-08)
+        head = head if mid else np.float32(0.0)
+        tail = tail if mid else np.float32(0.0)
+        z = r * r
+        p = np.float32(8.05374449538e-2) * z - np.float32(1.38776856032e-1)
+        p = p * z + np.float32(1.99777106478e-1)
+        p = p * z - np.float32(3.33329491539e-1)
+        y = head + (r + (p * z * r + tail))
+        return -y if x < np.float32(0.0) else y
+
+    return atan32
+
+
+#: The elementary functions the kernels call (``config.EXP``): the vectorizable ones
+#: above, or the C library's.
 kernel_exp = exp if config.EXP == "fast" else math.exp
+kernel_log1p = log1p if config.EXP == "fast" else math.log1p
+kernel_atan = atan if config.EXP == "fast" else math.atan
 
 
 @jit
@@ -194,3 +282,17 @@ def exp_array(x, out):
     """``out[i] = exp(x[i])`` with the fast ``exp``, for measuring it on its own."""
     for i in range(x.size):
         out[i] = exp(x[i])
+
+
+@jit
+def log1p_array(x, out):
+    """``out[i] = log1p(x[i])`` with the vectorizable ``log1p``."""
+    for i in range(x.size):
+        out[i] = log1p(x[i])
+
+
+@jit
+def atan_array(x, out):
+    """``out[i] = atan(x[i])`` with the vectorizable ``atan``."""
+    for i in range(x.size):
+        out[i] = atan(x[i])

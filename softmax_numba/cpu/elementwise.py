@@ -12,7 +12,9 @@ import math
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._math import kernel_atan as atan
 from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import maximum, scale_into
 
 
@@ -46,23 +48,24 @@ def _softplus(x, out, beta, normalize):
         b = like(xi, beta)
         for j in range(xi.size):
             z = xi[j] * b
-            yi[j] = (max(z, like(xi, 0.0)) + math.log1p(exp(-abs(z)))) / b
+            yi[j] = (max(z, like(xi, 0.0)) + log1p(exp(-abs(z)))) / b
         if normalize:
             normalize_row(yi)
 
 
 def _arctan(x, out, normalize):
-    """``1/2 + arctan(x) / pi``, as ``-arctan(1/x) / pi`` for ``x < 0`` (the same
-    value, without the cancellation of ``1/2 - 0.4999...``; exactly 0 at ``-inf``)."""
+    """``1/2 + arctan(x) / pi``, as ``arctan(-1/x) / pi`` for ``x < 0`` (the same
+    value, without the cancellation of ``1/2 - 0.4999...``; exactly 0 at ``-inf``):
+    one ``atan`` per entry, of ``x`` or ``-1/x``, and a select (no branch)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         pi = like(xi, math.pi)
+        half = like(xi, 0.5)
         for j in range(xi.size):
             v = xi[j]
-            if v < 0:
-                yi[j] = -math.atan(like(xi, 1.0) / v) / pi
-            else:
-                yi[j] = like(xi, 0.5) + math.atan(v) / pi
+            positive = v >= 0
+            a = atan(v if positive else -like(xi, 1.0) / v) / pi
+            yi[j] = half + a if positive else a
         if normalize:
             normalize_row(yi)
 
