@@ -36,9 +36,13 @@ study-quick: $(STAMP)
 plots: $(STAMP)
 	$(PY) -m experiments plots
 
+# pytest-benchmark's table, then the roofline benchmark (ours, a parallel copy and
+# the installed peers timed interleaved; install the peers with `pip install -e ".[peers]"`).
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmark.json
 	$(PY) -m experiments bench-summary
+	$(PY) -m experiments roofline
+	$(PY) -m experiments plots
 
 # On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
 bench-gpu: $(STAMP)

@@ -149,6 +149,37 @@ def bhh(per_vector: pd.DataFrame, path, fmt: str) -> pathlib.Path:
     return _save(fig, path)
 
 
+def roofline(table: pd.DataFrame, path) -> pathlib.Path:
+    """Per entry and shape: our GB/s over a parallel copy's (into ``out=`` and
+    allocating), and our speed-up over PyTorch CPU, from ``roofline.csv``."""
+    d = table[table.dtype == "float32"].assign(
+        shape=lambda t: t.rows.astype(str) + "x" + t.n.astype(str)
+    )
+    entries = list(dict.fromkeys(d.entry))
+    shapes = list(dict.fromkeys(d["shape"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.32 * len(entries) * len(shapes) / 2 + 2))
+    width = 0.8 / max(len(shapes), 1)
+    for k, shape in enumerate(shapes):
+        ours = d[(d["shape"] == shape) & (d.engine == "ours_out")].set_index("entry")
+        ours = ours.combine_first(
+            d[(d["shape"] == shape) & (d.engine == "ours")].set_index("entry")
+        )
+        torch = d[(d["shape"] == shape) & (d.engine == "torch")].set_index("entry")
+        y = np.arange(len(entries)) + k * width
+        left.barh(y, ours.reindex(entries).ratio_to_parallel_copy, height=width, label=shape)
+        right.barh(y, torch.reindex(entries).ours_speedup, height=width, label=shape)
+    left.axvline(0.7, color="k", ls="--", lw=1)
+    right.axvline(1.0, color="k", ls="--", lw=1)
+    for ax in (left, right):
+        ax.set_yticks(np.arange(len(entries)) + 0.4 - width / 2, entries)
+        ax.invert_yaxis()
+    left.set_xlabel("our GB/s / parallel copy GB/s (out= where the op has it)")
+    right.set_xlabel("our speed / PyTorch CPU's (same threads)")
+    right.set_xscale("log")
+    left.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 def draw_all(out) -> list[pathlib.Path]:
     """Every figure whose table exists under ``out``."""
     out = pathlib.Path(out)
@@ -159,6 +190,7 @@ def draw_all(out) -> list[pathlib.Path]:
         ("accuracy.csv", lambda t: sum_error_vs_n(t, out / "sum_error_vs_n.png")),
         ("accuracy.csv", lambda t: sparsity(t, out / "sparsity.png")),
         ("overflow.csv", lambda t: overflow_map(t, out / "overflow_map.png")),
+        ("roofline.csv", lambda t: roofline(t, out / "roofline.png")),
     ]
     for name, draw in jobs:
         if (out / name).exists():

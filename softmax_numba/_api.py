@@ -92,6 +92,32 @@ def resolve_backend(backend: str, size: int, device: bool = False) -> str:
     return backend
 
 
+_SERIAL_BACKENDS = ("auto", "cpu")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def small_rows(x, axis, backend: str) -> np.ndarray | None:
+    """The ``(rows, n)`` view of ``x`` when a call can skip :class:`Rows` and go to the
+    serial kernel at once: a non-empty C-contiguous float32/float64 ndarray along
+    its last axis, smaller than ``config.PARALLEL_MIN_ELEMENTS``, on the serial or
+    automatic engine.  ``None`` otherwise (then the general path decides).
+
+    The general path costs tens of microseconds in NumPy calls, which is all the
+    time a small softmax takes; this check costs about one.
+    """
+    if (
+        type(x) is not np.ndarray
+        or backend not in _SERIAL_BACKENDS
+        or x.dtype not in _FLOATS
+        or x.ndim == 0
+        or (axis != -1 and axis != x.ndim - 1)
+        or not 0 < x.size < config.PARALLEL_MIN_ELEMENTS
+        or not x.flags.c_contiguous
+    ):
+        return None
+    return x.reshape(-1, x.shape[-1])
+
+
 def run(kernels, engine: str, *args, cpu_extra: tuple = ()) -> None:
     """Run a kernel on the chosen engine: the serial or parallel Numba CPU kernel (with
     the arguments ``cpu_extra`` appended), or the CUDA kernel registered under the same

@@ -6,7 +6,16 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, run, split_chunks, streams, vjp
+from softmax_numba._api import (
+    Rows,
+    as_array,
+    check_choice,
+    run,
+    small_rows,
+    split_chunks,
+    streams,
+    vjp,
+)
 from softmax_numba.cpu import softmax as kernels
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
@@ -78,6 +87,10 @@ def softmax(
     check_choice("algorithm", algorithm, SOFTMAX_ALGORITHMS)
     if algorithm == "auto":
         algorithm = AUTO_SOFTMAX_ALGORITHM
+    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
+        result = np.empty_like(data)
+        kernels.SOFTMAX[algorithm].cpu(data, result)
+        return result.reshape(x.shape)
     rows = Rows(as_array(x, "softmax"), axis, "softmax")
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
@@ -122,6 +135,10 @@ def log_softmax(
         ``scipy.special.log_softmax``: NaN poisons its row, a row with ``+inf``
         gives NaN there and ``-inf`` elsewhere, a row that is all ``-inf`` is NaN.
     """
+    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
+        result = np.empty_like(data)
+        kernels.LOG_SOFTMAX.cpu(data, result, False)
+        return result.reshape(x.shape)
     rows = Rows(as_array(x, "log_softmax"), axis, "log_softmax")
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
@@ -177,6 +194,11 @@ def logsumexp(
         Non-finite input follows scipy: NaN gives NaN, a ``+inf`` gives ``+inf``,
         an empty or all ``-inf`` axis gives ``-inf``.
     """
+    if b is None and not keepdims and not return_sign:
+        if (data := small_rows(x, axis, backend)) is not None:
+            result = np.empty(data.shape[0], dtype=data.dtype)
+            kernels.LOGSUMEXP.cpu(data, result)
+            return result.reshape(x.shape[:-1])[()]
     rows = Rows(as_array(x, "logsumexp"), axis, "logsumexp")
     engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)

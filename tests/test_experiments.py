@@ -243,3 +243,30 @@ def test_missing_data_set_is_a_clear_error(tmp_path):
         text=True,
     )
     assert done.returncode != 0 and "not found" in done.stderr
+
+
+def test_roofline_measures_ours_the_copy_and_peers_in_one_table(tmp_path):
+    from experiments import plots, roofline
+
+    rows = roofline.measure("softmax[shifted]", 8, 100, "float32", rounds=2)
+    engines = {r["engine"] for r in rows}
+    assert {"ours", "ours_out", "scipy"} <= engines
+    for r in rows:
+        assert set(r) == set(roofline.COLUMNS)
+        assert r["gbps"] > 0 and r["parallel_copy_gbps"] > 0 and r["ours_speedup"] > 0
+    ours = next(r for r in rows if r["engine"] == "ours")
+    assert ours["ours_speedup"] == 1.0
+    table = pd.DataFrame(rows)
+    assert plots.roofline(table, tmp_path / "roofline.png").stat().st_size > 0
+
+
+def test_roofline_small_size_checks_report_their_figures():
+    from experiments import roofline
+
+    overhead = roofline.call_overhead(rounds=2)
+    assert overhead["public_us"] > overhead["kernel_us"] > 0
+    auto = roofline.auto_choice(rounds=1, n=64)
+    assert [a["rows"] for a in auto] == [1, 4, 16, 64, 256, 1024, 4096]
+    assert all(a["auto_over_best"] > 0 for a in auto)
+    row = roofline.single_row(rounds=2, n=10_000)
+    assert row["softmax_gbps"] > 0 and row["copyto_gbps"] > 0
