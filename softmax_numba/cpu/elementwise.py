@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import kernel_atan as atan
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_log1p as log1p
-from softmax_numba.cpu.softmax import maximum, scale_into
+from softmax_numba.cpu._math import maxnum
+from softmax_numba.cpu.softmax import scale_into
 
 
 @jit
@@ -71,21 +73,28 @@ def _arctan(x, out, normalize):
 
 
 def _gaussian(x, out, mu, sigma, normalize):
-    """``exp(a)`` with ``a = -(x - mu)^2 / (2 sigma^2)``; normalized, it is
-    ``softmax(a)``: shifted by ``max(a)`` so that a row far from ``mu`` does not
-    underflow to 0/0."""
+    """``exp(a)`` with ``a = -(x - mu)^2 / (2 sigma^2)``, one pass.  Normalized, it is
+    ``softmax(a)``, shifted by ``max(a) = -min|x - mu|^2 / (2 sigma^2)`` (a read-only
+    pass for the nearest entry) so that a row far from ``mu`` does not underflow to
+    0/0; the sum comes from the exp pass and one more pass scales."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         c = like(xi, mu)
         k = like(xi, -0.5 / (sigma * sigma))
+        shift = like(xi, 0.0)
+        if normalize:
+            closeness = like(xi, -np.inf)  # max of -|x - mu|: maxnum vectorizes
+            for j in range(xi.size):
+                closeness = maxnum(closeness, -abs(xi[j] - c))
+            shift = k * closeness * closeness
+        s = like(xi, 0.0)
         for j in range(xi.size):
             d = xi[j] - c
-            yi[j] = k * d * d
-        shift = maximum(yi) if normalize else like(xi, 0.0)
-        for j in range(xi.size):
-            yi[j] = exp(yi[j] - shift)
+            e = exp(k * d * d - shift)
+            yi[j] = e
+            s += e
         if normalize:
-            normalize_row(yi)
+            scale_into(yi, like(xi, 1.0) / s)
 
 
 def _maxout(x, pool_size, out):
