@@ -142,6 +142,8 @@ def redraw(out: pathlib.Path) -> None:
     made = plots.draw_all(out)
     path = claims.write(out)
     report.write(out)
+    if (out / "roofline.csv").exists():
+        roofline.write_report(out)
     _log(f"plots: {len(made)} figures; verdicts in {path}; summary in {out / 'README.md'}")
 
 
