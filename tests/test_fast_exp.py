@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -76,3 +81,51 @@ def test_float32_log1p_and_atan_special_values():
         out,
         np.array([np.nan, np.pi / 2, -np.pi / 2, 0.0, -np.pi / 4, -1.1071488, 1e-30], np.float32),
     )
+
+
+# ----------------------------------------------------------------------------- without AVX-512
+
+_WITHOUT_VECTOR_LDEXP = """
+import json
+import numpy as np
+from softmax_numba.cpu import _math
+
+x = np.concatenate([np.linspace(-110, 90, 400_001), [np.nan, np.inf, -np.inf, 0.0, -0.0]])
+result = {"vector_ldexp": _math.VECTOR_LDEXP}
+for name, dtype in (("float32", np.float32), ("float64", np.float64)):
+    xs = x.astype(dtype)
+    out = np.empty_like(xs)
+    _math.exp_array(xs, out)
+    result[name] = out.astype(np.float64).tolist()
+print(json.dumps(result))
+"""
+
+
+def test_the_path_without_a_vector_ldexp_is_as_accurate(tmp_path):
+    """On a CPU without AVX-512 (here: Numba told to compile for Haswell) ``exp``
+    scales by adding to the exponent bits, with selects for subnormals, overflow and
+    NaN: the same values as the reference there too."""
+    env = dict(
+        os.environ,
+        NUMBA_CPU_NAME="haswell",
+        NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+cx16",
+        NUMBA_CACHE_DIR=str(tmp_path),
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_VECTOR_LDEXP], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["vector_ldexp"] is False
+    x = np.concatenate([np.linspace(-110, 90, 400_001), [np.nan, np.inf, -np.inf, 0.0, -0.0]])
+    for name, dtype in (("float32", np.float32), ("float64", np.float64)):
+        xs = x.astype(dtype)
+        out = np.asarray(result[name]).astype(dtype)
+        exact = np.exp(xs.astype(np.longdouble))
+        with np.errstate(over="ignore", invalid="ignore"):
+            rounded = exact.astype(dtype)
+            ulps = np.abs(out.astype(np.longdouble) - exact) / np.spacing(np.abs(rounded))
+        finite = np.isfinite(rounded)
+        assert np.max(ulps[finite]) <= 1.5
+        np.testing.assert_array_equal(out[~finite], rounded[~finite])
+        np.testing.assert_array_equal(out == 0, rounded == 0)

@@ -6,7 +6,9 @@ caching are decided in :mod:`softmax_numba.config` and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import pathlib
 import types
 from typing import NamedTuple
 
@@ -34,20 +36,32 @@ def _renamed(func, name: str):
     return clone
 
 
+@functools.cache
+def _cpu_sources_digest() -> str:
+    """SHA-1 of the source files of :mod:`softmax_numba.cpu` (the kernels and the
+    helpers they inline)."""
+    sha = hashlib.sha1()
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        sha.update(path.read_bytes())
+    return sha.hexdigest()
+
+
 def jit(func=None, *, parallel: bool = False):
     """``numba.njit`` with the package's fast-math flags and on-disk cache.
 
     ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead
     of raising (a row of underflowed terms must give NaN, not an exception).
 
-    Numba's disk cache is keyed by the function's name and source, not by the
-    compile options; the digest of the options (and of ``config.EXP``) is therefore
-    part of the cached name, so that a change never loads code compiled otherwise.
+    Numba's disk cache is keyed by the function's name and the time stamp of its
+    own file, not by the compile options nor by the functions it inlines from other
+    modules; the digest of the options, of ``config.EXP`` and of the source of every
+    CPU module is therefore part of the cached name, so that a change to any of them
+    never loads code compiled otherwise.
     """
 
     def decorate(f):
         options = _options(parallel)
-        key = repr((sorted(options["fastmath"]), config.EXP))
+        key = repr((sorted(options["fastmath"]), config.EXP, _cpu_sources_digest()))
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         return numba.njit(**options)(_renamed(f, f"{f.__name__}__{digest}"))
 

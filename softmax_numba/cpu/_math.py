@@ -6,13 +6,18 @@ calls, so a loop over it vectorizes:
 
     x = k ln2 + r,  k = rint(x / ln2),  |r| <= ln2 / 2  (Cody & Waite 1980, with
     ln2 split in a high and a low part so that ``k ln2_hi`` is exact),
-    exp(r) ~ 1 + r + r^2 p(r),  p of degree 5 (float32, coefficients of Cephes'
-    ``expf``, S. Moshier) or 11 (float64, Taylor),
-    exp(x) = exp(r) * 2^k, by adding k to the exponent bits of exp(r),
+    exp(r) ~ 1 + r + r^2 q(r),  q a minimax fit of degree 4 (float32) or 9
+    (float64),
+    exp(x) = exp(r) 2^k, by ``llvm.ldexp`` (one ``vscalef`` instruction on
+    AVX-512, which rounds subnormal results once and overflows to ``inf``), or
+    elsewhere by adding k to the exponent bits of exp(r), with selects for the
+    subnormal range and the overflow.
 
-with the subnormal range and the overflow to ``inf`` handled by selects.  NaN stays NaN, ``-inf``
-gives 0, ``+inf`` gives ``inf``.  The maximum error is measured exhaustively over
-float32 by the study (``results/exp_ulp.csv``) and bounded in the tests.
+NaN stays NaN, ``-inf`` gives 0, ``+inf`` gives ``inf``.  The maximum error is
+measured exhaustively over float32 by the study (``results/exp_ulp.csv``) and
+bounded in the tests.  On AVX-512 the float32 ``exp`` is 17 vector instructions per
+16 entries, of which 10 use the FMA pipes (about 0.25 ns per entry on one Zen 4
+core at 2.6 GHz).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numba
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
@@ -118,10 +125,93 @@ def exp(x):  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError("softmax_numba.cpu._math.exp runs inside compiled kernels")
 
 
-# The scale 2^k is added to the exponent bits of p = exp(r) in [0.7, 1.42]: exact for
-# normal results.  Results below the normal range take 2^(k + shift) the same way and
-# one multiplication by the constant 2^-shift, so they are rounded once.  Nothing
-# here depends on the order of a product, so reassociation cannot overflow it.
+def _target_features() -> str:
+    """The CPU features Numba compiles for (``NUMBA_CPU_FEATURES`` or the host's)."""
+    if numba.config.CPU_FEATURES is not None:
+        return numba.config.CPU_FEATURES
+    return llvm.get_host_cpu_features().flatten()
+
+
+#: Whether LLVM lowers ``llvm.ldexp`` on vectors to one instruction: AVX-512's
+#: ``vscalefps``/``vscalefpd``, which scales by ``2^k`` with one rounding, gives
+#: subnormal results, 0 and ``inf`` where they belong, and keeps NaN.  Elsewhere the
+#: vector ``ldexp`` is a libm call per lane, and :func:`exp` adds ``k`` to the
+#: exponent bits instead, with selects for the ranges where that is wrong.
+VECTOR_LDEXP: bool = "+avx512f" in _target_features().split(",")
+
+
+@intrinsic
+def ldexp(typingctx, x, k):
+    """``x 2^k`` for a float32 or float64 ``x`` and an int32 ``k`` (``llvm.ldexp``)."""
+    if x not in (types.float32, types.float64) or k != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        kind = args[0].type
+        fn = builder.module.declare_intrinsic(
+            "llvm.ldexp", [kind, args[1].type], ir.FunctionType(kind, [kind, args[1].type])
+        )
+        return builder.call(fn, args)
+
+    return x(x, k), codegen
+
+
+def scale_by_power_of_two(p, k, x):  # pragma: no cover - replaced by the overload
+    """``p 2^k`` for the last step of :func:`exp` of ``x`` (compiled code only)."""
+    raise NotImplementedError("scale_by_power_of_two runs inside compiled kernels")
+
+
+# Without a vector ldexp, 2^k is added to the exponent bits of p = exp(r) in
+# [0.7, 1.42]: exact for normal results.  Results below the normal range take
+# 2^(k + shift) the same way and one multiplication by the constant 2^-shift, so
+# they are rounded once; above the range the sum of the bits would be a NaN, and
+# a select on x gives inf; a NaN x gives itself.
+
+
+@overload(scale_by_power_of_two, jit_options={"fastmath": {"contract", "nsz"}})
+def _scale_overload(p, k, x):
+    if VECTOR_LDEXP:
+        return lambda p, k, x: ldexp(p, np.int32(k))
+    if p == types.float32:
+
+        def scale32(p, k, x):
+            bits = _bits(p)
+            # (Numba widens int32 + int32 to int64: narrow again before the bitcast.)
+            normal = _from_bits(np.int32(bits + (k << np.int32(23))))
+            tiny = _from_bits(np.int32(bits + ((k + np.int32(64)) << np.int32(23))))
+            tiny = tiny * np.float32(5.421010862427522e-20)  # 2^-64
+            y = tiny if k < -125 else normal
+            y = np.float32(np.inf) if x > np.float32(88.72283935546875) else y
+            return x if x != x else y
+
+        return scale32
+    if p == types.float64:
+
+        def scale64(p, k, x):
+            bits = _bits(p)
+            normal = _from_bits(bits + (k << np.int64(52)))
+            tiny = _from_bits(bits + ((k + np.int64(512)) << np.int64(52))) * 7.458340731200207e-155
+            y = tiny if k < -1021 else normal
+            y = np.inf if x > 709.782712893384 else y
+            return x if x != x else y
+
+        return scale64
+    return None
+
+
+# x = k ln2 + r: k = rint(x / ln2) is read off the low bits of x / ln2 + 1.5 2^23
+# (2^52 for float64), a float whose units digit is k: its bits less the shifter's
+# bits are k, with no float-to-int conversion.  The clamps let NaN through (the
+# comparisons are false) and keep -inf from giving r = -inf - (-inf) = NaN.
+# The polynomials, 1 + r + r^2 q(r), are minimax fits of the relative error on
+# |r| <= ln2 / 2 (Lawson's iteration on Chebyshev points, in mpmath), evaluated by
+# Horner's rule down to the two unit coefficients; their own error is 0.05 u
+# (float32, degree 6) and 0.03 u (float64, degree 11).
+
+_SHIFTER32 = np.float32(12582912.0)  # 1.5 * 2^23
+_SHIFTER32_BITS = np.int32(0x4B400000)
+_SHIFTER64 = 6755399441055744.0  # 1.5 * 2^52
+_SHIFTER64_BITS = np.int64(0x4338000000000000)
 
 
 @overload(exp, jit_options={"fastmath": {"contract", "nsz"}})
@@ -129,57 +219,42 @@ def _exp_overload(x):
     if x == types.float32:
 
         def exp32(x):
-            xc = min(max(x, np.float32(-104.0)), np.float32(89.0))
-            k = np.rint(xc * np.float32(1.4426950408889634))
+            xc = np.float32(-104.0) if x < np.float32(-104.0) else x
+            xc = np.float32(89.0) if xc > np.float32(89.0) else xc
+            n = xc * np.float32(1.4426950408889634) + _SHIFTER32
+            k = n - _SHIFTER32
             r = xc - k * np.float32(0.693359375)  # ln2_hi: 9 bits, k * ln2_hi is exact
             r = r - k * np.float32(-2.12194440e-4)  # ln2_lo
-            p = np.float32(1.9875691500e-4)
-            p = p * r + np.float32(1.3981999507e-3)
-            p = p * r + np.float32(8.3334519073e-3)
-            p = p * r + np.float32(4.1665795894e-2)
-            p = p * r + np.float32(1.6666665459e-1)
-            p = p * r + np.float32(5.0000001201e-1)
-            p = p * r * r + r + np.float32(1.0)
-            ki = np.int32(k)
-            bits = _bits(p)
-            # (Numba widens int32 + int32 to int64: narrow again before the bitcast.)
-            normal = _from_bits(np.int32(bits + (ki << np.int32(23))))
-            tiny = _from_bits(np.int32(bits + ((ki + np.int32(64)) << np.int32(23))))
-            tiny = tiny * np.float32(5.421010862427522e-20)  # 2^-64
-            y = tiny if ki < -125 else normal
-            y = np.float32(np.inf) if x > np.float32(88.72283935546875) else y
-            return x if x != x else y
+            q = np.float32(1.3814599951729178e-3) * r + np.float32(8.368715643882751e-3)
+            q = q * r + np.float32(4.166838899254799e-2)
+            q = q * r + np.float32(1.666652113199234e-1)
+            q = q * r + np.float32(4.999999403953552e-1)
+            q = q * r + np.float32(1.0)
+            p = q * r + np.float32(1.0)
+            return scale_by_power_of_two(p, np.int32(_bits(n) - _SHIFTER32_BITS), xc)
 
         return exp32
     if x == types.float64:
 
         def exp64(x):
-            xc = min(max(x, -746.0), 710.0)
-            k = np.rint(xc * 1.4426950408889634)
+            xc = -746.0 if x < -746.0 else x
+            xc = 710.0 if xc > 710.0 else xc
+            n = xc * 1.4426950408889634 + _SHIFTER64
+            k = n - _SHIFTER64
             r = xc - k * 6.93147180369123816490e-01  # ln2_hi (fdlibm), k * ln2_hi exact
             r = r - k * 1.90821492927058770002e-10  # ln2_lo
-            p = 1.0 / 6227020800.0  # Taylor to r^13 / 13!: truncation below u / 20
-            p = p * r + 1.0 / 479001600.0
-            p = p * r + 1.0 / 39916800.0
-            p = p * r + 1.0 / 3628800.0
-            p = p * r + 1.0 / 362880.0
-            p = p * r + 1.0 / 40320.0
-            p = p * r + 1.0 / 5040.0
-            p = p * r + 1.0 / 720.0
-            p = p * r + 1.0 / 120.0
-            p = p * r + 1.0 / 24.0
-            p = p * r + 1.0 / 6.0
-            p = p * r + 0.5
-            p = p * r * r + r + 1.0
-            ki = np.int64(k)
-            bits = _bits(p)
-            normal = _from_bits(bits + (ki << np.int64(52)))
-            tiny = (
-                _from_bits(bits + ((ki + np.int64(512)) << np.int64(52))) * 7.458340731200207e-155
-            )
-            y = tiny if ki < -1021 else normal
-            y = np.inf if x > 709.782712893384 else y
-            return x if x != x else y
+            q = 2.500035469322566e-08 * r + 2.763023496562406e-07
+            q = q * r + 2.7557585399549996e-06
+            q = q * r + 2.480149313247267e-05
+            q = q * r + 1.9841269507716217e-04
+            q = q * r + 1.388888894360216e-03
+            q = q * r + 8.33333333349392e-03
+            q = q * r + 4.1666666666530246e-02
+            q = q * r + 1.6666666666666413e-01
+            q = q * r + 5.000000000000011e-01
+            q = q * r + 1.0
+            p = q * r + 1.0
+            return scale_by_power_of_two(p, _bits(n) - _SHIFTER64_BITS, xc)
 
         return exp64
     return None
