@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import numba
 import llvmlite.binding as llvm
+import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
