@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from softmax_numba.cpu._math import _from_bits, atan, exp, exp_array, log1p
+from softmax_numba.cpu._math import _from_bits, atan, exp, exp_array, log1p, log1p_unit_interval
 
 COLUMNS = [
     "function",
@@ -76,24 +76,32 @@ def _errors_over_float32(fast, reference):
 FLOAT32_FUNCTIONS = {
     "exp": (exp, math.exp),
     "log1p": (log1p, math.log1p),
+    "log1p_unit_interval": (log1p_unit_interval, math.log1p),
     "atan": (atan, math.atan),
 }
+#: The float32 bit patterns ``[first, last)`` of a function's whole domain, where it
+#: is not every float32: softplus's ``log1p`` takes ``exp(-|x|)``, in [0, 1].
+DOMAINS = {"log1p_unit_interval": (0, 0x3F800001, "every float32 in [0, 1]")}
 
 
 def float32_row(function: str, first: int = 0, last: int = 2**32) -> dict:
     """Ulp errors of one float32 function over the bit patterns in ``[first, last)``
     (every float32 by default)."""
     fast, reference = FLOAT32_FUNCTIONS[function]
+    domain = "every float32 but NaN"
+    if (first, last) == (0, 2**32) and function in DOMAINS:
+        first, last, domain = DOMAINS[function]
     errors = _errors_over_float32(fast, reference)
     worst, where, total, special, counted, inputs = errors(first, last, 4096)
     k = int(np.argmax(worst))
     worst_input = np.int64(where[k]).astype(np.uint32).view(np.float32)
-    whole = first == 0 and last == 2**32
+    if (first, last) != (0, 2**32) and domain == "every float32 but NaN":
+        domain = f"float32 bit patterns {first}..{last}"
     return {
         "function": function,
         "dtype": "float32",
         "inputs": int(inputs.sum()),
-        "domain": "every float32 but NaN" if whole else f"float32 bit patterns {first}..{last}",
+        "domain": domain,
         "max_ulp": float(worst.max()),
         "mean_ulp": float(total.sum() / max(counted.sum(), 1)),  # over finite results
         "worst_input": float(worst_input),

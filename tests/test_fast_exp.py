@@ -10,7 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from softmax_numba.cpu._math import atan_array, exp_array, log1p_array
+from softmax_numba.cpu._math import (
+    atan_array,
+    exp_array,
+    log1p_array,
+    log1p_unit_interval_array,
+)
 
 
 def _ulps(dtype, x):
@@ -47,7 +52,13 @@ def test_special_values(dtype):
 
 # ----------------------------------------------------------------------------- log1p, atan
 
-FLOAT32_FUNCTIONS = {"log1p": (log1p_array, np.log1p, 1.0), "atan": (atan_array, np.arctan, 2.15)}
+FLOAT32_FUNCTIONS = {
+    "log1p": (log1p_array, np.log1p, 1.0),
+    "log1p_unit_interval": (log1p_unit_interval_array, np.log1p, 1.0),
+    "atan": (atan_array, np.arctan, 2.15),
+}
+#: Where a function is defined on less than every float32.
+DOMAINS = {"log1p_unit_interval": (0.0, 1.0)}
 
 
 @pytest.mark.parametrize("name", FLOAT32_FUNCTIONS)
@@ -57,6 +68,9 @@ def test_float32_log1p_and_atan_within_their_ulp_bound(name):
     kernel, reference, bound = FLOAT32_FUNCTIONS[name]
     x = np.arange(0, 2**32, 61, dtype=np.uint64).astype(np.uint32).view(np.float32)
     x = x[~np.isnan(x)]
+    if name in DOMAINS:
+        lo, hi = DOMAINS[name]
+        x = np.concatenate([x[(x >= lo) & (x <= hi)], [lo, hi, np.nan]]).astype(np.float32)
     out = np.empty_like(x)
     kernel(x, out)
     with np.errstate(all="ignore"):

@@ -135,3 +135,17 @@ def test_normalized_gaussian_far_from_mu_is_still_a_distribution(backend):
     p = sn.gaussian(np.array([[1e3, 1e3 + 1, 1e3 + 2]]), normalize=True, backend=backend)
     np.testing.assert_allclose(p.sum(), 1.0)
     assert p[0, 0] == 1.0 and p[0, 2] == 0.0
+
+
+@pytest.mark.parametrize("backend", ["cpu", "parallel"])
+@pytest.mark.parametrize("pool", [2, 3, 4, 5, 8])
+def test_maxout_nan_at_every_place_in_a_group(pool, backend, rng):
+    """The pool sizes with a vectorized kernel of their own (2, 3, 4) and the general
+    one: a NaN anywhere in a group makes that group NaN and no other."""
+    groups = 37
+    x = rng.standard_normal((pool, groups * pool)).astype(np.float32)
+    for row in range(pool):
+        x[row, row :: 2 * pool] = NAN  # position `row` of every other group
+    x[0, 1] = np.inf
+    expected = x.reshape(pool, groups, pool).max(-1)  # NumPy's max propagates NaN
+    np.testing.assert_array_equal(sn.maxout(x, pool_size=pool, backend=backend), expected)

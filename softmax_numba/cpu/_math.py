@@ -214,16 +214,27 @@ _SHIFTER64 = 6755399441055744.0  # 1.5 * 2^52
 _SHIFTER64_BITS = np.int64(0x4338000000000000)
 
 
-@overload(exp, jit_options={"fastmath": {"contract", "nsz"}})
-def _exp_overload(x):
+def exp_of_clamped(x):  # pragma: no cover - replaced by the overload in compiled code
+    """``exp`` of an ``x`` already clamped to [-104, 89] (float32) or [-746, 710]
+    (float64), or NaN (compiled code only)."""
+    raise NotImplementedError("exp_of_clamped runs inside compiled kernels")
+
+
+def exp_nonpositive(x):  # pragma: no cover - replaced by the overload in compiled code
+    """:func:`exp` of an ``x <= 0`` (``-inf`` included) or NaN, one instruction
+    shorter: no clamp above (compiled code only).  For shifted arguments such as
+    ``x_i - max(x)`` and ``-|x|``."""
+    raise NotImplementedError("exp_nonpositive runs inside compiled kernels")
+
+
+@overload(exp_of_clamped, jit_options={"fastmath": {"contract", "nsz"}})
+def _exp_of_clamped_overload(x):
     if x == types.float32:
 
         def exp32(x):
-            xc = np.float32(-104.0) if x < np.float32(-104.0) else x
-            xc = np.float32(89.0) if xc > np.float32(89.0) else xc
-            n = xc * np.float32(1.4426950408889634) + _SHIFTER32
+            n = x * np.float32(1.4426950408889634) + _SHIFTER32
             k = n - _SHIFTER32
-            r = xc - k * np.float32(0.693359375)  # ln2_hi: 9 bits, k * ln2_hi is exact
+            r = x - k * np.float32(0.693359375)  # ln2_hi: 9 bits, k * ln2_hi is exact
             r = r - k * np.float32(-2.12194440e-4)  # ln2_lo
             q = np.float32(1.3814599951729178e-3) * r + np.float32(8.368715643882751e-3)
             q = q * r + np.float32(4.166838899254799e-2)
@@ -231,17 +242,15 @@ def _exp_overload(x):
             q = q * r + np.float32(4.999999403953552e-1)
             q = q * r + np.float32(1.0)
             p = q * r + np.float32(1.0)
-            return scale_by_power_of_two(p, np.int32(_bits(n) - _SHIFTER32_BITS), xc)
+            return scale_by_power_of_two(p, np.int32(_bits(n) - _SHIFTER32_BITS), x)
 
         return exp32
     if x == types.float64:
 
         def exp64(x):
-            xc = -746.0 if x < -746.0 else x
-            xc = 710.0 if xc > 710.0 else xc
-            n = xc * 1.4426950408889634 + _SHIFTER64
+            n = x * 1.4426950408889634 + _SHIFTER64
             k = n - _SHIFTER64
-            r = xc - k * 6.93147180369123816490e-01  # ln2_hi (fdlibm), k * ln2_hi exact
+            r = x - k * 6.93147180369123816490e-01  # ln2_hi (fdlibm), k * ln2_hi exact
             r = r - k * 1.90821492927058770002e-10  # ln2_lo
             q = 2.500035469322566e-08 * r + 2.763023496562406e-07
             q = q * r + 2.7557585399549996e-06
@@ -254,9 +263,37 @@ def _exp_overload(x):
             q = q * r + 5.000000000000011e-01
             q = q * r + 1.0
             p = q * r + 1.0
-            return scale_by_power_of_two(p, _bits(n) - _SHIFTER64_BITS, xc)
+            return scale_by_power_of_two(p, _bits(n) - _SHIFTER64_BITS, x)
 
         return exp64
+    return None
+
+
+@overload(exp, jit_options={"fastmath": {"contract", "nsz"}})
+def _exp_overload(x):
+    if x == types.float32:
+
+        def exp32(x):
+            xc = np.float32(-104.0) if x < np.float32(-104.0) else x
+            return exp_of_clamped(np.float32(89.0) if xc > np.float32(89.0) else xc)
+
+        return exp32
+    if x == types.float64:
+
+        def exp64(x):
+            xc = -746.0 if x < -746.0 else x
+            return exp_of_clamped(710.0 if xc > 710.0 else xc)
+
+        return exp64
+    return None
+
+
+@overload(exp_nonpositive, jit_options={"fastmath": {"contract", "nsz"}})
+def _exp_nonpositive_overload(x):
+    if x == types.float32:
+        return lambda x: exp_of_clamped(np.float32(-104.0) if x < np.float32(-104.0) else x)
+    if x == types.float64:
+        return lambda x: exp_of_clamped(-746.0 if x < -746.0 else x)
     return None
 
 
@@ -271,10 +308,39 @@ def atan(x):  # pragma: no cover - replaced by the overload in compiled code
 
 
 # log1p (float32): u = 1 + x rounded, c = the rounding error of that sum divided by u
-# (Goldberg's correction), then log(u) as in fdlibm/musl ``logf``: u = 2^k f with
-# f in [sqrt(2)/2, sqrt(2)), s = (f - 1) / (f + 1), log f = f - h + s (h + R(s^2)),
-# h = (f - 1)^2 / 2, R a degree-4 fit; k ln2 added in two parts.  Every branch of
-# musl's ``log1pf`` is a select here.
+# (Goldberg's correction, "What every computer scientist should know about
+# floating-point arithmetic", 1991, Thm. 4), then log(u) = k ln2 + log1p(g) with
+# u = 2^k (1 + g), 1 + g in [sqrt(2)/2, sqrt(2)) (exact: g = f - 1 by Sterbenz), and
+# log1p(g) = g - g^2/2 + g^3 P(g), P of degree 7 a minimax fit of the relative
+# error (0.1 u; Lawson's iteration in mpmath), as in Cephes' ``logf`` (S. Moshier)
+# but with no division there; k ln2 is added in a head and a tail.  One division
+# (c / u) per entry; musl's form needs two.  The special cases are selects.
+
+
+def log_of_split(g, dk, c):  # pragma: no cover - replaced by the overload
+    """``dk ln2 + log1p(g) + c`` for float32 ``g`` in [sqrt(2)/2 - 1, sqrt(2) - 1]
+    and a small correction ``c`` (compiled code only)."""
+    raise NotImplementedError("log_of_split runs inside compiled kernels")
+
+
+@overload(log_of_split, jit_options={"fastmath": {"contract", "nsz"}})
+def _log_of_split_overload(g, dk, c):
+    if g != types.float32:
+        return None
+
+    def log_of_split32(g, dk, c):
+        p = np.float32(-7.634399831295013e-2) * g + np.float32(1.2761537730693817e-1)
+        p = p * g - np.float32(1.3160200417041779e-1)
+        p = p * g + np.float32(1.420176476240158e-1)
+        p = p * g - np.float32(1.6623355448246002e-1)
+        p = p * g + np.float32(2.0001226663589478e-1)
+        p = p * g - np.float32(2.50008225440979e-1)
+        p = p * g + np.float32(3.333333134651184e-1)
+        z = g * g
+        y = g * z * p + (dk * np.float32(-2.12194440e-4) + c) - np.float32(0.5) * z
+        return (g + y) + dk * np.float32(0.693359375)
+
+    return log_of_split32
 
 
 @overload(log1p, jit_options={"fastmath": {"contract", "nsz"}})
@@ -287,27 +353,42 @@ def _log1p_overload(x):
     def log1p32(x):
         one = np.float32(1.0)
         u = one + x
-        bits = _bits(u)
-        shifted = np.int32(bits + np.int32(0x3F800000 - 0x3F3504F3))
+        shifted = np.int32(_bits(u) + np.int32(0x3F800000 - 0x3F3504F3))
         k = np.int32((shifted >> np.int32(23)) - np.int32(127))
-        f = _from_bits(np.int32((shifted & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3))) - one
+        g = _from_bits(np.int32((shifted & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3))) - one
         c = (one - (u - x)) if k >= 2 else (x - (u - one))
         c = c / u if k < 25 else np.float32(0.0)
-        s = f / (np.float32(2.0) + f)
-        z = s * s
-        w = z * z
-        t1 = w * (np.float32(0.40000972152) + w * np.float32(0.24279078841))
-        t2 = z * (np.float32(0.66666662693) + w * np.float32(0.28498786688))
-        h = np.float32(0.5) * f * f
-        dk = np.float32(k)
-        y = s * (h + t1 + t2) + (dk * np.float32(9.0580006145e-06) + c) - h + f
-        y = y + dk * np.float32(6.9313812256e-01)
+        y = log_of_split(g, np.float32(k), c)
         y = np.float32(np.inf) if x == np.float32(np.inf) else y
         y = np.float32(-np.inf) if x == -one else y
         y = np.float32(np.nan) if x < -one else y
         return x if x != x else y
 
     return log1p32
+
+
+def log1p_unit_interval(t):  # pragma: no cover - replaced by the overload
+    """:func:`log1p` of a ``t`` in [0, 1] or NaN, such as ``exp(-|x|)`` in softplus:
+    ``1 + t`` is in [1, 2], so ``k`` is 0 or 1, Goldberg's correction needs no case
+    and no special value needs a select (compiled code only)."""
+    raise NotImplementedError("log1p_unit_interval runs inside compiled kernels")
+
+
+@overload(log1p_unit_interval, jit_options={"fastmath": {"contract", "nsz"}})
+def _log1p_unit_interval_overload(t):
+    if t == types.float64:
+        return lambda t: math.log1p(t)
+    if t != types.float32:
+        return None
+
+    def log1p_unit_interval32(t):
+        one = np.float32(1.0)
+        u = one + t
+        big = u >= np.float32(1.4142135381698608)  # 0x3FB504F3, as log1p's split
+        g = (u * np.float32(0.5) if big else u) - one
+        return log_of_split(g, np.float32(1.0) if big else np.float32(0.0), (t - (u - one)) / u)
+
+    return log1p_unit_interval32
 
 
 # atan (float32), Cephes ``atanf`` (S. Moshier): |x| reduced to [0, tan(pi/8)] by
@@ -348,7 +429,9 @@ def _atan_overload(x):
 #: The elementary functions the kernels call (``config.EXP``): the vectorizable ones
 #: above, or the C library's.
 kernel_exp = exp if config.EXP == "fast" else math.exp
+kernel_exp_nonpositive = exp_nonpositive if config.EXP == "fast" else math.exp
 kernel_log1p = log1p if config.EXP == "fast" else math.log1p
+kernel_log1p_unit_interval = log1p_unit_interval if config.EXP == "fast" else math.log1p
 kernel_atan = atan if config.EXP == "fast" else math.atan
 
 
@@ -364,6 +447,13 @@ def log1p_array(x, out):
     """``out[i] = log1p(x[i])`` with the vectorizable ``log1p``."""
     for i in range(x.size):
         out[i] = log1p(x[i])
+
+
+@jit
+def log1p_unit_interval_array(x, out):
+    """``out[i] = log1p(x[i])`` for ``0 <= x[i] <= 1``, the softplus variant."""
+    for i in range(x.size):
+        out[i] = log1p_unit_interval(x[i])
 
 
 @jit

@@ -12,12 +12,11 @@ once (the loss alone reads it twice and writes nothing but one number per row).
 
 from __future__ import annotations
 
-import math
-
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, like
-from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
+from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import (
     ROW_CHUNKS,
     exp_shifted_excluding_into,
@@ -51,7 +50,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
-            lse = m + math.log1p(s)
+            lse = m + log1p(s)
             eps = like(xi, smoothing)
             value = (like(xi, 1.0) - eps) * (lse - xi[t])
             if smoothing != 0:
@@ -77,7 +76,7 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
         xi, qi = x[i], q[i]
         m = maximum(xi)
         s = shifted_sum_excluding(xi, m, xi)[0]
-        lse = m + math.log1p(s)
+        lse = m + log1p(s)
         eps = like(xi, smoothing)
         keep = like(xi, 1.0) - eps
         floor = eps / like(xi, n)
@@ -94,7 +93,7 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
             sc = like(xi, scale)
             gi = grad[i]
             for j in range(n):
-                gi[j] = (exp(xi[j] - m) * r - (keep * qi[j] + floor)) * sc
+                gi[j] = (exp_nonpositive(xi[j] - m) * r - (keep * qi[j] + floor)) * sc
 
 
 CROSS_ENTROPY_INDEX = engines(_cross_entropy_index)

@@ -17,6 +17,8 @@ from numba import prange
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import from_order_key, maxnum, order_key
 from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
+from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu._stream import stream_affine, stream_fence
 
 # --------------------------------------------------------------------------- row pieces
@@ -61,7 +63,7 @@ def shifted_sum_excluding(x, m, following):
     key = order_key(like(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
-        s += like(x, 0.0) if top else exp(x[i] - m)
+        s += like(x, 0.0) if top else exp_nonpositive(x[i] - m)
         ties += like(x, 1.0) if top else like(x, 0.0)
         key = next_maximum(key, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), from_order_key(key)
@@ -76,7 +78,7 @@ def exp_shifted_excluding_into(x, m, out, following):
     key = order_key(like(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
-        e = like(x, 1.0) if top else exp(x[i] - m)
+        e = like(x, 1.0) if top else exp_nonpositive(x[i] - m)
         out[i] = e
         s += like(x, 0.0) if top else e
         ties += like(x, 1.0) if top else like(x, 0.0)
@@ -110,17 +112,17 @@ def logsumexp_from(x, m, s):
     """``m + log1p(s)`` with scipy's rules for a non-finite ``m = max(x)``."""
     if math.isinf(m) or math.isnan(m):
         return nan_or(x, m)
-    return m + math.log1p(s)
+    return m + log1p(s)
 
 
 @jit
 def exp_shifted_into(x, m, out, following):
-    """``out_i = exp(x_i - m)``; returns ``sum_i out_i`` (one read, one write) and
-    ``max(following)`` (see :func:`shifted_sum_excluding`)."""
+    """``out_i = exp(x_i - m)`` for ``m = max(x)``; returns ``sum_i out_i`` (one read,
+    one write) and ``max(following)`` (see :func:`shifted_sum_excluding`)."""
     s = like(x, 0.0)
     key = order_key(like(x, -np.inf))
     for i in range(x.size):
-        e = exp(x[i] - m)
+        e = exp_nonpositive(x[i] - m)
         out[i] = e
         s += e
         key = next_maximum(key, following[i])
@@ -161,7 +163,11 @@ def row_range(chunk, chunks, rows):
 @jit
 def softmax_naive_row(x, out):
     """``exp(x_i) / sum_j exp(x_j)`` with no shift: overflows on purpose."""
-    s = exp_shifted_into(x, like(x, 0.0), out, x)[0]
+    s = like(x, 0.0)
+    for i in range(x.size):
+        e = exp(x[i])
+        out[i] = e
+        s += e
     scale_into(out, like(x, 1.0) / s)
 
 
@@ -198,7 +204,7 @@ def online_state(x):
         else:
             bd = like(x, 0.0)
             for v in block:
-                bd += exp(v - bm)
+                bd += exp_nonpositive(v - bm)
         if bm > m:
             # m = -inf before the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
             d = d * exp(m - bm) + bd
@@ -216,7 +222,7 @@ def softmax_online_row(x, out):
     m, d = online_state(x)
     r = like(x, 1.0) / d
     for i in range(x.size):
-        out[i] = exp(x[i] - m) * r
+        out[i] = exp_nonpositive(x[i] - m) * r
 
 
 @jit
@@ -390,7 +396,7 @@ def split_softmax_row(x, out, chunks):
     n = x.size
     for c in prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
-            out[i] = exp(x[i] - m) * r
+            out[i] = exp_nonpositive(x[i] - m) * r
 
 
 @jit

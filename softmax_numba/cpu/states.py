@@ -30,6 +30,7 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import kernel_exp as exp
+from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu.softmax import online_state
 
 
@@ -89,7 +90,7 @@ def _softmax(x, m, d, out):
         xi, oi, mi = x[i], out[i], m[i]
         r = like(xi, 1.0) / d[i] if mi != np.inf else like(xi, np.nan)
         for j in range(xi.size):
-            oi[j] = exp(xi[j] - mi) * r
+            oi[j] = exp_nonpositive(xi[j] - mi) * r
 
 
 def _log_softmax(x, m, d, out):
@@ -115,7 +116,7 @@ def _index_grad(x, m, d, target, valid, scale, keep, floor, out):
         r = sc / d[i] if mi != np.inf else like(xi, np.nan)
         fl = like(xi, floor) * sc
         for j in range(n):
-            oi[j] = exp(xi[j] - mi) * r - fl
+            oi[j] = exp_nonpositive(xi[j] - mi) * r - fl
         t = target[i]
         if 0 <= t < n:
             oi[t] -= like(xi, keep) * sc
