@@ -19,7 +19,7 @@ import scipy.special
 
 import softmax_numba as sn
 from softmax_numba import config
-from softmax_numba.cpu import _compile
+from softmax_numba.cpu import _compile, elementwise
 from softmax_numba.cpu import softmax as kernels
 from softmax_numba.cpu._stream import stream_affine, stream_fence
 
@@ -152,10 +152,11 @@ HOT_LOOPS = {
 }
 
 
-def _llvm_ir(name: str, args) -> str:
-    """The optimized LLVM IR of one row piece, compiled afresh (cached code has none)."""
+def _llvm_ir(function, args) -> str:
+    """The optimized LLVM IR of a kernel's Python function, compiled afresh (cached code
+    has none)."""
     options = {**_compile._options(parallel=False), "cache": False}
-    dispatcher = numba.njit(**options)(getattr(kernels, name).py_func)
+    dispatcher = numba.njit(**options)(function)
     dispatcher(*args)
     module = next(iter(dispatcher.inspect_llvm().values()))
     # The compiled function itself, not the wrappers that box its result for Python.
@@ -166,7 +167,29 @@ def _llvm_ir(name: str, args) -> str:
 @pytest.mark.parametrize("name", HOT_LOOPS)
 def test_hot_loops_are_vectorized_in_float32(name):
     x = np.linspace(-3, 3, 100, dtype=np.float32)
-    ir = _llvm_ir(name, HOT_LOOPS[name](x))
+    ir = _llvm_ir(getattr(kernels, name).py_func, HOT_LOOPS[name](x))
     assert re.search(r"<\d+ x float>", ir), f"{name}: no float32 vector code"
     assert not re.search(r"fpext float .* to double", ir), f"{name}: float32 widened to float64"
     assert "@llvm.exp.f" not in ir and "@expf" not in ir, f"{name}: calls a library exp"
+
+
+#: The serial 2-D elementwise kernels and maxout at pool size 4 (float32 arguments).
+ELEMENTWISE_KERNELS = {
+    "sigmoid": lambda x: (elementwise.SIGMOID.cpu, (x, np.empty_like(x), True)),
+    "softplus": lambda x: (elementwise.SOFTPLUS.cpu, (x, np.empty_like(x), 1.0, True)),
+    "arctan": lambda x: (elementwise.ARCTAN.cpu, (x, np.empty_like(x), True)),
+    "gaussian": lambda x: (elementwise.GAUSSIAN.cpu, (x, np.empty_like(x), 0.0, 1.0, True)),
+    "maxout": lambda x: (elementwise.MAXOUT.cpu, (x, 4, np.empty((x.shape[0], 25), x.dtype))),
+}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE_KERNELS)
+def test_elementwise_kernels_are_vectorized_without_library_calls(name):
+    """No libm ``exp``, ``log1p`` or ``atan`` per entry, and vector code (for maxout
+    the interleaved loads of a constant pool size)."""
+    x = np.linspace(-3, 3, 400, dtype=np.float32).reshape(4, 100)
+    kernel, args = ELEMENTWISE_KERNELS[name](x)
+    ir = _llvm_ir(kernel.py_func, args)
+    assert re.search(r"<\d+ x float>", ir), f"{name}: no float32 vector code"
+    for call in ("@expf", "@log1pf", "@atanf", "@llvm.exp.f32", "@llvm.log.f32"):
+        assert call not in ir, f"{name}: calls {call}"
