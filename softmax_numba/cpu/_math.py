@@ -129,7 +129,10 @@ def _target_features() -> str:
     """The CPU features Numba compiles for (``NUMBA_CPU_FEATURES`` or the host's)."""
     if numba.config.CPU_FEATURES is not None:
         return numba.config.CPU_FEATURES
-    return llvm.get_host_cpu_features().flatten()
+    try:
+        return llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # LLVM cannot read this host's features: assume none
+        return ""
 
 
 #: Whether LLVM lowers ``llvm.ldexp`` on vectors to one instruction: AVX-512's
