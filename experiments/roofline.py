@@ -96,11 +96,18 @@ def measure(name: str, rows: int, n: int, dtype: str, rounds: int) -> list[dict]
     x = inputs.logits("normal", rows, n, 1.0, dtype)
     args = entry.arguments(x, np.random.default_rng(1))
     candidates = {"copy": _copy(x), "ours": lambda: entry.run(args, backend="auto")}
-    if "out" in inspect.signature(entry.function).parameters:
+    parameters = inspect.signature(entry.function).parameters
+    if "out" in parameters:
         # Into a buffer written before, as the copy's: no page faults of a new array.
         out = entry.run(args, backend="auto")
         candidates["ours_out"] = lambda: entry.function(
             *args, axis=-1, backend="auto", out=out, **entry.kwargs
+        )
+    elif "grad_out" in parameters and entry.kwargs.get("return_grad"):
+        # cross_entropy: the gradient into a buffer written before.
+        grad_out = entry.run(args, backend="auto")[1]
+        candidates["ours_out"] = lambda: entry.function(
+            *args, axis=-1, backend="auto", grad_out=grad_out, **entry.kwargs
         )
     for peer in PEERS:
         make = peers.peer_ops(peer).get(entry.op)

@@ -265,18 +265,22 @@ class Rows:
             del shape[self.axis]
         return tuple(shape)
 
-    def _check_out(self, out, shape, dtype) -> None:
+    def check_out(self, out, shape, dtype, name: str = "out") -> None:
+        """Raise unless ``out`` is an array of ``shape`` and ``dtype`` where the data
+        is (host or GPU); ``name`` is the argument's name in the message."""
         if self.device:
             if not is_device_array(out):
-                raise TypeError(f"{self.func}(): out must be a GPU array for GPU input")
+                raise TypeError(f"{self.func}(): {name} must be a GPU array for GPU input")
             if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
-                raise ValueError(f"{self.func}(): out must have shape {shape} and dtype {dtype}")
+                raise ValueError(f"{self.func}(): {name} must have shape {shape} and dtype {dtype}")
             return
         if not isinstance(out, np.ndarray):
-            raise TypeError(f"{self.func}(): out must be a NumPy array, got {type(out).__name__}")
+            raise TypeError(
+                f"{self.func}(): {name} must be a NumPy array, got {type(out).__name__}"
+            )
         if out.shape != shape or out.dtype != dtype:
             raise ValueError(
-                f"{self.func}(): out must have shape {shape} and dtype {dtype}; "
+                f"{self.func}(): {name} must have shape {shape} and dtype {dtype}; "
                 f"got shape {out.shape} and dtype {out.dtype}"
             )
 
@@ -285,10 +289,10 @@ class Rows:
         if self.device:
             if out is None:
                 return self._cuda().device_array((self.rows, self.n), self.compute_dtype)
-            self._check_out(out, self.shape, self.result_dtype)
+            self.check_out(out, self.shape, self.result_dtype)
             return self._runtime().as_device(out).reshape(self.rows, self.n)
         if out is not None:
-            self._check_out(out, self.shape, self.result_dtype)
+            self.check_out(out, self.shape, self.result_dtype)
             if out.dtype == self.compute_dtype and not self.flattened:
                 view = np.moveaxis(out, self.axis, -1)
                 if view.flags.c_contiguous:
@@ -314,7 +318,7 @@ class Rows:
     def new_reduced(self, out=None, *, keepdims=False) -> np.ndarray:
         """A ``(rows,)`` buffer for a reduction along the axis."""
         if out is not None:
-            self._check_out(out, self._reduced_shape(keepdims), self.result_dtype)
+            self.check_out(out, self._reduced_shape(keepdims), self.result_dtype)
         if self.device:
             return self._cuda().device_array(self.rows, self.compute_dtype)
         return np.empty(self.rows, dtype=self.compute_dtype)

@@ -23,6 +23,7 @@ def cross_entropy(
     ignore_index: int | None = None,
     return_grad: bool = False,
     backend: str = "auto",
+    grad_out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Cross-entropy of softmax, :math:`\ell = -\sum_j q_j \log\operatorname{softmax}(x)_j`,
     fused with its gradient.
@@ -52,24 +53,34 @@ def cross_entropy(
         Also return ``d loss / d logits`` (scaled as the reduction: ``1/count``
         for ``"mean"``; for ``"none"`` the gradient of each row's own loss).
     backend : {"auto", "numpy", "cpu", "parallel", "cuda"}
+    grad_out : ndarray, optional
+        With ``return_grad``: an array of the logits' shape and result dtype to write
+        the gradient into (a training loop's buffer, written without the page faults
+        of a new array).
 
     Returns
     -------
     loss : ndarray
         A 0-d array for ``"mean"`` and ``"sum"``, else one value per row.
     grad : ndarray
-        Only with ``return_grad``: the gradient, shaped as ``logits``.
+        Only with ``return_grad``: the gradient, shaped as ``logits`` (``grad_out``
+        when given).
 
     Raises
     ------
     ValueError
         A class index outside ``[0, C)`` (other than ``ignore_index``), a target
-        shape that does not match, a bad ``reduction`` or ``label_smoothing``.
+        shape that does not match, a bad ``reduction`` or ``label_smoothing``, a
+        ``grad_out`` without ``return_grad``.
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if grad_out is not None and not return_grad:
+        raise ValueError("cross_entropy(): grad_out= needs return_grad=True")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     rows = Rows(as_array(logits, "cross_entropy"), axis, "cross_entropy")
+    if grad_out is not None:
+        rows.check_out(grad_out, rows.shape, rows.result_dtype, name="grad_out")
     # Targets are validated on the host (a GPU target is copied: one value per row).
     target = target.copy_to_host() if is_device_array(target) else np.asarray(target)
     engine = rows.engine(backend)
@@ -122,7 +133,12 @@ def cross_entropy(
         grad = grad * grad.dtype.type(scale)
     else:
         losses = rows.new_reduced()
-        grad = rows.new_rows() if return_grad else np.empty((0, 0), rows.compute_dtype)
+        inputs = () if probabilities is None else (probabilities,)
+        grad = (
+            rows.new_rows(grad_out, inputs=inputs)
+            if return_grad
+            else np.empty((0, 0), rows.compute_dtype)
+        )
         if probabilities is None:
             run(
                 kernels.CROSS_ENTROPY_INDEX,
@@ -160,4 +176,4 @@ def cross_entropy(
         loss = np.asarray(value, dtype=rows.result_dtype)
     if not return_grad:
         return loss
-    return loss, rows.restore(grad)
+    return loss, rows.restore(grad, grad_out)

@@ -62,3 +62,37 @@ def test_cross_entropy_gradient_with_probabilities_along_axis_0(backend, rng):
     f = lambda z: sn.cross_entropy(z, q, axis=0, backend=backend)  # noqa: E731
     np.testing.assert_allclose(grad, numerical_gradient(f, x), atol=1e-7)
     np.testing.assert_allclose(grad, (sn.softmax(x, axis=0) - q) / 3, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_cross_entropy_writes_its_gradient_into_grad_out(backend, axis, probabilities, rng):
+    """``grad_out`` receives the same gradient that a call without it returns, and is
+    the array returned; a view of another layout works too."""
+    x = rng.standard_normal((6, 9)).astype(np.float32)
+    n_rows = x.shape[1] if axis == 0 else x.shape[0]
+    classes = x.shape[axis]
+    if probabilities:
+        target = sn.softmax(rng.standard_normal(x.shape).astype(np.float32), axis=axis)
+    else:
+        target = rng.integers(0, classes, n_rows)
+    kwargs = dict(axis=axis, reduction="mean", return_grad=True, backend=backend)
+    loss, expected = sn.cross_entropy(x, target, **kwargs)
+    for grad_out in (np.full(x.shape, np.nan, np.float32), np.full(x.shape[::-1], 7, np.float32).T):
+        got_loss, grad = sn.cross_entropy(x, target, grad_out=grad_out, **kwargs)
+        assert grad is grad_out
+        np.testing.assert_array_equal(grad_out, expected)
+        np.testing.assert_array_equal(got_loss, loss)
+
+
+def test_cross_entropy_grad_out_is_checked():
+    x, target = np.zeros((3, 4), np.float32), np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="needs return_grad=True"):
+        sn.cross_entropy(x, target, grad_out=np.empty_like(x))
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        sn.cross_entropy(x, target, return_grad=True, grad_out=np.empty((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"grad_out must have shape .* and dtype float32"):
+        sn.cross_entropy(x, target, return_grad=True, grad_out=np.empty((3, 4)))
+    with pytest.raises(TypeError, match="grad_out must be a NumPy array"):
+        sn.cross_entropy(x, target, return_grad=True, grad_out=[[0.0] * 4] * 3)
