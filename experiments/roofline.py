@@ -258,9 +258,10 @@ def _markdown(frame) -> list[str]:
     return [header, rule, *body, ""]
 
 
-def _summary(table, entries, dtype: str, peer: str) -> list[str]:
+def _summary(table, entries, dtype: str, peers: tuple[str, ...]) -> list[str]:
     """One line per entry and shape: our ratio to the copy (into ``out=`` and
-    allocating) and our speed-up over ``peer``."""
+    allocating) and our speed-up over each of ``peers`` (nan where it has no such op
+    or is not installed)."""
     import pandas as pd
 
     d = table[(table.dtype == dtype) & table.entry.isin(entries)]
@@ -268,16 +269,16 @@ def _summary(table, entries, dtype: str, peer: str) -> list[str]:
     for (name, rows, n), g in d.groupby(["entry", "rows", "n"], sort=False):
         by = g.set_index("engine")
         get = by.ratio_to_parallel_copy.get
-        lines.append(
-            {
-                "entry": name,
-                "shape": f"{rows}x{n}",
-                "copy GB/s": f"{by.parallel_copy_gbps.iloc[0]:.1f}",
-                "ours/copy (out=)": f"{get('ours_out', float('nan')):.2f}",
-                "ours/copy": f"{get('ours'):.2f}",
-                f"x {peer}": f"{by.ours_speedup.get(peer, float('nan')):.2f}",
-            }
-        )
+        line = {
+            "entry": name,
+            "shape": f"{rows}x{n}",
+            "copy GB/s": f"{by.parallel_copy_gbps.iloc[0]:.1f}",
+            "ours/copy (out=)": f"{get('ours_out', float('nan')):.2f}",
+            "ours/copy": f"{get('ours'):.2f}",
+        }
+        for peer in peers:
+            line[f"x {peer}"] = f"{by.ours_speedup.get(peer, float('nan')):.2f}"
+        lines.append(line)
     return _markdown(pd.DataFrame(lines)) if lines else []
 
 
@@ -294,23 +295,24 @@ def write_report(out: pathlib.Path) -> pathlib.Path:
         "a median over rounds of per-round ratios, the candidates timed interleaved.",
         "`ours/copy`: our GB/s (bytes read + written) over a parallel copy of the same",
         "array, both threads; `(out=)` writes into an existing array as the copy does,",
-        "the other allocates its result as the peers do.  `x torch`: PyTorch CPU's",
-        "time over ours (allocating, same thread count), above 1 when we are faster.",
+        "the other allocates its result as the peers do.  `x torch`, `x jax`: the",
+        "peer's time (PyTorch CPU, JAX on the CPU; allocating, both threads) over ours",
+        "(allocating), above 1 when we are faster; nan where the peer has no such op.",
         "",
         "![roofline](roofline.png)",
         "",
         "## Softmax family, float32",
         "",
-        *_summary(table, SOFTMAX_FAMILY, "float32", "torch"),
+        *_summary(table, SOFTMAX_FAMILY, "float32", ("torch", "jax")),
         "## Softmax family, float64",
         "",
-        *_summary(table, SOFTMAX_FAMILY, "float64", "torch"),
+        *_summary(table, SOFTMAX_FAMILY, "float64", ("torch", "jax")),
         "## Elementwise alternatives and maxout, float32",
         "",
-        *_summary(table, (*ELEMENTWISE, "maxout[pool=4]"), "float32", "torch"),
+        *_summary(table, (*ELEMENTWISE, "maxout[pool=4]"), "float32", ("torch", "jax")),
         "## Sparse maps against the `entmax` package (PyTorch CPU), float32",
         "",
-        *_summary(table, OTHERS[1:], "float32", "entmax"),
+        *_summary(table, OTHERS[1:], "float32", ("entmax",)),
     ]
     small = out / "roofline_small.json"
     if small.exists():
