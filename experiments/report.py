@@ -80,8 +80,9 @@ def write(out) -> pathlib.Path:
         " precision.",
         "- `speed.csv`: GB/s of our engines and the installed peers, with a plain copy of the "
         "same array measured in the same cell (`copy_gbps`, `parallel_copy_gbps`).",
-        "- `exp_ulp.csv`: the CPU kernels' exp, log1p and atan on every float32 input, exp on "
-        "2e7 float64 ones; `elementary_paths.csv`: those against the C library's, in the kernels.",
+        "- `exp_ulp.csv`: the CPU kernels' exp, log1p and atan on every float32 input (softplus's "
+        "log1p on every float32 in [0, 1]), exp on 2e7 float64 ones; `elementary_paths.csv`: "
+        "those against the C library's, in the kernels.",
         "- `overflow.csv`: where each softmax formula overflows or underflows, per format, in "
         "simulated fp16/bf16 arithmetic and through the kernels.",
         "- `blanchard_higham_higham/`: the reproduction of Blanchard, Higham & Higham (2021).",
