@@ -1,6 +1,6 @@
 """Exhaustive accuracy of the kernels' vectorizable float32 ``exp``, ``log1p`` and
-``atan`` (every float32 input), and a large random sample of the float64 ``exp``:
-the table ``exp_ulp.csv``.
+``atan`` (every float32 input), and large random samples of the float64 ``exp`` and
+softplus's ``log1p``: the table ``exp_ulp.csv``.
 
 Each result is compared with the function of the same input evaluated in float64
 by the C library (for float32) or in ``np.longdouble`` (for float64), in units of
@@ -15,7 +15,15 @@ import numba
 import numpy as np
 from numba import prange
 
-from softmax_numba.cpu._math import _from_bits, atan, exp, exp_array, log1p, log1p_unit_interval
+from softmax_numba.cpu._math import (
+    _from_bits,
+    atan,
+    exp,
+    exp_array,
+    log1p,
+    log1p_unit_interval,
+    log1p_unit_interval_array,
+)
 
 COLUMNS = [
     "function",
@@ -109,12 +117,42 @@ def float32_row(function: str, first: int = 0, last: int = 2**32) -> dict:
     }
 
 
-def float64_row(samples: int = 20_000_000, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    x = np.concatenate([rng.uniform(-746, 710, samples // 2), rng.uniform(-5, 5, samples // 2)])
+def _exp_inputs(rng, samples):
+    return np.concatenate([rng.uniform(-746, 710, samples // 2), rng.uniform(-5, 5, samples // 2)])
+
+
+def _unit_interval_inputs(rng, samples):
+    # Uniform, log-uniform down to 1e-300 (the small arguments of softplus's tail) and
+    # dense around the split at 1/2.
+    return np.concatenate(
+        [
+            rng.uniform(0, 1, samples // 2),
+            10 ** rng.uniform(-300, 0, samples // 4),
+            rng.uniform(0.49, 0.51, samples - samples // 2 - samples // 4),
+        ]
+    )
+
+
+#: float64 functions measured on samples: kernel over an array, exact reference in
+#: long double, inputs, and the domain's description.
+FLOAT64_FUNCTIONS = {
+    "exp": (exp_array, np.exp, _exp_inputs, "uniform on [-746, 710] and [-5, 5]"),
+    "log1p_unit_interval": (
+        log1p_unit_interval_array,
+        np.log1p,
+        _unit_interval_inputs,
+        "uniform and log-uniform on [1e-300, 1], dense at 1/2",
+    ),
+}
+
+
+def float64_row(function: str = "exp", samples: int = 20_000_000, seed: int = 0) -> dict:
+    """Ulp errors of one float64 function on ``samples`` inputs, against long double."""
+    kernel, reference, inputs, domain = FLOAT64_FUNCTIONS[function]
+    x = inputs(np.random.default_rng(seed), samples)
     out = np.empty_like(x)
-    exp_array(x, out)
-    exact = np.exp(x.astype(np.longdouble))
+    kernel(x, out)
+    exact = reference(x.astype(np.longdouble))
     with np.errstate(over="ignore"):
         rounded = exact.astype(np.float64)
     finite = np.isfinite(rounded) & (rounded != 0)
@@ -123,10 +161,10 @@ def float64_row(samples: int = 20_000_000, seed: int = 0) -> dict:
     ulps = np.asarray(np.abs(out[finite].astype(np.longdouble) - exact[finite]) / spacing, float)
     special = int(np.sum(np.isinf(out[~finite]) != np.isinf(rounded[~finite])))
     return {
-        "function": "exp",
+        "function": function,
         "dtype": "float64",
         "inputs": len(x),
-        "domain": "uniform on [-746, 710] and [-5, 5]",
+        "domain": domain,
         "max_ulp": float(ulps.max()),
         "mean_ulp": float(ulps.mean()),
         "worst_input": float(x[finite][np.argmax(ulps)]),
@@ -137,6 +175,6 @@ def float64_row(samples: int = 20_000_000, seed: int = 0) -> dict:
 def rows(quick: bool) -> list[dict]:
     if quick:  # one binade-spanning slice of the bit patterns
         return [float32_row(f, 0x3F000000, 0x3F000000 + 2**18) for f in FLOAT32_FUNCTIONS] + [
-            float64_row(200_000)
+            float64_row(f, 200_000) for f in FLOAT64_FUNCTIONS
         ]
-    return [float32_row(f) for f in FLOAT32_FUNCTIONS] + [float64_row()]
+    return [float32_row(f) for f in FLOAT32_FUNCTIONS] + [float64_row(f) for f in FLOAT64_FUNCTIONS]

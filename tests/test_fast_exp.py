@@ -143,3 +143,25 @@ def test_the_path_without_a_vector_ldexp_is_as_accurate(tmp_path):
         assert np.max(ulps[finite]) <= 1.5
         np.testing.assert_array_equal(out[~finite], rounded[~finite])
         np.testing.assert_array_equal(out == 0, rounded == 0)
+
+
+def test_float64_log1p_unit_interval_within_one_ulp(rng):
+    """Softplus's float64 ``log1p`` on [0, 1] (fdlibm's form on an exact split): at most
+    1 ulp against long double, on uniform, log-uniform and split-straddling inputs."""
+    x = np.concatenate(
+        [
+            rng.uniform(0, 1, 400_000),
+            10 ** rng.uniform(-300, 0, 200_000),
+            rng.uniform(0.499, 0.501, 200_000),
+            [0.0, 1.0, 0.5, np.nextafter(0.5, 0.0), 5e-324],
+        ]
+    )
+    out = np.empty_like(x)
+    log1p_unit_interval_array(x, out)
+    exact = np.log1p(x.astype(np.longdouble))
+    ulps = np.abs(out.astype(np.longdouble) - exact) / np.spacing(exact.astype(np.float64))
+    assert np.max(ulps[x > 0]) <= 1.0
+    assert out[-5] == 0.0
+    nan = np.empty(1)
+    log1p_unit_interval_array(np.array([np.nan]), nan)
+    assert np.isnan(nan[0])

@@ -383,10 +383,34 @@ def log1p_unit_interval(t):  # pragma: no cover - replaced by the overload
     raise NotImplementedError("log1p_unit_interval runs inside compiled kernels")
 
 
+def log1p_unit_interval64(t):
+    """The float64 :func:`log1p_unit_interval`: the same exact split, then fdlibm's
+    form ``log1p(g) = g - (h - s (h + R(s^2)))``, ``s = g / (2 + g)``,
+    ``h = g^2 / 2`` (one division; ``g`` itself carries the leading term exactly),
+    with ``R(z) = z P(z)``, P of degree 7 a minimax fit for ``|s| <= 0.2`` (0.001 u).
+    """
+    half = 0.5
+    big = t >= half
+    g = t * half - half if big else t
+    dk = 1.0 if big else 0.0
+    s = g / (2.0 + g)
+    z = s * s
+    p = 1.383769156002312e-01 * z + 1.31744005360008e-01
+    p = p * z + 1.539106352933688e-01
+    p = p * z + 1.8181667384413852e-01
+    p = p * z + 2.2222224270796304e-01
+    p = p * z + 2.857142855605998e-01
+    p = p * z + 4.0000000000055697e-01
+    p = p * z + 6.66666666666666e-01
+    h = half * g * g
+    tail = s * (h + z * p) + dk * 1.90821492927058770002e-10  # ln2_lo (fdlibm)
+    return dk * 6.93147180369123816490e-01 - ((h - tail) - g)  # ln2_hi
+
+
 @overload(log1p_unit_interval, jit_options={"fastmath": {"contract", "nsz"}})
 def _log1p_unit_interval_overload(t):
     if t == types.float64:
-        return lambda t: math.log1p(t)
+        return log1p_unit_interval64
     if t != types.float32:
         return None
 
