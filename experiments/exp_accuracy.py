@@ -1,6 +1,6 @@
 """Exhaustive accuracy of the kernels' vectorizable float32 ``exp``, ``log1p`` and
-``atan`` (every float32 input), and large random samples of the float64 ``exp`` and
-softplus's ``log1p``: the table ``exp_ulp.csv``.
+``atan`` (every float32 input), and large random samples of the float64 ``exp``,
+softplus's ``log1p`` and ``atan``: the table ``exp_ulp.csv``.
 
 Each result is compared with the function of the same input evaluated in float64
 by the C library (for float32) or in ``np.longdouble`` (for float64), in units of
@@ -18,6 +18,7 @@ from numba import prange
 from softmax_numba.cpu._math import (
     _from_bits,
     atan,
+    atan_array,
     exp,
     exp_array,
     log1p,
@@ -142,6 +143,17 @@ FLOAT64_FUNCTIONS = {
         np.log1p,
         _unit_interval_inputs,
         "uniform and log-uniform on [1e-300, 1], dense at 1/2",
+    ),
+    "atan": (
+        atan_array,
+        np.arctan,
+        lambda rng, samples: np.concatenate(
+            [
+                rng.uniform(-5, 5, samples // 2),
+                rng.choice([-1.0, 1.0], samples // 2) * 10 ** rng.uniform(-300, 300, samples // 2),
+            ]
+        ),
+        "uniform on [-5, 5] and log-uniform in magnitude on [1e-300, 1e300]",
     ),
 }
 

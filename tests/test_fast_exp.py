@@ -165,3 +165,25 @@ def test_float64_log1p_unit_interval_within_one_ulp(rng):
     nan = np.empty(1)
     log1p_unit_interval_array(np.array([np.nan]), nan)
     assert np.isnan(nan[0])
+
+
+def test_float64_atan_within_one_ulp(rng):
+    """The float64 ``atan`` (fdlibm's reduction): at most 1 ulp against long double,
+    on every interval of the reduction and its edges, and at the special values."""
+    edges = np.array([0.4375, 0.6875, 1.1875, 2.4375])
+    x = np.concatenate(
+        [
+            rng.uniform(-5, 5, 400_000),
+            rng.choice([-1.0, 1.0], 200_000) * 10 ** rng.uniform(-300, 300, 200_000),
+            (edges[:, None] * (1 + rng.uniform(-1e-6, 1e-6, (4, 10_000)))).ravel(),
+        ]
+    )
+    out = np.empty_like(x)
+    atan_array(x, out)
+    exact = np.arctan(x.astype(np.longdouble))
+    ulps = np.abs(out.astype(np.longdouble) - exact) / np.spacing(np.abs(exact.astype(np.float64)))
+    assert np.max(ulps[x != 0]) <= 1.0
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, 1e308, 5e-324])
+    out = np.empty_like(special)
+    atan_array(special, out)
+    np.testing.assert_array_equal(out, np.arctan(special))
