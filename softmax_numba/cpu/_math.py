@@ -120,6 +120,26 @@ def _from_order_key_overload(key):
     return None
 
 
+def horner(x, coefficients):  # pragma: no cover - replaced by the overload
+    """``c_0 x^(n-1) + c_1 x^(n-2) + ... + c_(n-1)`` for a tuple ``coefficients`` of
+    one float type, highest degree first, by Horner's rule (compiled code only)."""
+    raise NotImplementedError("horner runs inside compiled kernels")
+
+
+@overload(horner, jit_options={"fastmath": {"contract", "nsz"}})
+def _horner_overload(x, coefficients):
+    if not isinstance(coefficients, types.UniTuple) or coefficients.dtype != x:
+        return None
+
+    def horner_impl(x, coefficients):
+        p = coefficients[0]
+        for c in coefficients[1:]:
+            p = p * x + c
+        return p
+
+    return horner_impl
+
+
 def exp(x):  # pragma: no cover - replaced by the overload in compiled code
     """Vectorizable ``exp`` for float32 and float64 (compiled code only)."""
     raise NotImplementedError("softmax_numba.cpu._math.exp runs inside compiled kernels")
@@ -215,6 +235,33 @@ _SHIFTER32 = np.float32(12582912.0)  # 1.5 * 2^23
 _SHIFTER32_BITS = np.int32(0x4B400000)
 _SHIFTER64 = 6755399441055744.0  # 1.5 * 2^52
 _SHIFTER64_BITS = np.int64(0x4338000000000000)
+#: 1 + r + r^2 q(r), highest degree first.
+_EXP32 = tuple(
+    np.float32(c)
+    for c in (
+        1.3814599951729178e-3,
+        8.368715643882751e-3,
+        4.166838899254799e-2,
+        1.666652113199234e-1,
+        4.999999403953552e-1,
+        1.0,
+        1.0,
+    )
+)
+_EXP64 = (
+    2.500035469322566e-08,
+    2.763023496562406e-07,
+    2.7557585399549996e-06,
+    2.480149313247267e-05,
+    1.9841269507716217e-04,
+    1.388888894360216e-03,
+    8.33333333349392e-03,
+    4.1666666666530246e-02,
+    1.6666666666666413e-01,
+    5.000000000000011e-01,
+    1.0,
+    1.0,
+)
 
 
 def exp_of_clamped(x):  # pragma: no cover - replaced by the overload in compiled code
@@ -239,12 +286,7 @@ def _exp_of_clamped_overload(x):
             k = n - _SHIFTER32
             r = x - k * np.float32(0.693359375)  # ln2_hi: 9 bits, k * ln2_hi is exact
             r = r - k * np.float32(-2.12194440e-4)  # ln2_lo
-            q = np.float32(1.3814599951729178e-3) * r + np.float32(8.368715643882751e-3)
-            q = q * r + np.float32(4.166838899254799e-2)
-            q = q * r + np.float32(1.666652113199234e-1)
-            q = q * r + np.float32(4.999999403953552e-1)
-            q = q * r + np.float32(1.0)
-            p = q * r + np.float32(1.0)
+            p = horner(r, _EXP32)
             return scale_by_power_of_two(p, np.int32(_bits(n) - _SHIFTER32_BITS), x)
 
         return exp32
@@ -255,17 +297,7 @@ def _exp_of_clamped_overload(x):
             k = n - _SHIFTER64
             r = x - k * 6.93147180369123816490e-01  # ln2_hi (fdlibm), k * ln2_hi exact
             r = r - k * 1.90821492927058770002e-10  # ln2_lo
-            q = 2.500035469322566e-08 * r + 2.763023496562406e-07
-            q = q * r + 2.7557585399549996e-06
-            q = q * r + 2.480149313247267e-05
-            q = q * r + 1.9841269507716217e-04
-            q = q * r + 1.388888894360216e-03
-            q = q * r + 8.33333333349392e-03
-            q = q * r + 4.1666666666530246e-02
-            q = q * r + 1.6666666666666413e-01
-            q = q * r + 5.000000000000011e-01
-            q = q * r + 1.0
-            p = q * r + 1.0
+            p = horner(r, _EXP64)
             return scale_by_power_of_two(p, _bits(n) - _SHIFTER64_BITS, x)
 
         return exp64
@@ -300,6 +332,75 @@ def _exp_nonpositive_overload(x):
     return None
 
 
+#: P of log1p(g) = g - g^2/2 + g^3 P(g), g in [sqrt(2)/2 - 1, sqrt(2) - 1], highest degree first.
+_LOG1P32 = tuple(
+    np.float32(c)
+    for c in (
+        -7.634399831295013e-2,
+        1.2761537730693817e-1,
+        -1.3160200417041779e-1,
+        1.420176476240158e-1,
+        -1.6623355448246002e-1,
+        2.0001226663589478e-1,
+        -2.50008225440979e-1,
+        3.333333134651184e-1,
+    )
+)
+
+#: P of log1p(g) = g - g^2/2 + g^3 P(g), g in [-1/4, 1/2], highest degree first.
+_LOG1P_UNIT32 = tuple(
+    np.float32(c)
+    for c in (
+        -4.507436975836754e-2,
+        1.0462991148233414e-1,
+        -1.3161200284957886e-1,
+        1.4478403329849243e-1,
+        -1.664731204509735e-1,
+        1.9990859925746918e-1,
+        -2.500009536743164e-1,
+        3.333345055580139e-1,
+    )
+)
+
+#: P of R(z) = z P(z), z = s^2, |s| <= 0.2 (fdlibm's form), highest degree first.
+_LOG1P_UNIT64 = (
+    1.383769156002312e-01,
+    1.31744005360008e-01,
+    1.539106352933688e-01,
+    1.8181667384413852e-01,
+    2.2222224270796304e-01,
+    2.857142855605998e-01,
+    4.0000000000055697e-01,
+    6.66666666666666e-01,
+)
+
+#: Cephes ``atanf``'s P of atan(r) = r + r z P(z), z = r^2, highest degree first.
+_ATAN32 = tuple(
+    np.float32(c)
+    for c in (
+        8.05374449538e-2,
+        -1.38776856032e-1,
+        1.99777106478e-1,
+        -3.33329491539e-1,
+    )
+)
+
+#: P of atan(r) = r + r z P(z), z = r^2 <= (7/16)^2, highest degree first.
+_ATAN64 = (
+    -1.6265536880370426e-02,
+    3.651028836347597e-02,
+    -4.975914187319295e-02,
+    5.833323735074353e-02,
+    -6.661034076232801e-02,
+    7.691872235238845e-02,
+    -9.090886875162651e-02,
+    1.1111110395044754e-01,
+    -1.4285714272261e-01,
+    1.9999999999873666e-01,
+    -3.333333333333292e-01,
+)
+
+
 def log1p(x):  # pragma: no cover - replaced by the overload in compiled code
     """Vectorizable ``log1p`` for float32 (libm's for float64; compiled code only)."""
     raise NotImplementedError("softmax_numba.cpu._math.log1p runs inside compiled kernels")
@@ -332,13 +433,7 @@ def _log_of_split_overload(g, dk, c):
         return None
 
     def log_of_split32(g, dk, c):
-        p = np.float32(-7.634399831295013e-2) * g + np.float32(1.2761537730693817e-1)
-        p = p * g - np.float32(1.3160200417041779e-1)
-        p = p * g + np.float32(1.420176476240158e-1)
-        p = p * g - np.float32(1.6623355448246002e-1)
-        p = p * g + np.float32(2.0001226663589478e-1)
-        p = p * g - np.float32(2.50008225440979e-1)
-        p = p * g + np.float32(3.333333134651184e-1)
+        p = horner(g, _LOG1P32)
         z = g * g
         y = g * z * p + (dk * np.float32(-2.12194440e-4) + c) - np.float32(0.5) * z
         return (g + y) + dk * np.float32(0.693359375)
@@ -395,13 +490,7 @@ def log1p_unit_interval64(t):
     dk = 1.0 if big else 0.0
     s = g / (2.0 + g)
     z = s * s
-    p = 1.383769156002312e-01 * z + 1.31744005360008e-01
-    p = p * z + 1.539106352933688e-01
-    p = p * z + 1.8181667384413852e-01
-    p = p * z + 2.2222224270796304e-01
-    p = p * z + 2.857142855605998e-01
-    p = p * z + 4.0000000000055697e-01
-    p = p * z + 6.66666666666666e-01
+    p = horner(z, _LOG1P_UNIT64)
     h = half * g * g
     tail = s * (h + z * p) + dk * 1.90821492927058770002e-10  # ln2_lo (fdlibm)
     return dk * 6.93147180369123816490e-01 - ((h - tail) - g)  # ln2_hi
@@ -419,13 +508,7 @@ def _log1p_unit_interval_overload(t):
         big = t >= half
         g = t * half - half if big else t
         dk = np.float32(1.0) if big else np.float32(0.0)
-        p = np.float32(-4.507436975836754e-2) * g + np.float32(1.0462991148233414e-1)
-        p = p * g - np.float32(1.3161200284957886e-1)
-        p = p * g + np.float32(1.4478403329849243e-1)
-        p = p * g - np.float32(1.664731204509735e-1)
-        p = p * g + np.float32(1.9990859925746918e-1)
-        p = p * g - np.float32(2.500009536743164e-1)
-        p = p * g + np.float32(3.333345055580139e-1)
+        p = horner(g, _LOG1P_UNIT32)
         z = g * g
         y = g * z * p + dk * np.float32(-2.12194440e-4) - half * z
         return (g + y) + dk * np.float32(0.693359375)
@@ -467,16 +550,7 @@ def atan64(x):
     # (a capped in the numerator, whose factor is 0 for c = inf: no 0 * inf)
     r = (num_a * min(a, 1e300) - num_c) / (den_c + den_a * a)
     z = r * r
-    p = -1.6265536880370426e-02 * z + 3.651028836347597e-02
-    p = p * z - 4.975914187319295e-02
-    p = p * z + 5.833323735074353e-02
-    p = p * z - 6.661034076232801e-02
-    p = p * z + 7.691872235238845e-02
-    p = p * z - 9.090886875162651e-02
-    p = p * z + 1.1111110395044754e-01
-    p = p * z - 1.4285714272261e-01
-    p = p * z + 1.9999999999873666e-01
-    p = p * z - 3.333333333333292e-01
+    p = horner(z, _ATAN64)
     y = hi + (r + (r * z * p + lo))
     return -y if x < 0.0 else y
 
@@ -500,9 +574,7 @@ def _atan_overload(x):
         head = head if mid else np.float32(0.0)
         tail = tail if mid else np.float32(0.0)
         z = r * r
-        p = np.float32(8.05374449538e-2) * z - np.float32(1.38776856032e-1)
-        p = p * z + np.float32(1.99777106478e-1)
-        p = p * z - np.float32(3.33329491539e-1)
+        p = horner(z, _ATAN32)
         y = head + (r + (p * z * r + tail))
         return -y if x < np.float32(0.0) else y
 
