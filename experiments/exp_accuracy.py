@@ -88,24 +88,25 @@ FLOAT32_FUNCTIONS = {
     "log1p_unit_interval": (log1p_unit_interval, math.log1p),
     "atan": (atan, math.atan),
 }
-#: The float32 bit patterns ``[first, last)`` of a function's whole domain, where it
-#: is not every float32: softplus's ``log1p`` takes ``exp(-|x|)``, in [0, 1].
+#: The float32 bit patterns ``[first, last)`` of a function's whole domain and its
+#: description: every float32 but where a function takes less (softplus's ``log1p``
+#: takes ``exp(-|x|)``, in [0, 1]).
+EVERY_FLOAT32 = (0, 2**32, "every float32 but NaN")
 DOMAINS = {"log1p_unit_interval": (0, 0x3F800001, "every float32 in [0, 1]")}
 
 
-def float32_row(function: str, first: int = 0, last: int = 2**32) -> dict:
+def float32_row(function: str, first: int | None = None, last: int | None = None) -> dict:
     """Ulp errors of one float32 function over the bit patterns in ``[first, last)``
-    (every float32 by default)."""
+    (the function's whole domain by default)."""
     fast, reference = FLOAT32_FUNCTIONS[function]
-    domain = "every float32 but NaN"
-    if (first, last) == (0, 2**32) and function in DOMAINS:
-        first, last, domain = DOMAINS[function]
+    if first is None or last is None:
+        first, last, domain = DOMAINS.get(function, EVERY_FLOAT32)
+    else:
+        domain = f"float32 bit patterns {first}..{last}"
     errors = _errors_over_float32(fast, reference)
     worst, where, total, special, counted, inputs = errors(first, last, 4096)
     k = int(np.argmax(worst))
     worst_input = np.int64(where[k]).astype(np.uint32).view(np.float32)
-    if (first, last) != (0, 2**32) and domain == "every float32 but NaN":
-        domain = f"float32 bit patterns {first}..{last}"
     return {
         "function": function,
         "dtype": "float32",
