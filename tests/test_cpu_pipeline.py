@@ -110,6 +110,49 @@ def test_pipelined_rows_equal_rows_one_at_a_time(case, backend, dtype, rng):
         np.testing.assert_array_equal(array, np.concatenate([a[k] for a in alone]))
 
 
+def _signed_rows(rng, rows, n, dtype):
+    """Rows whose maxima the pipelined max must find from the bits of the *next* row:
+    every entry negative, a maximum of -0.0 or +0.0 among negatives, a negative NaN
+    among negatives, subnormals, and ordinary mixed rows."""
+    x = rng.standard_normal((rows, n)).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    for i in range(rows):
+        kind = i % 6
+        if kind == 0:
+            x[i] = -np.abs(x[i]) - 1
+        elif kind == 1:
+            x[i] = -np.abs(x[i])
+            x[i, i % n] = -0.0
+        elif kind == 2:
+            x[i] = -np.abs(x[i])
+            x[i, i % n] = 0.0
+        elif kind == 3:
+            x[i] = -np.abs(x[i]) - 2
+            x[i, (i + 1) % n] = -np.nan
+        elif kind == 4:
+            x[i] = -tiny * np.arange(1, n + 1)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["cpu", "parallel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pipelined_max_of_negative_and_signed_zero_rows(backend, dtype, rng):
+    rows, n = 3 * kernels.ROW_CHUNKS + 7, 45
+    x = _signed_rows(rng, rows, n, dtype)
+    for case in ("softmax", "log_softmax", "logsumexp"):
+        together = CASES[case](x, None, backend)
+        alone = np.concatenate([CASES[case](x[i : i + 1], None, backend) for i in range(rows)])
+        np.testing.assert_array_equal(together, alone)
+    wide = x.astype(np.float64)
+    finite = ~np.isnan(wide).any(axis=1)
+    np.testing.assert_allclose(
+        sn.logsumexp(x, backend=backend)[finite],
+        scipy.special.logsumexp(wide, axis=-1)[finite],
+        rtol=8 * np.finfo(dtype).eps,
+    )
+    assert np.isnan(sn.softmax(x, backend=backend)[~finite]).all()
+
+
 @pytest.mark.parametrize("backend", ["cpu", "parallel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_streaming_stores_change_no_bit(backend, dtype, rng, monkeypatch):

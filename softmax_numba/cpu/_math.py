@@ -83,40 +83,39 @@ def maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
-def order_key(x):  # pragma: no cover - replaced by the overload in compiled code
-    """A signed integer that orders as the float ``x`` does (compiled code only)."""
-    raise NotImplementedError("order_key runs inside compiled kernels")
+def float_bits(x):  # pragma: no cover - replaced by the overload in compiled code
+    """The IEEE bits of ``x`` as a signed integer of its width (compiled code only)."""
+    raise NotImplementedError("float_bits runs inside compiled kernels")
 
 
-def from_order_key(key):  # pragma: no cover - replaced by the overload in compiled code
-    """The float whose :func:`order_key` is ``key`` (compiled code only)."""
-    raise NotImplementedError("from_order_key runs inside compiled kernels")
+def max_from_bit_bounds(highest, lowest):  # pragma: no cover - replaced by the overload
+    """The largest float of a set, from the largest and the smallest of its
+    :func:`float_bits` (compiled code only)."""
+    raise NotImplementedError("max_from_bit_bounds runs inside compiled kernels")
 
 
-# IEEE floats order as sign-magnitude integers: flipping the magnitude bits of the
-# negative ones makes the order that of two's complement, and the map its own
-# inverse.  A max over keys is an integer max, which LLVM vectorizes in any loop
-# (a float max needs ``nnan``, and ``llvm.maxnum`` only vectorizes in a loop with no
-# other work).  NaNs get keys above +inf or below -inf, by their sign bit.
+# IEEE floats order as sign-magnitude integers.  Read as two's complement, the
+# non-negative floats keep their order and the negative ones reverse it (a larger
+# magnitude is a larger integer), so a running max needs the largest and the
+# smallest integer: the largest, if it is not negative, is the largest float;
+# otherwise every entry is negative and the smallest integer is the one of least
+# magnitude.  Two integer ops per vector (``vpmaxsd``, ``vpminsd``),
+# which LLVM vectorizes in any loop; a float max needs ``nnan``, and ``llvm.maxnum``
+# only vectorizes in a loop with no other work.  A positive NaN wins the largest
+# integer; a negative one is passed over.
 
 
-@overload(order_key, jit_options={"fastmath": {"contract", "nsz"}})
-def _order_key_overload(x):
-    if x == types.float32:
-        return lambda x: np.int32(_bits(x) ^ ((_bits(x) >> np.int32(31)) & np.int32(0x7FFFFFFF)))
-    if x == types.float64:
-        return lambda x: _bits(x) ^ ((_bits(x) >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+@overload(float_bits, jit_options={"fastmath": {"contract", "nsz"}})
+def _float_bits_overload(x):
+    if x in (types.float32, types.float64):
+        return lambda x: _bits(x)
     return None
 
 
-@overload(from_order_key, jit_options={"fastmath": {"contract", "nsz"}})
-def _from_order_key_overload(key):
-    if key == types.int32:
-        return lambda key: _from_bits(
-            np.int32(key ^ ((key >> np.int32(31)) & np.int32(0x7FFFFFFF)))
-        )
-    if key == types.int64:
-        return lambda key: _from_bits(key ^ ((key >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF)))
+@overload(max_from_bit_bounds, jit_options={"fastmath": {"contract", "nsz"}})
+def _max_from_bit_bounds_overload(highest, lowest):
+    if highest in (types.int32, types.int64) and lowest == highest:
+        return lambda highest, lowest: _from_bits(highest if highest >= 0 else lowest)
     return None
 
 

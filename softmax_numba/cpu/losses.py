@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from softmax_numba.cpu._compile import engines, like
+from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import (
@@ -26,11 +26,21 @@ from softmax_numba.cpu.softmax import (
 )
 
 
+@jit
+def finish_gradient(gi, r, floor, t, hit):
+    """``g_j = e_j r - floor`` over the stored ``e_j = exp(x_j - m)``, then ``g_t -= hit``."""
+    for j in range(gi.size):
+        gi[j] = gi[j] * r - floor
+    gi[t] -= hit
+
+
 def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
     """Class-index targets; rows whose target equals ``ignore`` give 0 (``ignore < 0``
     never matches a validated target).  Rows run in chunks as in
     :func:`softmax_numba.cpu.softmax._softmax_shifted`, the max of the next row taken
-    in this row's exp pass."""
+    in this row's exp pass; a row's gradient is finished after the exp pass of the
+    next row that has one, so that the division for its scale (and the ``log1p`` of
+    its loss) overlaps that pass."""
     rows, n = x.shape
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
@@ -38,6 +48,10 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
         if start == stop:
             continue
         m = maximum(x[start])
+        eps = like(x, smoothing)
+        hit = (like(x, 1.0) - eps) * like(x, scale)
+        floor = eps / like(x, n) * like(x, scale)
+        pending, pending_r = -1, like(x, 0.0)
         for i in range(start, stop):
             xi, t, following = x[i], target[i], x[min(i + 1, stop - 1)]
             if t == ignore:
@@ -48,10 +62,12 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 continue
             if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
+                if pending >= 0:
+                    finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
+                pending, pending_r = i, like(x, scale) / (like(x, 1.0) + s)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
             lse = m + log1p(s)
-            eps = like(xi, smoothing)
             value = (like(xi, 1.0) - eps) * (lse - xi[t])
             if smoothing != 0:
                 total = like(xi, 0.0)
@@ -59,14 +75,9 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                     total += xi[j]
                 value += eps * (lse - total / like(xi, n))
             loss[i] = value
-            if want_grad:
-                r = like(xi, scale) / (like(xi, 1.0) + s)
-                floor = eps / like(xi, n) * like(xi, scale)
-                gi = grad[i]
-                for j in range(n):
-                    gi[j] = gi[j] * r - floor
-                gi[t] -= (like(xi, 1.0) - eps) * like(xi, scale)
             m = m_next
+        if pending >= 0:
+            finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
 
 
 def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):

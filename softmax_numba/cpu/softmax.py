@@ -15,7 +15,7 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, jit, like
-from softmax_numba.cpu._math import from_order_key, maxnum, order_key
+from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
@@ -37,36 +37,30 @@ def maximum(x):
 
 
 @jit
-def next_maximum(key, value):
-    """One step of the running maximum of the *next* row, kept as an integer
-    :func:`~softmax_numba.cpu._math.order_key` so that it vectorizes inside another
-    row's loop.  A NaN of that row may win (its key is above +inf's) or be passed
-    over (below -inf's); either way it poisons the row, through the max or through
-    ``exp(NaN - m)``.
-    """
-    k = order_key(value)
-    return k if k > key else key
-
-
-@jit
 def shifted_sum_excluding(x, m, following):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
     shifted algorithm, in one vectorizable pass; also ``max(following)``.
 
-    Rather than look for ``k``, the entries equal to ``m`` are counted (each would
-    add ``exp(0) = 1``) and all of them but one added back, exactly, at the end.
-    ``following`` (the next row, or ``x`` itself) is read in the same loop, so that
-    its load from memory overlaps this row's arithmetic (see :func:`next_maximum`).
+    Rather than look for ``k``, each entry equal to ``m`` adds ``exp(0) - 1 = 0``
+    (exactly) and is counted; all of them but one are added back, exactly, at the
+    end.  ``following`` (the next row, or ``x`` itself) is read in the same loop, so
+    that its load from memory overlaps this row's arithmetic: its maximum is kept as
+    the largest and the smallest of its :func:`~softmax_numba.cpu._math.float_bits`
+    (see :func:`~softmax_numba.cpu._math.max_from_bit_bounds`).  A NaN of that row
+    may win or be passed over; either way it poisons the row, through the max or
+    through ``exp(NaN - m)``.
     """
     s = like(x, 0.0)
     ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
-    key = order_key(like(x, -np.inf))
+    highest = lowest = float_bits(like(x, -np.inf))
     for i in range(x.size):
-        top = x[i] == m
-        s += like(x, 0.0) if top else exp_nonpositive(x[i] - m)
-        ties += like(x, 1.0) if top else like(x, 0.0)
-        key = next_maximum(key, following[i])
-    return s + max(ties - like(x, 1.0), like(x, 0.0)), from_order_key(key)
+        top = like(x, 1.0) if x[i] == m else like(x, 0.0)
+        s += exp_nonpositive(x[i] - m) - top
+        ties += top
+        b = float_bits(following[i])
+        highest = max(highest, b)
+        lowest = min(lowest, b)
+    return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
 
 
 @jit
@@ -75,15 +69,17 @@ def exp_shifted_excluding_into(x, m, out, following):
     maxima), for callers that need the terms again."""
     s = like(x, 0.0)
     ties = like(x, 0.0)
-    key = order_key(like(x, -np.inf))
+    highest = lowest = float_bits(like(x, -np.inf))
     for i in range(x.size):
-        top = x[i] == m
-        e = like(x, 1.0) if top else exp_nonpositive(x[i] - m)
+        top = like(x, 1.0) if x[i] == m else like(x, 0.0)
+        e = exp_nonpositive(x[i] - m)
         out[i] = e
-        s += like(x, 0.0) if top else e
-        ties += like(x, 1.0) if top else like(x, 0.0)
-        key = next_maximum(key, following[i])
-    return s + max(ties - like(x, 1.0), like(x, 0.0)), from_order_key(key)
+        s += e - top
+        ties += top
+        b = float_bits(following[i])
+        highest = max(highest, b)
+        lowest = min(lowest, b)
+    return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
 
 
 @jit
@@ -120,13 +116,15 @@ def exp_shifted_into(x, m, out, following):
     """``out_i = exp(x_i - m)`` for ``m = max(x)``; returns ``sum_i out_i`` (one read,
     one write) and ``max(following)`` (see :func:`shifted_sum_excluding`)."""
     s = like(x, 0.0)
-    key = order_key(like(x, -np.inf))
+    highest = lowest = float_bits(like(x, -np.inf))
     for i in range(x.size):
         e = exp_nonpositive(x[i] - m)
         out[i] = e
         s += e
-        key = next_maximum(key, following[i])
-    return s, from_order_key(key)
+        b = float_bits(following[i])
+        highest = max(highest, b)
+        lowest = min(lowest, b)
+    return s, max_from_bit_bounds(highest, lowest)
 
 
 @jit
@@ -285,9 +283,12 @@ def _softmax_online(x, out):
 
 
 def _log_softmax(x, out, stream):
-    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`; with
-    ``stream`` the output is written with streaming stores (it is the last pass and
-    reads ``x``, so it needs no scratch row)."""
+    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`, and one row
+    behind: row ``i - 1`` is written after the exp pass of row ``i``, so that the
+    latency of its ``log1p`` (some 50 cycles, on which every entry of the write
+    depends) hides behind that pass.  With ``stream`` the output is written with
+    streaming stores (it is the last pass and reads ``x``, so it needs no scratch
+    row)."""
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
@@ -295,28 +296,45 @@ def _log_softmax(x, out, stream):
         if start == stop:
             continue
         m = maximum(x[start])
+        lse = like(x, 0.0)
         for i in range(start, stop):
             s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
+            if i > start:
+                affine_into(x[i - 1], out[i - 1], like(x, 1.0), -lse, stream)
             lse = logsumexp_from(x[i], m, s)
-            affine_into(x[i], out[i], like(x, 1.0), -lse, stream)
             m = m_next
+        affine_into(x[stop - 1], out[stop - 1], like(x, 1.0), -lse, stream)
         if stream:
             stream_fence()
 
 
 def _logsumexp(x, out):
-    """The shifted log-sum-exp of every row, pipelined as :func:`_softmax_shifted`."""
+    """The shifted log-sum-exp of every row, pipelined as :func:`_softmax_shifted`.
+
+    A run of rows first stores each row's ``s`` in ``out`` and its max in a scratch
+    array; then one vectorized loop over the run gives ``m + log1p(s)``.  A scalar
+    ``log1p`` at the end of each row would put its latency (a division and a
+    polynomial, some 50 cycles) between two rows; this way it costs a fraction of
+    that.  A row whose max is not finite stores scipy's result as its "max" and
+    ``s = 0``, and ``log1p(0) = 0`` leaves it as it is.
+    """
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
+        shifts = np.empty(stop - start, dtype=x.dtype)
         m = maximum(x[start])
         for i in range(start, stop):
             s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
-            out[i] = logsumexp_from(x[i], m, s)
+            if math.isinf(m) or math.isnan(m):
+                m, s = nan_or(x[i], m), like(x, 0.0)
+            shifts[i - start] = m
+            out[i] = s
             m = m_next
+        for i in range(start, stop):
+            out[i] = shifts[i - start] + log1p(out[i])
 
 
 def _logsumexp_weighted(x, b, out, sign):
