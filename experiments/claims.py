@@ -392,8 +392,10 @@ def claim_15(t: Tables) -> Verdict:
         + (
             ""
             if ratio >= 0.7
-            else "Softmax is memory-bound in principle, but these kernels are not at the "
-            "memory roof yet: they read each row two or three times."
+            else "These are allocating calls, as the peers' are: at these sizes the operating "
+            "system zeroes each new page of the result when it is first written, which takes "
+            "about as long as the copy itself; written into an existing array (`out=`) the "
+            "same kernels reach the ratios in ROOFLINE.md."
         ),
         "speed_gbps.png",
     )
