@@ -37,6 +37,16 @@ def maximum(x):
 
 
 @jit
+def next_bit_bounds(highest, lowest, value):
+    """One step of the running maximum of the *next* row, kept as the largest and the
+    smallest :func:`~softmax_numba.cpu._math.float_bits` seen (two integer ops, which
+    vectorize inside another row's loop); read it back with
+    :func:`~softmax_numba.cpu._math.max_from_bit_bounds`."""
+    b = float_bits(value)
+    return max(highest, b), min(lowest, b)
+
+
+@jit
 def shifted_sum_excluding(x, m, following):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
     shifted algorithm, in one vectorizable pass; also ``max(following)``.
@@ -44,11 +54,9 @@ def shifted_sum_excluding(x, m, following):
     Rather than look for ``k``, each entry equal to ``m`` adds ``exp(0) - 1 = 0``
     (exactly) and is counted; all of them but one are added back, exactly, at the
     end.  ``following`` (the next row, or ``x`` itself) is read in the same loop, so
-    that its load from memory overlaps this row's arithmetic: its maximum is kept as
-    the largest and the smallest of its :func:`~softmax_numba.cpu._math.float_bits`
-    (see :func:`~softmax_numba.cpu._math.max_from_bit_bounds`).  A NaN of that row
-    may win or be passed over; either way it poisons the row, through the max or
-    through ``exp(NaN - m)``.
+    that its load from memory overlaps this row's arithmetic (see
+    :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
+    way it poisons the row, through the max or through ``exp(NaN - m)``.
     """
     s = like(x, 0.0)
     ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
@@ -57,9 +65,7 @@ def shifted_sum_excluding(x, m, following):
         top = like(x, 1.0) if x[i] == m else like(x, 0.0)
         s += exp_nonpositive(x[i] - m) - top
         ties += top
-        b = float_bits(following[i])
-        highest = max(highest, b)
-        lowest = min(lowest, b)
+        highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
 
 
@@ -76,9 +82,7 @@ def exp_shifted_excluding_into(x, m, out, following):
         out[i] = e
         s += e - top
         ties += top
-        b = float_bits(following[i])
-        highest = max(highest, b)
-        lowest = min(lowest, b)
+        highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
 
 
@@ -121,9 +125,7 @@ def exp_shifted_into(x, m, out, following):
         e = exp_nonpositive(x[i] - m)
         out[i] = e
         s += e
-        b = float_bits(following[i])
-        highest = max(highest, b)
-        lowest = min(lowest, b)
+        highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s, max_from_bit_bounds(highest, lowest)
 
 
