@@ -1,15 +1,24 @@
-"""A verdict on each claim of the source article, from the saved tables alone.
+"""A verdict on each claim of the source article, computed from the saved tables alone.
 
-``write(out)`` reads ``accuracy.csv``, ``speed.csv``, ``overflow.csv``,
-``claims.csv`` and the Blanchard-Higham-Higham summary under ``out`` and writes
-``CLAIMS.md``: per claim the verdict (holds / does not hold / holds with a
-qualification), the numbers that decide it and the figure that shows it.  A claim
-whose table is missing (a partial run) says so instead of guessing.
+``write(out)`` reads ``accuracy.csv``, ``speed.csv``, ``overflow.csv`` and
+``claims.csv`` under ``out`` and writes ``CLAIMS.md``: per claim its criterion (the
+measurement and the thresholds that decide it), the verdict that follows (holds /
+does not hold / holds with a qualification), the numbers behind it and the figure
+that shows it.
+
+Every claim is declared with :func:`claim`, beside the function that judges it: the
+declaration states the criterion in words, the function applies the same thresholds
+(module constants, so the words and the code cannot drift apart) to the tables and
+returns the verdict with its evidence.  A table that refutes a claim therefore changes
+its verdict; ``tests/test_claims.py`` refutes each claim in turn.  A claim whose table,
+rows or columns are missing (a partial run) is "not measured" instead of a guess.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,406 +32,696 @@ HOLDS, FAILS, QUALIFIED, UNTESTED = (
 )
 
 
+class NotMeasured(Exception):
+    """The table, rows or columns a criterion needs are missing; the message says which."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """How one claim is decided.
+
+    Attributes
+    ----------
+    measurement : str
+        Which table, which rows and which quantity, in words.
+    rule : str
+        The thresholds and the verdict that follows from each outcome, in words.
+    judge : callable
+        ``judge(tables) -> (verdict, evidence)``: applies the rule to the tables;
+        raises :class:`NotMeasured` when what it needs is missing.
+    """
+
+    measurement: str
+    rule: str
+    judge: Callable[[Tables], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the article and the criterion that decides it."""
+
+    number: int
+    text: str
+    criterion: Criterion
+    figure: str = ""
+
+
 @dataclass
 class Verdict:
+    """A claim's verdict on one set of tables."""
+
     number: int
     claim: str
     verdict: str
     evidence: str
     figure: str = ""
+    criterion: str = ""
 
 
 class Tables:
-    """The study's tables under one folder, read on demand."""
+    """The study's tables under one folder, read on demand (each at most once)."""
 
     def __init__(self, out: pathlib.Path):
         self.out = pathlib.Path(out)
+        self._cache: dict[str, pd.DataFrame | None] = {}
 
     def get(self, name: str) -> pd.DataFrame | None:
-        path = self.out / name
-        return pd.read_csv(path) if path.exists() else None
+        """The table ``name`` (a copy), or None when the file is missing."""
+        if name not in self._cache:
+            path = self.out / name
+            self._cache[name] = pd.read_csv(path) if path.exists() else None
+        table = self._cache[name]
+        return None if table is None else table.copy()
+
+    def table(self, name: str, columns: list[str]) -> pd.DataFrame:
+        """The table ``name``; raises NotMeasured if it or one of ``columns`` is missing."""
+        table = self.get(name)
+        if table is None:
+            raise NotMeasured(f"{name} missing")
+        lacking = [c for c in columns if c not in table.columns]
+        if lacking:
+            raise NotMeasured(f"{name} has no column {', '.join(lacking)}")
+        return table
 
     def measured(self, claim: int) -> dict[str, float]:
+        """``quantity -> value`` of the claim's rows in ``claims.csv`` (empty if none)."""
         c = self.get("claims.csv")
-        if c is None:
+        if c is None or not {"claim", "quantity", "value"} <= set(c.columns):
             return {}
         c = c[c.claim == claim]
-        return dict(zip(c.quantity, c.value, strict=True))
+        return dict(zip(c.quantity, c.value.astype(float), strict=True))
+
+    def quantity(self, claim: int, name: str) -> float:
+        """One value of ``claims.csv``; raises NotMeasured if the row is missing."""
+        m = self.measured(claim)
+        if name not in m:
+            raise NotMeasured(f"claims.csv has no row '{name}' for claim {claim}")
+        return m[name]
+
+    def quantities(self, claim: int, pattern: str) -> dict[str, float]:
+        """The claim's rows of ``claims.csv`` whose quantity matches the regular
+        expression ``pattern`` (``re.fullmatch``); raises NotMeasured if none does."""
+        rows = {k: v for k, v in self.measured(claim).items() if re.fullmatch(pattern, k)}
+        if not rows:
+            raise NotMeasured(f"claims.csv has no row matching '{pattern}' for claim {claim}")
+        return rows
+
+
+CLAIMS: list[Claim] = []
+
+
+def claim(number: int, text: str, measurement: str, rule: str, figure: str = ""):
+    """Declare a claim: its text and criterion; the decorated function is its judge."""
+
+    def register(judge: Callable[[Tables], tuple[str, str]]):
+        CLAIMS.append(Claim(number, text, Criterion(measurement, rule, judge), figure))
+        return judge
+
+    return register
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}" if np.isfinite(v) else str(v)
+    if not np.isfinite(v):
+        return str(v)
+    return str(int(v)) if v == int(v) and abs(v) < 1e6 else f"{v:.3g}"
 
 
-def _speed(t: Tables, entry: str, engine: str, preset: str | None = None):
-    s = t.get("speed.csv")
-    if s is None:
-        return None
-    s = s[(s.entry == entry) & (s.engine == engine) & (s.dtype == "float32")]
-    if preset is not None:
-        s = s[s.preset == preset]
-    return s.sort_values("bytes") if len(s) else None
+def _pct(v: float) -> str:
+    return f"{_fmt(100 * v)}%"
 
 
-def claim_1(t: Tables) -> Verdict:
-    text = "Softmax output is a probability distribution (entries in [0, 1], sum 1)."
-    a = t.get("accuracy.csv")
-    if a is None:
-        return Verdict(1, text, UNTESTED, "accuracy.csv missing")
-    soft = a[(a.op == "softmax") & a.algorithm.isin(["shifted", "online"])]
-    worst = soft.groupby(["algorithm", "dtype"]).sum_error_u.max()
-    free = a[(a.op == "softmax") & (a.algorithm == "division_free")]
-    free_worst = free.groupby("scale").sum_error_u.max()
-    naive = a[(a.op == "softmax") & (a.algorithm == "naive")]
-    per = ", ".join(f"{alg} {d} {_fmt(v)} u" for (alg, d), v in worst.items())
-    return Verdict(
-        1,
-        text,
-        QUALIFIED,
-        f"Entries lie in [0, 1], but rows sum to 1 only to within rounding. Shifted and "
-        f"online: max |sum - 1| = {per} (rows up to {int(soft.n.max())}). Division-free "
-        f"exp(x - lse): the error grows with the logits' size, up to "
-        f"{_fmt(free_worst.iloc[-1])} u at scale {_fmt(free_worst.index[-1])} (against "
-        f"{_fmt(free_worst.iloc[0])} u at scale {_fmt(free_worst.index[0])}). The naive "
-        f"formula loses the property outright: {int(naive.mismatched_rows.sum())} rows of its "
-        f"sweep came out NaN or inf (overflow/underflow).",
-        "sum_error_vs_n.png",
+def _error(v: float) -> float:
+    """An error quantity, with NaN (no finite result to measure) read as infinite."""
+    return np.inf if np.isnan(v) else float(v)
+
+
+def _unshifted(a: pd.DataFrame) -> pd.DataFrame:
+    """Rows without a common offset added to the logits (all rows if no ``offset``)."""
+    return a[a.offset == 0] if "offset" in a.columns else a
+
+
+# ---------------------------------------------------------------------------
+# 1. Probability distribution
+
+#: Softmax algorithms that subtract the maximum (the stable forms).
+STABLE = ("shifted", "online")
+
+
+def _sum_bound(n):
+    """|sum(p) - 1| allowed by rounding, in u: (n + 2) u, from n rounded terms, each
+    with a relative error of at most (n + 2) u, adding up to 1."""
+    return n + 2
+
+
+@claim(
+    1,
+    "Softmax output is a probability distribution (entries in [0, 1], sum 1).",
+    measurement="accuracy.csv, op softmax, every dtype, shape, scale and distribution: "
+    "`mismatched_rows` (rows with NaN or inf where the exact softmax is finite) and "
+    "`sum_error_u` (max |sum(p) - 1| of a row, in u).",
+    rule="A sweep cell keeps the property if `mismatched_rows` is 0 and `sum_error_u` <= "
+    "n + 2 (rounding of n terms; the entries' range [0, 1] is not in the table, the property "
+    "tests check it). Does not hold if a cell of the stable forms (shifted, online) breaks "
+    "it; holds with a qualification if only other algorithms (naive, division-free) break "
+    "it; holds if no cell of any algorithm does.",
+    figure="sum_error_vs_n.png",
+)
+def _claim_1(t: Tables) -> tuple[str, str]:
+    a = t.table(
+        "accuracy.csv", ["op", "algorithm", "dtype", "n", "scale", "sum_error_u", "mismatched_rows"]
     )
-
-
-def claim_2(t: Tables) -> Verdict:
+    soft = a[a.op == "softmax"]
+    stable = soft[soft.algorithm.isin(STABLE)]
+    if stable.empty:
+        raise NotMeasured("accuracy.csv has no shifted/online softmax rows")
+    broken = (soft.mismatched_rows > 0) | (soft.sum_error_u > _sum_bound(soft.n))
+    per_alg = broken.groupby(soft.algorithm).sum()
+    stable_broken = int(per_alg.reindex(list(STABLE), fill_value=0).sum())
+    others = {alg: int(k) for alg, k in per_alg.items() if alg not in STABLE and k}
+    worst = stable.groupby(["algorithm", "dtype"]).sum_error_u.max()
     text = (
-        "Softmax normalizes inputs so that the output is well-defined and "
-        "independent of input scale."
+        "Stable forms: max |sum - 1| = "
+        + ", ".join(f"{alg} {d} {_fmt(v)} u" for (alg, d), v in worst.items())
+        + f" (rows up to n = {int(stable.n.max())}); {stable_broken} of {len(stable)} sweep "
+        f"cells break the property."
     )
-    m = t.measured(2)
-    if not m:
-        return Verdict(2, text, UNTESTED, "claims.csv missing")
-    shift = m.get("max|p(x+10000) - p_exact(x+10000)| / u", np.nan)
-    moved = m.get("max|p(x+10000) - p(x)| / u (float64)", np.nan)
-    temp = m.get("max|p(2x) - p(x)|", np.nan)
-    return Verdict(
-        2,
-        text,
-        QUALIFIED,
-        f"Shift invariance holds: softmax(x + c) equals the exact softmax of the rounded "
-        f"x + c within {_fmt(shift)} u for c = 1e4 (it differs from softmax(x) by "
-        f"{_fmt(moved)} u only because x + c is rounded). Scale invariance does not hold: "
-        f"multiplying the logits by 2 moves probabilities by up to {_fmt(temp)} "
-        f"(temperature changes the distribution; see claims.csv for the entropies).",
-        "error_vs_scale.png",
-    )
+    if others:
+        text += " Other algorithms break it in " + ", ".join(
+            f"{alg} {k} of {int((soft.algorithm == alg).sum())} cells" for alg, k in others.items()
+        )
+        text += " (naive: overflow/underflow to inf or NaN"
+        free = soft[soft.algorithm == "division_free"]
+        if len(free):
+            by_scale = free.groupby("scale").sum_error_u.max()
+            text += (
+                f"; division-free exp(x - lse): the sum error grows with the logits' size, "
+                f"{_fmt(by_scale.iloc[0])} u at scale {_fmt(by_scale.index[0])} to "
+                f"{_fmt(by_scale.iloc[-1])} u at scale {_fmt(by_scale.index[-1])}"
+            )
+        text += ")."
+    if stable_broken:
+        return FAILS, text
+    return (QUALIFIED if others else HOLDS), text
 
 
-def claim_3(t: Tables) -> Verdict:
-    text = "Softmax is monotonic: a larger input gives a larger output probability."
-    m = t.measured(3)
-    if not m:
-        return Verdict(3, text, UNTESTED, "claims.csv missing")
-    viol = sum(v for k, v in m.items() if k.startswith("order violations"))
-    tied = m.get("fraction of ordered pairs tied at scale 30", np.nan)
-    return Verdict(
-        3,
-        text,
-        QUALIFIED,
-        f"No pair with x_i > x_j gave p_i < p_j ({int(viol)} violations in ~1.5e6 pairs, "
-        f"float32). In floating point the order is only weak: at logit scale 30, "
-        f"{_fmt(100 * tied)}% of ordered pairs get equal probabilities (both underflow to "
-        f"0 or round alike).",
-    )
+# ---------------------------------------------------------------------------
+# 2. Normalization, shift and scale
+
+SHIFT_TOL_U = 10.0
+SCALE_CHANGE = 1e-3
 
 
-def claim_4(t: Tables) -> Verdict:
-    text = "Softmax amplifies differences between inputs: p_i / p_j = exp(x_i - x_j)."
-    m = t.measured(4)
-    if not m:
-        return Verdict(4, text, UNTESTED, "claims.csv missing")
-    dev = m.get("max relative deviation of p_i/p_max from exp(x_i - x_max) / u", np.nan)
-    return Verdict(
-        4,
-        text,
-        HOLDS,
-        f"The computed ratios match exp(x_i - x_j) to {_fmt(dev)} u (float64): a gap of d "
-        f"in logits is a factor e^d in probability, so doubling a gap squares the ratio.",
-    )
-
-
-def claim_5(t: Tables) -> Verdict:
-    text = "Softmax is differentiable everywhere, with Jacobian diag(p) - p p^T."
-    m = t.measured(5)
-    if not m:
-        return Verdict(5, text, UNTESTED, "claims.csv missing")
-    fd = m.get("max |finite difference - (diag(p) - p p^T)|", np.nan)
-    vjp = m.get("max |softmax_backward - explicit Jacobian product| / u", np.nan)
-    return Verdict(
-        5,
-        text,
-        HOLDS,
-        f"Central differences agree with diag(p) - p p^T to {_fmt(fd)} (the O(h^2) "
-        f"truncation level for h = 1e-6), and softmax_backward equals the explicit "
-        f"Jacobian product to {_fmt(vjp)} u.",
-    )
-
-
-def claim_6(t: Tables) -> Verdict:
+@claim(
+    2,
+    "Softmax normalizes inputs so that the output is well-defined and independent of input scale.",
+    measurement="claims.csv, claim 2 (float64, 256 rows of 1000 normal logits): "
+    "max |softmax(x + c) - exact softmax of the rounded x + c| in u for c = 1, 100, 1e4 "
+    "(shift invariance), and max |softmax(T x) - softmax(x)| for T = 0.5, 2, 10 (scale).",
+    rule=f"Does not hold if the shift error exceeds {SHIFT_TOL_U:g} u for some c. Holds "
+    f"with a qualification (shift invariant, not scale invariant) if the shift error is "
+    f"within {SHIFT_TOL_U:g} u but some T moves a probability by more than {SCALE_CHANGE:g}; "
+    f"holds if no T does.",
+    figure="error_vs_scale.png",
+)
+def _claim_2(t: Tables) -> tuple[str, str]:
+    shift = t.quantities(2, r"max\|p\(x\+(.+)\) - p_exact\(x\+.+\)\| / u")
+    scale = t.quantities(2, r"max\|p\((.+)x\) - p\(x\)\|")
+    worst_shift = max(_error(v) for v in shift.values())
+    worst_scale = max(_error(v) for v in scale.values())
+    moved = t.measured(2).get("max|p(x+10000) - p(x)| / u (float64)", np.nan)
     text = (
-        "Softmax is designed to handle the numerical instability of exponentiating "
-        "large or small inputs."
+        f"Shift: softmax(x + c) is within {_fmt(worst_shift)} u of the exact softmax of the "
+        f"rounded x + c over {len(shift)} offsets"
+        + (
+            f" (it differs from softmax(x) by {_fmt(moved)} u at c = 1e4 only because "
+            f"x + c is rounded)"
+            if np.isfinite(moved)
+            else ""
+        )
+        + f". Scale: multiplying the logits by T moves probabilities by up to "
+        f"{_fmt(worst_scale)} (temperature changes the distribution; see claims.csv for the "
+        f"entropies)."
     )
-    o = t.get("overflow.csv")
-    if o is None:
-        return Verdict(6, text, UNTESTED, "overflow.csv missing")
+    if worst_shift > SHIFT_TOL_U:
+        return FAILS, text
+    return (QUALIFIED if worst_scale > SCALE_CHANGE else HOLDS), text
+
+
+# ---------------------------------------------------------------------------
+# 3. Monotonicity
+
+
+@claim(
+    3,
+    "Softmax is monotonic: a larger input gives a larger output probability.",
+    measurement="claims.csv, claim 3 (float32, 2000 random pairs in each of 512 rows of "
+    "1000 logits, scales 1, 30, 300): pairs with x_i > x_j but p_i < p_j (violations), and "
+    "the fraction of pairs with x_i > x_j but p_i == p_j (ties).",
+    rule="Does not hold if there is a violation. Holds with a qualification (the order is "
+    "only weak in floating point) if there is none but some pairs tie; holds if no pair "
+    "ties.",
+)
+def _claim_3(t: Tables) -> tuple[str, str]:
+    viol = t.quantities(3, r"order violations at scale .+")
+    tied = t.quantities(3, r"fraction of ordered pairs tied at scale (.+)")
+    n_viol = int(sum(viol.values()))
+    worst_key = max(tied, key=tied.get)
+    text = (
+        f"{n_viol} pairs with x_i > x_j gave p_i < p_j over {len(viol)} scales. Ties: "
+        + ", ".join(
+            f"{_pct(v)} {k.removeprefix('fraction of ordered pairs tied ')}"
+            for k, v in tied.items()
+        )
+        + (
+            f" (most at {worst_key.rsplit(' ', 1)[-1]}: both underflow to 0 or round alike)."
+            if tied[worst_key] > 0
+            else "."
+        )
+    )
+    if n_viol:
+        return FAILS, text
+    return (QUALIFIED if max(tied.values()) > 0 else HOLDS), text
+
+
+# ---------------------------------------------------------------------------
+# 4. Ratios
+
+RATIO_TOL_U = 100.0
+
+
+@claim(
+    4,
+    "Softmax amplifies differences between inputs: p_i / p_j = exp(x_i - x_j).",
+    measurement="claims.csv, claim 4 (float64, 256 rows of 1000 logits of scale 5): max "
+    "relative deviation of the computed p_i / p_max from exp(x_i - x_max), in u.",
+    rule=f"Holds if the deviation is at most {RATIO_TOL_U:g} u (rounding of the "
+    f"subtraction, the exp of arguments up to ~40 in size, and the division); does not "
+    f"hold otherwise.",
+)
+def _claim_4(t: Tables) -> tuple[str, str]:
+    dev = _error(t.quantity(4, "max relative deviation of p_i/p_max from exp(x_i - x_max) / u"))
+    text = (
+        f"The computed ratios match exp(x_i - x_j) to {_fmt(dev)} u: a gap of d in logits is "
+        f"a factor e^d in probability, so doubling a gap squares the ratio."
+    )
+    return (HOLDS if dev <= RATIO_TOL_U else FAILS), text
+
+
+# ---------------------------------------------------------------------------
+# 5. Differentiability
+
+FD_TOL = 1e-6
+VJP_TOL_U = 50.0
+
+
+@claim(
+    5,
+    "Softmax is differentiable everywhere, with Jacobian diag(p) - p p^T.",
+    measurement="claims.csv, claim 5 (float64, 8 rows of 50 logits of scale 3): max "
+    "|central difference (h = 1e-6) - (diag(p) - p p^T)|, and max |softmax_backward - "
+    "explicit Jacobian product| in u.",
+    rule=f"Does not hold if the central differences are off by more than {FD_TOL:g} "
+    f"(truncation h^2 plus rounding u/h is ~1e-10; a wrong Jacobian is off by O(p)). Holds "
+    f"with a qualification (right Jacobian, wrong backward kernel) if they agree but "
+    f"softmax_backward is off by more than {VJP_TOL_U:g} u (n = 50 terms); holds if both "
+    f"agree.",
+)
+def _claim_5(t: Tables) -> tuple[str, str]:
+    fd = _error(t.quantity(5, "max |finite difference - (diag(p) - p p^T)|"))
+    vjp = _error(t.quantity(5, "max |softmax_backward - explicit Jacobian product| / u"))
+    text = (
+        f"Central differences agree with diag(p) - p p^T to {_fmt(fd)}, and softmax_backward "
+        f"equals the explicit Jacobian product to {_fmt(vjp)} u."
+    )
+    if fd > FD_TOL:
+        return FAILS, text
+    return (HOLDS if vjp <= VJP_TOL_U else QUALIFIED), text
+
+
+# ---------------------------------------------------------------------------
+# 6. Numerical stability
+
+
+@claim(
+    6,
+    "Softmax is designed to handle the numerical instability of exponentiating "
+    "large or small inputs.",
+    measurement="overflow.csv: `nonfinite_fraction` (share of outputs that are NaN or inf) "
+    "of each algorithm, dtype and arithmetic over common offsets added to the logits.",
+    rule="Does not hold if a stable form (shifted, online, division-free) gives a non-finite "
+    "output at some offset. Holds with a qualification (only the shifted forms handle it) "
+    "if they never do but the naive exp(x_i) / sum exp(x_j) does; holds if no algorithm "
+    "does.",
+    figure="overflow_map.png",
+)
+def _claim_6(t: Tables) -> tuple[str, str]:
+    o = t.table(
+        "overflow.csv", ["algorithm", "dtype", "arithmetic", "offset", "nonfinite_fraction"]
+    )
+    stable = o[o.algorithm != "naive"]
+    naive = o[o.algorithm == "naive"]
+    if stable.empty:
+        raise NotMeasured("overflow.csv has no shifted/online/division-free rows")
+    stable_bad = stable[stable.nonfinite_fraction > 0]
     parts = []
-    for (dtype, arith), d in o[o.algorithm == "naive"].groupby(["dtype", "arithmetic"]):
+    for (dtype, arith), d in naive.groupby(["dtype", "arithmetic"]):
         bad = d[d.nonfinite_fraction > 0]
-        hi = bad[bad.offset > 0].offset.min()
-        lo = bad[bad.offset < 0].offset.max()
+        hi, lo = bad[bad.offset > 0].offset.min(), bad[bad.offset < 0].offset.max()
         parts.append(
             f"{dtype} ({arith}): overflow from offset {_fmt(hi)}, underflow from {_fmt(lo)}"
         )
-    stable = o[o.algorithm != "naive"]
-    stable_bad = stable[stable.nonfinite_fraction > 0]
-    return Verdict(
-        6,
-        text,
-        QUALIFIED,
-        "Only the shifted forms do. The naive formula exp(x_i)/sum exp(x_j) fails: "
-        + "; ".join(parts)
-        + f". The shifted, online and division-free algorithms gave "
-        f"{len(stable_bad)} non-finite cells out of {len(stable)} over offsets "
-        f"{_fmt(o.offset.min())} to {_fmt(o.offset.max())}.",
-        "overflow_map.png",
-    )
-
-
-def claim_7(t: Tables) -> Verdict:
+    naive_bad = int((naive.nonfinite_fraction > 0).sum())
     text = (
-        "Softmax pairs with cross-entropy: the fused gradient p - y is exact and the "
-        "fused loss is more accurate and faster than -log(softmax(x))[y]."
+        f"The shifted, online and division-free algorithms gave {len(stable_bad)} non-finite "
+        f"cells out of {len(stable)} over offsets {_fmt(o.offset.min())} to "
+        f"{_fmt(o.offset.max())}. The naive formula gave {naive_bad} of {len(naive)}"
+        + (": " + "; ".join(parts) if naive_bad else "")
+        + "."
     )
-    m = t.measured(7)
-    if not m:
-        return Verdict(7, text, UNTESTED, "claims.csv missing")
-    fused = m.get("fused loss: max error / u at scale 100", np.nan)
-    sep = m.get("separate loss: max error / u at scale 30", np.nan)
-    grad = m.get("fused gradient p - onehot: max error / u", np.nan)
-    speed = m.get("time of separate / time of fused (loss only)", np.nan)
-    faster = speed > 1
-    return Verdict(
-        7,
-        text,
-        QUALIFIED,
-        f"Accuracy holds: the fused loss stays within {_fmt(fused)} u at logit scale 100, "
-        f"while -log(softmax(x))[y] has errors up to {_fmt(sep)} u at scale 30 and turns "
-        f"infinite where p_y underflows (see claims.csv). The fused gradient p - onehot is "
-        f"within {_fmt(grad)} u of exact (not bit-exact: p carries rounding). Speed: the "
-        f"separate computation takes {_fmt(speed)} times the fused one "
-        + (
-            "(the fused loss is faster)."
-            if faster
-            else "(the fused loss is not faster with the current CPU kernels)."
-        ),
+    if len(stable_bad):
+        return FAILS, text
+    return (QUALIFIED if naive_bad else HOLDS), text
+
+
+# ---------------------------------------------------------------------------
+# 7. Cross-entropy
+
+LOSS_TOL_U = 10.0
+GRAD_TOL_U = 10.0
+FASTER = 1.1
+
+
+@claim(
+    7,
+    "Softmax pairs with cross-entropy: the fused gradient p - y is exact and the "
+    "fused loss is more accurate and faster than -log(softmax(x))[y].",
+    measurement="claims.csv, claim 7 (float32, 4096 rows of 1000 logits, scales 1, 30, "
+    "100): max error of the fused loss and of -log(softmax(x))[y] in u (an all-infinite "
+    "result counts as infinite error), max error of the fused gradient p - onehot in u, and "
+    "the time of the separate loss over the fused one.",
+    rule=f"Does not hold if the fused loss exceeds {LOSS_TOL_U:g} u at some scale or the "
+    f"fused gradient exceeds {GRAD_TOL_U:g} u. If both are within, holds with a "
+    f"qualification when the separate loss is also within {LOSS_TOL_U:g} u at every scale "
+    f"(no accuracy gained) or takes at most {FASTER:g} times the time of the fused one (not "
+    f"faster beyond timing noise), and holds otherwise.",
+)
+def _claim_7(t: Tables) -> tuple[str, str]:
+    fused = {k: _error(v) for k, v in t.quantities(7, r"fused loss: max error / u at .+").items()}
+    sep = {k: _error(v) for k, v in t.quantities(7, r"separate loss: max error / u at .+").items()}
+    grad = _error(t.quantity(7, "fused gradient p - onehot: max error / u"))
+    speed = t.quantity(7, "time of separate / time of fused (loss only)")
+    worst_sep = max(sep, key=sep.get)
+    accurate = max(fused.values()) <= LOSS_TOL_U and grad <= GRAD_TOL_U
+    gain = sep[worst_sep] > LOSS_TOL_U
+    faster = speed > FASTER
+    text = (
+        f"The fused loss stays within {_fmt(max(fused.values()))} u at every scale; "
+        f"-log(softmax(x))[y] reaches {_fmt(sep[worst_sep])} u "
+        f"({worst_sep.rsplit(' / u ', 1)[-1]}; it turns infinite where p_y underflows, see "
+        f"claims.csv). The fused gradient p - onehot is within {_fmt(grad)} u of exact. The "
+        f"separate loss takes {_fmt(speed)} times the fused one"
+        + ("." if faster else " (the fused loss is not faster with the current CPU kernels).")
     )
+    if not accurate:
+        return FAILS, text
+    return (HOLDS if gain and faster else QUALIFIED), text
 
 
-def claim_8(t: Tables) -> Verdict:
-    text = "Sigmoid suits binary classification; two-class softmax is a sigmoid."
-    m = t.measured(8)
-    if not m:
-        return Verdict(8, text, UNTESTED, "claims.csv missing")
-    d = m.get("max |softmax([a,b])_0 - sigmoid(a-b)| / u", np.nan)
-    return Verdict(
-        8, text, HOLDS, f"softmax([a, b])_0 and sigmoid(a - b) agree to {_fmt(d)} u over 1e5 pairs."
+# ---------------------------------------------------------------------------
+# 8. Two classes
+
+TWO_CLASS_TOL_U = 4.0
+
+
+@claim(
+    8,
+    "Sigmoid suits binary classification; two-class softmax is a sigmoid.",
+    measurement="claims.csv, claim 8 (float64, 1e5 pairs of logits of scale 10): max "
+    "|softmax([a, b])_0 - sigmoid(a - b)| in u.",
+    rule=f"Holds if at most {TWO_CLASS_TOL_U:g} u (a few roundings); does not hold otherwise.",
+)
+def _claim_8(t: Tables) -> tuple[str, str]:
+    d = _error(t.quantity(8, "max |softmax([a,b])_0 - sigmoid(a-b)| / u"))
+    text = f"softmax([a, b])_0 and sigmoid(a - b) agree to {_fmt(d)} u."
+    return (HOLDS if d <= TWO_CLASS_TOL_U else FAILS), text
+
+
+# ---------------------------------------------------------------------------
+# 9, 10, 12. Saturation on real logits
+
+FLAT = 0.01
+SIG_FLAT = "fraction of MNIST logits where dsigmoid/dx < 1e-3"
+
+
+@claim(
+    9,
+    "The logistic function extends to many classes by one-vs-all but may suffer from "
+    "vanishing gradients.",
+    measurement="claims.csv, claim 9 (25000 real MNIST logits): the fraction where the "
+    "sigmoid's derivative is below 1e-3, and the fraction where softmax's Jacobian diagonal "
+    "p(1 - p) is.",
+    rule=f"Does not hold if the sigmoid's fraction is at most {_pct(FLAT)} (no vanishing "
+    f"gradients to speak of). Holds with a qualification (softmax saturates as much) if it "
+    f"is above but softmax's fraction is at least as large; holds if softmax's is smaller.",
+)
+def _claim_9(t: Tables) -> tuple[str, str]:
+    sig = t.quantity(9, SIG_FLAT)
+    soft = t.quantity(9, "fraction of MNIST logits where dsoftmax (diagonal)/dx < 1e-3")
+    text = (
+        f"The sigmoid's derivative (at most 1/4) is below 1e-3 for {_pct(sig)} of the MNIST "
+        f"logits; softmax's Jacobian diagonal p(1 - p) for {_pct(soft)}. With the matching "
+        f"cross-entropy loss both gradients are prediction - target, which does not vanish "
+        f"on a wrong prediction."
     )
+    if sig <= FLAT:
+        return FAILS, text
+    return (QUALIFIED if soft >= sig else HOLDS), text
 
 
-def claim_9(t: Tables) -> Verdict:
-    text = "The logistic function extends to many classes by one-vs-all but may suffer from vanishing gradients."  # noqa: E501
-    m = t.measured(9)
-    if not m:
-        return Verdict(9, text, UNTESTED, "claims.csv missing")
-    sig = m.get("fraction of MNIST logits where dsigmoid/dx < 1e-3", np.nan)
-    soft = m.get("fraction of MNIST logits where dsoftmax (diagonal)/dx < 1e-3", np.nan)
-    return Verdict(
-        9,
-        text,
-        QUALIFIED,
-        f"The sigmoid's derivative is at most 1/4 and is below 1e-3 for {_fmt(100 * sig)}% "
-        f"of the real MNIST logits. But softmax saturates too: its Jacobian diagonal "
-        f"p(1 - p) is below 1e-3 for {_fmt(100 * soft)}% of them. With the matching "
-        f"cross-entropy loss both gradients are prediction - target, which does not "
-        f"vanish on a wrong prediction.",
+@claim(
+    10,
+    "ArcTan is smooth and continuous but less common.",
+    measurement="claims.csv, claim 10: max |finite difference (step 1e-4 on [-20, 20]) - "
+    "1/(pi(1 + x^2))| of 1/2 + arctan(x)/pi, and the fraction of MNIST logits where that "
+    "derivative is below 1e-3.",
+    rule=f"Does not hold if the finite differences are off by more than {FD_TOL:g} "
+    f"(truncation ~1e-9). Otherwise holds with a qualification: smoothness is measured, "
+    f"'less common' is a statement about practice that no computation here can test.",
+)
+def _claim_10(t: Tables) -> tuple[str, str]:
+    fd = _error(t.quantity(10, "max |finite difference - 1/(pi(1+x^2))| of arctan map"))
+    flat = t.measured(10).get("fraction of MNIST logits where darctan/dx < 1e-3", np.nan)
+    text = f"The derivative matches 1/(pi(1 + x^2)) to {_fmt(fd)}" + (
+        f"; it decays only like 1/x^2 (below 1e-3 for {_pct(flat)} of MNIST logits)."
+        if np.isfinite(flat)
+        else "."
     )
+    return (QUALIFIED if fd <= FD_TOL else FAILS), text
 
 
-def claim_10(t: Tables) -> Verdict:
-    text = "ArcTan is smooth and continuous but less common."
-    m = t.measured(10)
-    if not m:
-        return Verdict(10, text, UNTESTED, "claims.csv missing")
-    fd = m.get("max |finite difference - 1/(pi(1+x^2))| of arctan map", np.nan)
-    flat = m.get("fraction of MNIST logits where darctan/dx < 1e-3", np.nan)
-    return Verdict(
-        10,
-        text,
-        QUALIFIED,
-        f"Smoothness holds: the derivative matches 1/(pi(1 + x^2)) to {_fmt(fd)}, and it "
-        f"decays only like 1/x^2 (below 1e-3 for {_fmt(100 * flat)}% of MNIST logits). "
-        f"'Less common' is a statement about practice that no computation here can test.",
+NORMALIZED = 0.01
+
+
+@claim(
+    12,
+    "Softplus avoids vanishing gradients but its outputs are not normalized.",
+    measurement="claims.csv, claims 12 and 9 (25000 real MNIST logits): the median row sum "
+    "of softplus, and the fraction of logits where its derivative sigmoid(x) is below 1e-3 "
+    "(against the sigmoid's own fraction).",
+    rule=f"Does not hold if the median row sum is within {NORMALIZED:g} of 1 (normalized "
+    f"after all) or softplus's fraction is not below the sigmoid's. Holds if the fraction "
+    f"is at most {_pct(FLAT)}; holds with a qualification (fewer vanishing gradients than "
+    f"the sigmoid, but not none) if it is above {_pct(FLAT)} and below the sigmoid's.",
+)
+def _claim_12(t: Tables) -> tuple[str, str]:
+    flat = t.quantity(12, "fraction of MNIST logits where dsoftplus/dx < 1e-3")
+    total = t.quantity(12, "median row sum of softplus(MNIST logits)")
+    text = (
+        f"Median row sum {_fmt(total)} on MNIST logits (a distribution sums to 1). The "
+        f"derivative sigmoid(x) is below 1e-3 for {_pct(flat)} of MNIST logits (the very "
+        f"negative ones)"
     )
+    if abs(total - 1) <= NORMALIZED:
+        return FAILS, text + "."
+    if flat <= FLAT:
+        return HOLDS, text + "."
+    sig = t.quantity(9, SIG_FLAT)
+    text += f", against {_pct(sig)} for the sigmoid's derivative."
+    return (QUALIFIED if flat < sig else FAILS), text
+
+
+# ---------------------------------------------------------------------------
+# 11, 14, 15. Speed
+
+CHEAP, EXPENSIVE = 0.8, 0.5
+BIG = 32 * 2**20
+EFFICIENT, INEFFICIENT = 0.7, 0.25
+
+
+def _speed(t: Tables, entry: str, engine: str) -> pd.DataFrame:
+    """float32 rows of ``speed.csv`` for one entry and engine; NotMeasured if none."""
+    s = t.table("speed.csv", ["entry", "engine", "dtype", "preset", "rows", "bytes", "gbps"])
+    s = s[(s.entry == entry) & (s.engine == engine) & (s.dtype == "float32")]
+    if s.empty:
+        raise NotMeasured(f"speed.csv has no float32 {engine} rows for {entry}")
+    return s.sort_values("bytes")
+
+
+def _ratio(t: Tables, a: str, b: str) -> float:
+    """Median over the shapes both were measured on of GB/s(a) / GB/s(b), parallel
+    engine, float32: one cell alone moves with the noise of a shared machine."""
+    both = _speed(t, a, "parallel").merge(
+        _speed(t, b, "parallel"), on=["preset", "rows"], suffixes=("_a", "_b")
+    )
+    if both.empty:
+        raise NotMeasured(f"speed.csv has no shape measured for both {a} and {b}")
+    return float((both.gbps_a / both.gbps_b).median())
 
 
 def _cost_verdict(speed_ratio: float) -> str:
-    """ "X is computationally expensive", from X's GB/s over its comparison's: within
-    20% is no real difference, below half is expensive, in between a qualified yes."""
-    if speed_ratio > 0.8:
+    """'X is computationally expensive', from X's GB/s over its comparison's."""
+    if speed_ratio > CHEAP:
         return FAILS
-    return HOLDS if speed_ratio < 0.5 else QUALIFIED
+    return HOLDS if speed_ratio < EXPENSIVE else QUALIFIED
 
 
-def _ratio(t: Tables, a: str, b: str):
-    """Median over the shapes both were measured on of GB/s(a) / GB/s(b), parallel
-    engine, float32: one cell alone moves with the noise of a shared machine."""
-    sa, sb = _speed(t, a, "parallel"), _speed(t, b, "parallel")
-    if sa is None or sb is None:
-        return None
-    both = sa.merge(sb, on=["preset", "rows"], suffixes=("_a", "_b"))
-    if both.empty:
-        return None
-    return float((both.gbps_a / both.gbps_b).median()), len(both)
+COST_RULE = (
+    f"Holds if X runs below {EXPENSIVE:g} times the comparison's GB/s; holds with a "
+    f"qualification between {EXPENSIVE:g} and {CHEAP:g}; does not hold above {CHEAP:g} "
+    f"(within 20%: no real difference)."
+)
 
 
-def claim_11(t: Tables) -> Verdict:
-    text = "The Gaussian function is computationally expensive."
+@claim(
+    11,
+    "The Gaussian function is computationally expensive.",
+    measurement="speed.csv, parallel engine, float32: median over the shapes measured for "
+    "both of GB/s(gaussian) / GB/s(sigmoid) and of GB/s(gaussian) / GB/s(softmax), the "
+    "smaller of the two.",
+    rule=COST_RULE.replace("X", "the Gaussian"),
+    figure="speed_gbps.png",
+)
+def _claim_11(t: Tables) -> tuple[str, str]:
     r1, r2 = _ratio(t, "gaussian", "sigmoid"), _ratio(t, "gaussian", "softmax[shifted]")
-    if r1 is None or r2 is None:
-        return Verdict(11, text, UNTESTED, "speed rows for gaussian/sigmoid/softmax missing")
-    verdict = _cost_verdict(min(r1[0], r2[0]))
-    return Verdict(
-        11,
-        text,
-        verdict,
-        f"On the parallel CPU engine (float32, median over the shapes measured) the "
-        f"Gaussian runs at "
-        f"{_fmt(r1[0])} times the GB/s of the sigmoid and {_fmt(r2[0])} times that of "
-        f"softmax: one exp per entry, like the others.",
-        "speed_gbps.png",
+    text = (
+        f"The Gaussian runs at {_fmt(r1)} times the GB/s of the sigmoid and {_fmt(r2)} times "
+        f"that of softmax: one exp per entry, like the others."
     )
+    return _cost_verdict(min(r1, r2)), text
 
 
-def claim_12(t: Tables) -> Verdict:
-    text = "Softplus avoids vanishing gradients but its outputs are not normalized."
-    m = t.measured(12)
-    if not m:
-        return Verdict(12, text, UNTESTED, "claims.csv missing")
-    flat = m.get("fraction of MNIST logits where dsoftplus/dx < 1e-3", np.nan)
-    total = m.get("median row sum of softplus(MNIST logits)", np.nan)
-    return Verdict(
-        12,
-        text,
-        QUALIFIED,
-        f"Not normalized: holds (median row sum {_fmt(total)} on MNIST logits, not 1). "
-        f"Vanishing gradients: only for positive inputs; the derivative is sigmoid(x), "
-        f"below 1e-3 for {_fmt(100 * flat)}% of MNIST logits (the very negative ones).",
-    )
-
-
-def claim_13(t: Tables) -> Verdict:
-    text = "Sparsemax encourages sparsity in output probabilities."
-    a = t.get("accuracy.csv")
-    if a is None:
-        return Verdict(13, text, UNTESTED, "accuracy.csv missing")
-    sel = a[(a.preset == "imagenet") & (a.distribution == "normal") & (a.dtype == "float64")]
+@claim(
+    13,
+    "Sparsemax encourages sparsity in output probabilities.",
+    measurement="accuracy.csv, preset imagenet (rows of 1000), normal logits, float64, no "
+    "offset: `support` (mean nonzeros per row) of sparsemax and of softmax[shifted] at each "
+    "logit scale.",
+    rule="Holds if sparsemax's support is at most softmax's at every scale and below it at "
+    "some; does not hold otherwise.",
+    figure="sparsity.png",
+)
+def _claim_13(t: Tables) -> tuple[str, str]:
+    a = t.table("accuracy.csv", ["entry", "preset", "distribution", "dtype", "scale", "support"])
+    sel = _unshifted(a)
+    sel = sel[(sel.preset == "imagenet") & (sel.distribution == "normal")]
+    sel = sel[sel.dtype == "float64"]
     piv = sel.pivot_table(index="scale", columns="entry", values="support")
-    want = [c for c in ("sparsemax[pivot]", "entmax15", "softmax[shifted]") if c in piv]
-    if len(want) < 2:
-        return Verdict(13, text, UNTESTED, "support columns missing")
+    sparse = next((c for c in ("sparsemax[pivot]", "sparsemax[sort]") if c in piv), None)
+    if sparse is None or "softmax[shifted]" not in piv:
+        raise NotMeasured("accuracy.csv has no imagenet float64 support of sparsemax/softmax")
+    want = [c for c in (sparse, "entmax15", "softmax[shifted]") if c in piv]
+    both = piv[[sparse, "softmax[shifted]"]].dropna()
+    if both.empty:
+        raise NotMeasured("no scale with the support of both sparsemax and softmax")
     rows = "; ".join(
         f"scale {_fmt(s)}: " + ", ".join(f"{c} {_fmt(piv.loc[s, c])}" for c in want)
         for s in piv.index
     )
-    return Verdict(
-        13,
-        text,
-        HOLDS,
-        f"Mean nonzeros per row of 1000 (normal logits): {rows}. Softmax never gives an "
-        f"exact zero until exp underflows; sparsemax's support shrinks as the scale grows, "
-        f"with entmax-1.5 in between.",
-        "sparsity.png",
+    text = (
+        f"Mean nonzeros per row of 1000: {rows}. Softmax gives no exact zero until exp underflows."
     )
+    sparser = both[sparse] <= both["softmax[shifted]"]
+    strictly = both[sparse] < both["softmax[shifted]"]
+    return (HOLDS if sparser.all() and strictly.any() else FAILS), text
 
 
-def claim_14(t: Tables) -> Verdict:
-    text = "Maxout is computationally expensive."
+@claim(
+    14,
+    "Maxout is computationally expensive.",
+    measurement="speed.csv, parallel engine, float32: median over the shapes measured for "
+    "both of GB/s(maxout, pool 4) / GB/s(softmax).",
+    rule=COST_RULE.replace("X", "maxout"),
+    figure="speed_gbps.png",
+)
+def _claim_14(t: Tables) -> tuple[str, str]:
     r = _ratio(t, "maxout[pool=4]", "softmax[shifted]")
-    if r is None:
-        return Verdict(14, text, UNTESTED, "speed rows for maxout/softmax missing")
-    return Verdict(
-        14,
-        text,
-        _cost_verdict(r[0]),
-        f"Maxout (pool 4) moves {_fmt(r[0])} times the GB/s of softmax on the parallel CPU "
-        f"engine (float32, median over the shapes measured): a max per group, no exp at all.",
-        "speed_gbps.png",
+    text = (
+        f"Maxout (pool 4) moves {_fmt(r)} times the GB/s of softmax: a max per group, no exp "
+        f"at all."
     )
+    return _cost_verdict(r), text
 
 
-def claim_15(t: Tables) -> Verdict:
-    text = "Softmax converts raw scores into probabilities efficiently."
+@claim(
+    15,
+    "Softmax converts raw scores into probabilities efficiently.",
+    measurement="speed.csv, softmax[shifted], parallel engine, float32, arrays of 32 MiB "
+    "and more: median `ratio_to_parallel_copy` (GB/s over that of a parallel copy of the "
+    "same array).",
+    rule=f"Holds if at least {EFFICIENT:g}; holds with a qualification between "
+    f"{INEFFICIENT:g} and {EFFICIENT:g}; does not hold below {INEFFICIENT:g} (slower than "
+    f"four copies).",
+    figure="speed_gbps.png",
+)
+def _claim_15(t: Tables) -> tuple[str, str]:
     s = _speed(t, "softmax[shifted]", "parallel")
-    if s is None:
-        return Verdict(15, text, UNTESTED, "speed.csv missing")
-    big = s[s.bytes >= 32 * 2**20]  # every preset at 64 MB and more
+    if "ratio_to_parallel_copy" not in s.columns:
+        raise NotMeasured("speed.csv has no column ratio_to_parallel_copy")
+    big = s[s.bytes >= BIG]
+    if big.empty:
+        raise NotMeasured("speed.csv has no softmax array of 32 MiB or more")
     ratio = float(big.ratio_to_parallel_copy.median())
     peers = []
     for peer in ("numpy", "scipy", "torch", "jax"):
-        p = _speed(t, "softmax[shifted]", peer)
-        if p is not None:
-            pb = p[p.bytes >= 32 * 2**20]
+        try:
+            pb = _speed(t, "softmax[shifted]", peer)
+        except NotMeasured:
+            continue
+        pb = pb[pb.bytes >= BIG]
+        if len(pb):
             peers.append(f"{peer} {_fmt(float(pb.gbps.median()))} GB/s")
-    verdict = HOLDS if ratio >= 0.7 else QUALIFIED
-    return Verdict(
-        15,
-        text,
-        verdict,
-        f"On arrays of 64 MB and more (median over row lengths) the parallel engine reaches "
-        f"{_fmt(ratio)} of a parallel copy "
-        f"of the same array ({_fmt(float(big.gbps.median()))} GB/s; peers: "
-        f"{', '.join(peers) or 'none measured'}). "
-        + (
-            ""
-            if ratio >= 0.7
-            else "These are allocating calls, as the peers' are: at these sizes the operating "
-            "system zeroes each new page of the result when it is first written, which takes "
-            "about as long as the copy itself; written into an existing array (`out=`) the "
-            "same kernels reach the ratios in ROOFLINE.md."
-        ),
-        "speed_gbps.png",
+    text = (
+        f"The parallel engine reaches {_fmt(ratio)} of a parallel copy of the same array "
+        f"({_fmt(float(big.gbps.median()))} GB/s; peers: {', '.join(peers) or 'none measured'})."
     )
+    if ratio >= EFFICIENT:
+        return HOLDS, text
+    text += (
+        " These are allocating calls, as the peers' are: at these sizes the operating "
+        "system zeroes each new page of the result when it is first written, which takes "
+        "about as long as the copy itself; written into an existing array (`out=`) the "
+        "same kernels reach the ratios in ROOFLINE.md."
+    )
+    return (QUALIFIED if ratio >= INEFFICIENT else FAILS), text
 
 
-CLAIMS = [
-    claim_1,
-    claim_2,
-    claim_3,
-    claim_4,
-    claim_5,
-    claim_6,
-    claim_7,
-    claim_8,
-    claim_9,
-    claim_10,
-    claim_11,
-    claim_12,
-    claim_13,
-    claim_14,
-    claim_15,
-]
+CLAIMS.sort(key=lambda c: c.number)
+
+
+def judge(c: Claim, t: Tables) -> Verdict:
+    """Apply one claim's criterion to the tables."""
+    try:
+        verdict, evidence = c.criterion.judge(t)
+    except NotMeasured as missing:
+        verdict, evidence = UNTESTED, f"{missing}."
+    criterion = f"{c.criterion.measurement} {c.criterion.rule}"
+    return Verdict(c.number, c.text, verdict, evidence, c.figure, criterion)
 
 
 def verdicts(out) -> list[Verdict]:
+    """Every claim's verdict on the tables under ``out``."""
     t = Tables(out)
-    return [claim(t) for claim in CLAIMS]
+    return [judge(c, t) for c in CLAIMS]
 
 
 def write(out) -> pathlib.Path:
@@ -432,11 +731,19 @@ def write(out) -> pathlib.Path:
         "# The article's claims, tested",
         "",
         "Generated by `python -m experiments claims` from the tables in this folder; "
-        "do not edit by hand.",
+        "do not edit by hand. Each verdict follows from the criterion printed above it "
+        "(declared beside its code in `experiments/claims.py`).",
         "",
     ]
     for v in verdicts(out):
-        lines += [f"## {v.number}. {v.claim}", "", f"**Verdict: {v.verdict}.** {v.evidence}", ""]
+        lines += [
+            f"## {v.number}. {v.claim}",
+            "",
+            f"*Criterion:* {v.criterion}",
+            "",
+            f"**Verdict: {v.verdict}.** {v.evidence}",
+            "",
+        ]
         if v.figure and (out / v.figure).exists():
             lines += [f"![{v.figure}]({v.figure})", ""]
     path = out / "CLAIMS.md"
