@@ -10,6 +10,8 @@ from softmax_numba._api import (
     Rows,
     as_array,
     check_choice,
+    dtypes_for,
+    is_device_array,
     run,
     small_rows,
     split_chunks,
@@ -35,6 +37,25 @@ def _masked_rows(rows: Rows, where) -> tuple[np.ndarray, np.ndarray | None]:
     return np.where(mask, rows.data, -np.inf).astype(rows.compute_dtype, copy=False), mask
 
 
+def _broadcast_with_weights(x: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` broadcast against each other, in the floating type of both
+    (integers and bools as float64), as ``scipy.special.logsumexp``."""
+    b = np.asarray(b)
+    dtypes_for(b.dtype, "logsumexp")
+    dtypes = [d if d.kind == "f" else np.dtype(np.float64) for d in (x.dtype, b.dtype)]
+    try:
+        dtype = np.result_type(*dtypes)
+    except TypeError:  # bfloat16 (ml_dtypes) beside a NumPy float: the wider one
+        dtype = max(dtypes, key=lambda d: d.itemsize)
+    try:
+        shape = np.broadcast_shapes(x.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"logsumexp(): b has shape {b.shape}, which does not broadcast with a's shape {x.shape}"
+        ) from None
+    return np.broadcast_to(x, shape).astype(dtype, copy=False), np.broadcast_to(b, shape)
+
+
 def softmax(
     x: npt.ArrayLike,
     /,
@@ -57,13 +78,11 @@ def softmax(
         Note that ``scipy.special.softmax`` defaults to ``axis=None``.
     algorithm : {"auto", "naive", "shifted", "division_free", "online"}
         ``"naive"``: ``exp(x_i) / sum exp(x_j)`` with no shift; it overflows on
-        purpose (for the study).  ``"shifted"``: ``a = max(x)``,
-        ``exp(x_i - a) / sum exp(x_j - a)`` (three passes: max, exp and sum, scale).
+        purpose (for the study).  ``"shifted"``: ``m = max(x)``,
+        ``exp(x_i - m) / sum exp(x_j - m)`` (three passes: max, exp and sum, scale).
         ``"division_free"``: ``exp(x_i - logsumexp(x))``, less accurate for large
-        ``|logsumexp(x)|`` (Blanchard, Higham & Higham, IMA J. Numer. Anal. 2021,
-        Sec. 3).  ``"online"``: one pass for the running max and sum (Milakov &
-        Gimelshein, arXiv:1805.02867, 2018), one pass to write.  ``"auto"`` is
-        ``"shifted"``.
+        ``|logsumexp(x)|`` ([1]_, Sec. 3).  ``"online"``: one pass for the running
+        max and sum ([2]_), one pass to write.  ``"auto"`` is ``"shifted"``.
     where : array_like of bool, optional
         Entries to include (broadcast to ``x``); excluded entries give 0, a row
         with no included entry gives all zeros (as ``jax.nn.softmax``).
@@ -77,12 +96,59 @@ def softmax(
     ndarray
         Probabilities with ``x``'s shape, in ``x``'s floating dtype.
 
+    See Also
+    --------
+    log_softmax, logsumexp, softmax_backward
+
     Notes
     -----
+    The shifted and online algorithms compute, with ``m = x_k = max(x)`` and
+    ``s = sum_{j != k} exp(x_j - m)``,
+
+    .. math:: p_i = e^{x_i - m} / (1 + s),
+
+    so no ``exp`` overflows and the largest entry adds exactly 1 to the
+    denominator.  The parallel engine splits a single long row across threads and
+    merges the partial ``(m, s)`` states exactly ([2]_, eq. (4)).
+
+    Error bound, after the analysis of Blanchard, Higham & Higham [1]_ (first
+    order, componentwise: relative to each ``p_i``, in units of the unit roundoff
+    ``u`` of the computing dtype, ``2**-24`` for float32 and ``2**-53`` for
+    float64):
+
+    - ``"shifted"``, ``"online"``: ``(4 + sigma(n) + 2 spread) u``;
+    - ``"division_free"``: ``(|lse| + spread + sigma(n) + 4) u`` with
+      ``lse = logsumexp(x)``: it grows with ``|lse|`` ([1]_, Thm 3.3);
+    - ``"naive"``: none; ``exp(x_i)`` overflows for ``x_i > 88.7`` in float32
+      (709.8 in float64) and underflows for a row of large negative entries,
+      and the row is then NaN.
+
+    Here ``sigma(n) = n/8 + log2(n) + 4`` bounds the relative error of a sum of
+    ``n`` positive terms (in any of the library's summation orders), and
+    ``spread = min(max_j |x_j - m|, T)`` with ``T = 104`` for float32 and ``746``
+    for float64, where ``exp`` underflows.  Entries whose exact value is below the
+    smallest normal number are not bounded.
+
     Non-finite input follows scipy: a NaN makes its row NaN; a row with a ``+inf``
     is NaN; a row that is all ``-inf`` is NaN; ``-inf`` entries otherwise give 0.
-    The parallel engine splits a single long row across threads and merges the
-    partial ``(max, sum)`` states exactly (Milakov & Gimelshein 2018, eq. (4)).
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham and N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+    .. [2] M. Milakov and N. Gimelshein, "Online normalizer calculation for
+       softmax", arXiv:1805.02867, 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import softmax
+    >>> softmax(np.array([1.0, 2.0, 3.0]))
+    array([0.09003057, 0.24472847, 0.66524096])
+    >>> softmax(np.array([1000.0, 1001.0]))  # no overflow
+    array([0.26894142, 0.73105858])
+    >>> softmax(np.array([1.0, 2.0, 3.0]), where=np.array([True, False, True]))
+    array([0.11920292, 0.        , 0.88079708])
     """
     check_choice("algorithm", algorithm, SOFTMAX_ALGORITHMS)
     if algorithm == "auto":
@@ -117,11 +183,7 @@ def log_softmax(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""Log of softmax, computed as :math:`x_i - \operatorname{logsumexp}(x)`.
-
-    Never ``log(softmax(x))``, which loses every probability below the smallest
-    normal number.  ``logsumexp`` is the shifted form ``a + log1p(sum_{i != k}
-    exp(x_i - a))`` of Blanchard, Higham & Higham (2021), Algorithm 2.2.
+    r"""Log of softmax along an axis: :math:`x_i - \log \sum_j e^{x_j}`.
 
     Parameters
     ----------
@@ -134,6 +196,40 @@ def log_softmax(
         ``x``'s shape and floating dtype.  Non-finite input follows
         ``scipy.special.log_softmax``: NaN poisons its row, a row with ``+inf``
         gives NaN there and ``-inf`` elsewhere, a row that is all ``-inf`` is NaN.
+
+    See Also
+    --------
+    softmax, logsumexp, log_softmax_backward
+
+    Notes
+    -----
+    Computed as
+
+    .. math:: \log p_i = (x_i - m) - \operatorname{log1p}(s),
+
+    ``m = x_k = max(x)``, ``s = sum_{j != k} exp(x_j - m)``: the shifted
+    log-sum-exp of Blanchard, Higham & Higham [1]_ (Algorithm 2.2) with ``m`` kept
+    apart, so both terms are non-positive and nothing cancels.  Never
+    ``log(softmax(x))``, which loses every probability below the smallest normal
+    number, nor ``x_i - logsumexp(x)``, which loses ``u |logsumexp(x)|``.
+
+    Error bound, after the analysis of [1]_ (first order, relative to each entry,
+    whatever the offset of ``x``): ``(6 + sigma(n) + spread) u``, with ``u``,
+    ``sigma(n)`` and ``spread`` as in :func:`softmax`.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham and N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import log_softmax
+    >>> log_softmax(np.array([1.0, 2.0, 3.0]))
+    array([-2.40760596, -1.40760596, -0.40760596])
+    >>> log_softmax(np.array([1e4, 1e4 + 1.0]))  # no cancellation of 1e4
+    array([-1.31326169, -0.31326169])
     """
     if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
         result = np.empty_like(data)
@@ -168,12 +264,6 @@ def logsumexp(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r""":math:`\log \sum_i b_i e^{x_i}` along an axis, as ``scipy.special.logsumexp``.
 
-    Without weights: the shifted algorithm ``a + log1p(sum_{i != k} exp(x_i - a))``,
-    ``a = x_k = max(x)`` (Blanchard, Higham & Higham 2021, Algorithm 2.2), whose
-    relative error is bounded by about ``(n + 1 + |a|/|lse|) u`` -- two reads.
-    With weights ``b`` (broadcast to ``x``): ``a + log|sum_i b_i exp(x_i - a)|``
-    with ``a`` the maximum over entries of nonzero weight.
-
     Parameters
     ----------
     x : array_like
@@ -181,25 +271,68 @@ def logsumexp(
     axis : int or None, default -1
         Axis to reduce; ``None`` reduces all.  scipy's default is ``None``.
     b : array_like, optional
-        Weights, possibly negative.
+        Weights, possibly negative, broadcast against ``x``.
     keepdims : bool
         Keep the reduced axis with length 1.
     return_sign : bool
         Also return the sign of the sum; otherwise a negative sum gives NaN.
     backend : {"auto", "numpy", "cpu", "parallel", "cuda"}
+        As in :func:`softmax`.
 
     Returns
     -------
-    ndarray or (ndarray, ndarray)
+    lse : ndarray
+        ``x``'s shape without ``axis`` (with it, of length 1, for ``keepdims``).
         Non-finite input follows scipy: NaN gives NaN, a ``+inf`` gives ``+inf``,
         an empty or all ``-inf`` axis gives ``-inf``.
+    sign : ndarray
+        Only with ``return_sign``: the sign of the sum (0 for an empty sum).
+
+    See Also
+    --------
+    softmax, log_softmax
+
+    Notes
+    -----
+    Without weights, the shifted algorithm of Blanchard, Higham & Higham [1]_
+    (Algorithm 2.2), two reads:
+
+    .. math:: \mathrm{lse} = m + \operatorname{log1p}(s), \quad m = x_k = \max x,
+       \quad s = \sum_{i \ne k} e^{x_i - m}.
+
+    Error bound (first order, relative to the result, in the form of [1]_,
+    Thm 2.2; ``u``, ``sigma(n)`` and ``spread`` as in :func:`softmax`):
+    ``u + (5 + sigma(n) + spread) u max(1, log1p(s) / |lse|)``.  The factor is the
+    cancellation of ``m < 0`` against ``log1p(s)``.
+
+    With weights ``b``: ``a + log|sum_i b_i exp(x_i - a)|`` with ``a`` the maximum
+    over the entries of nonzero weight.  There is no componentwise bound: weights
+    of both signs may cancel.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham and N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import logsumexp
+    >>> round(float(logsumexp(np.array([1.0, 2.0, 3.0]))), 6)
+    3.407606
+    >>> lse, sign = logsumexp(np.array([0.0, 1.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    >>> round(float(lse), 6), float(sign)  # log(e - 1), negative sum
+    (0.541325, -1.0)
     """
     if b is None and not keepdims and not return_sign:
         if (data := small_rows(x, axis, backend)) is not None:
             result = np.empty(data.shape[0], dtype=data.dtype)
             kernels.LOGSUMEXP.cpu(data, result)
             return result.reshape(x.shape[:-1])[()]
-    rows = Rows(as_array(x, "logsumexp"), axis, "logsumexp")
+    x = as_array(x, "logsumexp")
+    if b is not None and not is_device_array(x):
+        x, b = _broadcast_with_weights(x, b)
+    rows = Rows(x, axis, "logsumexp")
     engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)
     sign = None
@@ -240,9 +373,6 @@ def softmax_backward(
 ) -> np.ndarray:
     r"""Vector-Jacobian product of softmax: :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
 
-    The Jacobian of softmax is ``diag(y) - y y^T``; this applies its transpose to
-    ``dy`` without forming it (two reads of ``y`` and ``dy``, one write).
-
     Parameters
     ----------
     y : array_like
@@ -251,6 +381,37 @@ def softmax_backward(
         The upstream gradient, same shape as ``y``.
     axis, backend, out
         As in :func:`softmax`.
+
+    Returns
+    -------
+    ndarray
+        ``dx``, the shape and floating dtype of ``y``.
+
+    Notes
+    -----
+    The Jacobian of softmax is ``diag(y) - y y^T``; ``dx_i = y_i (dy_i - sum_j y_j
+    dy_j)`` applies its transpose to ``dy`` without forming it (two reads of ``y``
+    and ``dy``, one write).
+
+    Error bound (first order, in units of the unit roundoff ``u``; ``sigma(n)`` as
+    in :func:`softmax`): ``(3 + sigma(n)) u`` relative to ``|y_i| (|dy_i| + sum_j
+    |y_j dy_j|)``, not to ``|dx_i|``, which may cancel (the dot product's bound,
+    Higham [2]_, Sec. 3.1, with the summation of [1]_).
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham and N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+    .. [2] N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+       SIAM, 2002.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import softmax, softmax_backward
+    >>> y = softmax(np.array([1.0, 2.0, 3.0]))
+    >>> np.round(softmax_backward(y, np.array([1.0, 0.0, 0.0])), 6)
+    array([ 0.081925, -0.022033, -0.059892])
     """
     return vjp(
         "softmax_backward",
@@ -283,6 +444,36 @@ def log_softmax_backward(
         The upstream gradient, same shape as ``y``.
     axis, backend, out
         As in :func:`softmax`.
+
+    Returns
+    -------
+    ndarray
+        ``dx``, the shape and floating dtype of ``y``.
+
+    Notes
+    -----
+    The Jacobian of log-softmax is ``I - 1 softmax(x)^T``, so ``dx_i = dy_i -
+    exp(y_i) sum_j dy_j`` (two reads of ``y`` and ``dy``, one write).
+
+    Error bound (first order, in units of the unit roundoff ``u``; ``sigma(n)`` as
+    in :func:`softmax`): ``(4 + sigma(n)) u`` relative to ``|dy_i| + exp(y_i)
+    sum_j |dy_j|``, the terms it subtracts (Higham [2]_, with the summation of
+    [1]_).
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham and N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+    .. [2] N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+       SIAM, 2002.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import log_softmax, log_softmax_backward
+    >>> y = log_softmax(np.array([1.0, 2.0, 3.0]))
+    >>> np.round(log_softmax_backward(y, np.array([1.0, 0.0, 0.0])), 6)
+    array([ 0.909969, -0.244728, -0.665241])
     """
     return vjp(
         "log_softmax_backward",

@@ -11,9 +11,6 @@ from softmax_numba.cpu import sparse as kernels
 
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
 
-_UNDEFINED = """A row with a NaN, a ``+inf`` or no entry above ``-inf`` gives NaN;
-    ``-inf`` entries otherwise give 0."""
-
 
 def sparsemax(
     x: npt.ArrayLike,
@@ -25,38 +22,67 @@ def sparsemax(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    (
-        r"""sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
-
-    :math:`p = \max(x - \tau, 0)` with ``tau`` such that ``sum(p) = 1`` (Martins &
-    Astudillo, "From softmax to sparsemax", ICML 2016, eq. (2)).
+    r"""sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
 
     Parameters
     ----------
     x : array_like
         Input (dtypes as in :func:`softmax`).
     axis : int or None, default -1
+        The axis to project along; ``None`` projects the flattened array.
     algorithm : {"auto", "pivot", "sort"}
-        ``"sort"``: sort the row, Martins & Astudillo Algorithm 1, O(n log n).
-        ``"pivot"``: randomized-pivot selection of the threshold, Duchi et al.,
-        "Efficient projections onto the l1-ball", ICML 2008, Fig. 2: expected
-        O(n), no sort.  ``"auto"`` is ``"pivot"``.
+        ``"sort"``: sort the row, Martins & Astudillo [1]_ Algorithm 1,
+        O(n log n).  ``"pivot"``: randomized-pivot selection of the threshold,
+        Duchi et al. [2]_ Fig. 2: expected O(n), no sort.  ``"auto"`` is
+        ``"pivot"``.
     return_support_size : bool
         Also return the number of nonzero entries per row (int64, the shape of
         ``x`` without ``axis``).
     backend : {"auto", "numpy", "cpu", "parallel", "cuda"}
+        As in :func:`softmax`.
     out : ndarray, optional
+        Array of ``x``'s shape and result dtype to write into.
 
     Returns
     -------
     p : ndarray
-        Shape and floating dtype of ``x``.  """
-        + _UNDEFINED
-        + r"""
+        Shape and floating dtype of ``x``.  A row with a NaN, a ``+inf`` or no
+        entry above ``-inf`` gives NaN; ``-inf`` entries otherwise give 0.
     support : ndarray
         Only with ``return_support_size``.
+
+    See Also
+    --------
+    sparsemax_backward, entmax15, entmax_bisect
+
+    Notes
+    -----
+    .. math:: p = \operatorname{argmin}_{q \in \Delta} \|q - x\|^2 = \max(x - \tau, 0),
+
+    with ``tau`` such that ``sum(p) = 1`` ([1]_, eq. (2)): on the support ``S``,
+    ``tau = (sum_{j in S} x_j - 1) / |S|``.
+
+    Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
+    u (max|x| + 1)``, not relative to ``p_i``, since ``p_i = x_i - tau``
+    cancels; ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
+    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
+    in :func:`softmax`).
+
+    References
+    ----------
+    .. [1] A. F. T. Martins and R. F. Astudillo, "From softmax to sparsemax: a sparse
+       model of attention and multi-label classification", ICML 2016.
+    .. [2] J. Duchi, S. Shalev-Shwartz, Y. Singer and T. Chandra, "Efficient
+       projections onto the l1-ball for learning in high dimensions", ICML 2008.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import sparsemax
+    >>> p, k = sparsemax(np.array([0.5, 1.0, 1.2]), return_support_size=True)
+    >>> np.round(p, 6), int(k)
+    (array([0. , 0.4, 0.6]), 2)
     """
-    )
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     rows = Rows(as_array(x, "sparsemax"), axis, "sparsemax")
     engine = rows.engine(backend)
@@ -83,14 +109,7 @@ def entmax15(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    (
-        r"""1.5-entmax, exactly (Peters, Niculae & Martins, "Sparse sequence-to-sequence
-    models", ACL 2019).
-
-    :math:`p = \max(x/2 - \tau, 0)^2` with ``tau`` such that ``sum(p) = 1``;
-    sparse like sparsemax, smooth like softmax on its support.  Given the support
-    (its size ``k``, sum ``s1`` and sum of squares ``s2`` of ``z = (x - max x)/2``),
-    ``tau = s1/k - sqrt(max((1 - (s2 - s1^2/k)) / k, 0))`` (their Algorithm 2).
+    r"""1.5-entmax, exactly (Peters, Niculae & Martins [1]_).
 
     Parameters
     ----------
@@ -98,15 +117,49 @@ def entmax15(
         As in :func:`sparsemax`.
     algorithm : {"auto", "pivot", "sort"}
         How the support is found: ``"pivot"`` by randomized-pivot selection
-        (expected O(n), as sparsemax's; the default), ``"sort"`` by sorting
-        (O(n log n), their Algorithm 2).
+        (expected O(n), as sparsemax's after [2]_; the default), ``"sort"`` by sorting
+        (O(n log n), [1]_ Algorithm 2).
 
     Returns
     -------
     ndarray
-        """
-        + _UNDEFINED
-    )
+        Shape and floating dtype of ``x``.  A row with a NaN, a ``+inf`` or no
+        entry above ``-inf`` gives NaN; ``-inf`` entries otherwise give 0.
+
+    See Also
+    --------
+    entmax15_backward, entmax_bisect, sparsemax
+
+    Notes
+    -----
+    .. math:: p = \max(x/2 - \tau, 0)^2, \quad \textstyle\sum_i p_i = 1:
+
+    sparse like sparsemax, smooth like softmax on its support.  Given the support
+    (its size ``k``, sum ``s1`` and sum of squares ``s2`` of ``z = (x - max x)/2``),
+    ``tau = s1/k - sqrt(max((1 - (s2 - s1^2/k)) / k, 0))`` ([1]_, Algorithm 2).
+
+    Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
+    u (max|x| + 1)``, not relative to ``p_i``, since ``x_i/2 - tau`` cancels;
+    ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
+    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
+    in :func:`softmax`).
+
+    References
+    ----------
+    .. [1] B. Peters, V. Niculae and A. F. T. Martins, "Sparse sequence-to-sequence
+       models", ACL 2019.
+    .. [2] J. Duchi, S. Shalev-Shwartz, Y. Singer and T. Chandra, "Efficient
+       projections onto the l1-ball for learning in high dimensions", ICML 2008.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import entmax15
+    >>> np.round(entmax15(np.array([0.5, 1.0, 1.2])), 6)
+    array([0.128358, 0.369994, 0.501648])
+    >>> np.round(entmax15(np.array([-1.0, 1.0, 1.2])), 6)  # sparse
+    array([0.      , 0.429466, 0.570534])
+    """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     rows = Rows(as_array(x, "entmax15"), axis, "entmax15")
     engine = rows.engine(backend)
@@ -129,19 +182,14 @@ def entmax_bisect(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    (
-        r"""alpha-entmax for any ``alpha > 1`` by bisection on the threshold.
-
-    :math:`p_i = \max((\alpha - 1) x_i - \tau, 0)^{1/(\alpha - 1)}`, with ``tau``
-    bisected in ``[max - 1, max - n^{1 - alpha}]`` for ``n_iter`` steps and ``p``
-    finally divided by its sum (Peters, Niculae & Martins 2019, Algorithm 1).
-    ``alpha = 2`` is sparsemax; ``alpha -> 1`` tends to softmax.  Each step reads
-    the row once.
+    r"""alpha-entmax for any ``alpha > 1`` by bisection on the threshold.
 
     Parameters
     ----------
     x : array_like
-    alpha : float > 1
+        Input (dtypes as in :func:`softmax`).
+    alpha : float > 1, default 1.5
+        ``alpha = 2`` is sparsemax; ``alpha -> 1`` tends to softmax.
     n_iter : int, default 50
         Bisection steps; the bracket shrinks to ``2^-n_iter`` of its width.
     axis, backend, out
@@ -150,9 +198,49 @@ def entmax_bisect(
     Returns
     -------
     ndarray
-        """
-        + _UNDEFINED
-    )
+        Shape and floating dtype of ``x``.  A row with a NaN, a ``+inf`` or no
+        entry above ``-inf`` gives NaN; ``-inf`` entries otherwise give 0.
+
+    Raises
+    ------
+    ValueError
+        ``alpha <= 1`` or ``n_iter`` not a positive integer.
+
+    See Also
+    --------
+    entmax15, sparsemax
+
+    Notes
+    -----
+    .. math:: p_i = \max((\alpha - 1) x_i - \tau, 0)^{1/(\alpha - 1)},
+
+    with ``tau`` bisected in ``[max - 1, max - n^{1 - alpha}]`` (of the scaled
+    ``(alpha - 1) x``) for ``n_iter`` steps and ``p`` finally divided by its sum
+    ([1]_, Algorithm 1).  Each step reads the row once.
+
+    Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
+    u (max|x| + 1)`` from rounding, since ``(alpha - 1) x_i - tau`` cancels, plus
+    the bisection's error, which halves with each of the ``n_iter`` steps until
+    rounding dominates; ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
+    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
+    in :func:`softmax`).
+
+    References
+    ----------
+    .. [1] B. Peters, V. Niculae and A. F. T. Martins, "Sparse sequence-to-sequence
+       models", ACL 2019.
+    .. [2] A. F. T. Martins and R. F. Astudillo, "From softmax to sparsemax: a sparse
+       model of attention and multi-label classification", ICML 2016.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import entmax_bisect
+    >>> np.round(entmax_bisect(np.array([0.5, 1.0, 1.2])), 6)  # entmax15's
+    array([0.128358, 0.369994, 0.501648])
+    >>> np.round(entmax_bisect(np.array([0.5, 1.0, 1.2]), alpha=2.0), 6)  # sparsemax's
+    array([0. , 0.4, 0.6])
+    """
     if not alpha > 1:
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
@@ -176,9 +264,7 @@ def sparsemax_backward(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""Vector-Jacobian product of sparsemax: :math:`dx_i = s_i (dy_i - \bar{dy}_S)`,
-    with ``S`` the support of ``y`` and the mean taken over it (Martins & Astudillo
-    2016, eq. (14)).
+    r"""Vector-Jacobian product of sparsemax: :math:`dx_i = s_i (dy_i - \bar{dy}_S)`.
 
     Parameters
     ----------
@@ -188,6 +274,39 @@ def sparsemax_backward(
         The upstream gradient, same shape.
     axis, backend, out
         As in :func:`sparsemax`.
+
+    Returns
+    -------
+    ndarray
+        ``dx``, the shape and floating dtype of ``y``.
+
+    Notes
+    -----
+    .. math:: dx_i = s_i \Big(dy_i - \frac{1}{|S|} \sum_{j \in S} dy_j\Big),
+
+    with ``S`` the support of ``y`` (``y > 0``) and ``s_i = 1`` on it, 0 elsewhere
+    (Martins & Astudillo [1]_, eq. (14)).
+
+    Error bound (first order): ``(2 + sigma(k)) u`` relative to ``|dy_i| +
+    mean_{j in S} |dy_j|`` on the support, ``k = |S|``; exactly 0 off it.  ``u``
+    is the unit roundoff of the computing dtype and ``sigma(k) = k/8 + log2(k) +
+    4`` bounds the relative error of a sum of ``k`` positive terms (as in
+    :func:`softmax`; the summation bound of Higham [2]_).
+
+    References
+    ----------
+    .. [1] A. F. T. Martins and R. F. Astudillo, "From softmax to sparsemax: a sparse
+       model of attention and multi-label classification", ICML 2016.
+    .. [2] N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+       SIAM, 2002.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import sparsemax, sparsemax_backward
+    >>> y = sparsemax(np.array([0.5, 1.0, 1.2]))
+    >>> sparsemax_backward(y, np.array([1.0, 2.0, 4.0]))
+    array([ 0., -1.,  1.])
     """
     return vjp(
         "sparsemax_backward",
@@ -210,9 +329,8 @@ def entmax15_backward(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""Vector-Jacobian product of 1.5-entmax: with :math:`g = \sqrt{y}`,
-    :math:`dx = g \odot dy - g \, \langle g, dy\rangle / \sum g` (Peters et al.
-    2019, Prop. 2).
+    r"""Vector-Jacobian product of 1.5-entmax, :math:`g = \sqrt{y}`:
+    :math:`dx = g \odot (dy - \langle g, dy\rangle / \sum g)`.
 
     Parameters
     ----------
@@ -222,6 +340,39 @@ def entmax15_backward(
         The upstream gradient, same shape.
     axis, backend, out
         As in :func:`sparsemax`.
+
+    Returns
+    -------
+    ndarray
+        ``dx``, the shape and floating dtype of ``y``.
+
+    Notes
+    -----
+    .. math:: g = \sqrt{y}, \qquad dx_i = g_i \Big(dy_i - \frac{\sum_j g_j dy_j}{\sum_j g_j}\Big)
+
+    (Peters, Niculae & Martins [1]_, Prop. 2); ``g`` is 0 off the support, so is
+    ``dx``.
+
+    Error bound (first order): ``(6 + 2 sigma(n)) u`` relative to ``g_i (|dy_i| +
+    sum_j g_j |dy_j| / sum_j g_j)``; ``u`` is the unit roundoff of the computing
+    dtype and ``sigma(n) = n/8 + log2(n) + 4`` bounds the relative error of a sum
+    of ``n`` positive terms (as in :func:`softmax`; the summation bound of
+    Higham [2]_).
+
+    References
+    ----------
+    .. [1] B. Peters, V. Niculae and A. F. T. Martins, "Sparse sequence-to-sequence
+       models", ACL 2019.
+    .. [2] N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+       SIAM, 2002.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import entmax15, entmax15_backward
+    >>> y = entmax15(np.array([0.5, 1.0, 1.2]))
+    >>> np.round(entmax15_backward(y, np.array([1.0, 0.0, 0.0])), 6)
+    array([ 0.281631, -0.13012 , -0.151511])
     """
     return vjp(
         "entmax15_backward",

@@ -20,24 +20,54 @@ def _finite_shift(m):
     return np.where(np.isfinite(m), m, 0)
 
 
+def state(x, axis=-1):
+    """The state ``(m, s)`` of every row along ``axis`` (kept with length 1).
+
+    ``m = x_k = max(x)`` over the numbers and ``s = sum_{i != k} exp(x_i - m)``, ``k``
+    the first maximum; ``s`` is NaN if the row holds a NaN, and 0 for ``m = +-inf``
+    (an empty or all ``-inf`` row, or a ``+inf`` entry).  From it, accurate relative
+    to the result whatever the offset of ``x`` (Blanchard, Higham & Higham 2021,
+    Alg. 2.2): ``logsumexp = m + log1p(s)``, ``log_softmax_i = (x_i - m) -
+    log1p(s)``, ``-log_softmax_i = (m - x_i) + log1p(s)``.
+    """
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    nan = np.isnan(z).any(axis=-1, keepdims=True)
+    numbers = np.where(np.isnan(z), -np.inf, z)
+    m = np.max(numbers, axis=-1, keepdims=True, initial=-np.inf)
+    with _quiet():
+        if z.shape[-1]:
+            k = np.argmax(numbers, axis=-1)[..., None]
+            e = np.exp(z - m)
+            np.put_along_axis(e, k, 0, axis=-1)
+            s = np.sum(e, axis=-1, keepdims=True)
+        else:
+            s = np.zeros_like(m)
+    s = np.where(np.isfinite(m), s, 0)
+    s = np.where(nan, np.nan, s).astype(m.dtype, copy=False)
+    return np.moveaxis(m, -1, axis), np.moveaxis(s, -1, axis)
+
+
 def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False):
-    """``log(sum_i b_i exp(x_i))`` with scipy's semantics, ``axis=-1`` by default."""
+    """``log(sum_i b_i exp(x_i))`` with scipy's semantics, ``axis=-1`` by default;
+    ``m + log1p(s)`` from :func:`state` without weights, ``a`` and ``b`` broadcast
+    against each other with them."""
     x = np.asarray(x)
     with _quiet():
         if b is None:
-            m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-            shift = _finite_shift(m)
-            s = np.sum(np.exp(x - shift), axis=axis, keepdims=True)
+            m, s = state(x, axis)
+            out = m + np.log1p(s)
+            sign = np.where(np.isnan(out), np.nan, np.where(out == -np.inf, 0, 1))
+            sign = sign.astype(out.dtype)
         else:
-            b = np.broadcast_to(np.asarray(b, dtype=x.dtype), x.shape)
+            x, b = np.broadcast_arrays(x, np.asarray(b, dtype=x.dtype))
             nonzero = b != 0
             m = np.max(x, axis=axis, keepdims=True, initial=-np.inf, where=nonzero)
             shift = _finite_shift(m)
             s = np.sum(np.where(nonzero, b * np.exp(x - shift), 0), axis=axis, keepdims=True)
-        sign = np.sign(s)
-        out = np.log(np.abs(s)) + shift
-        if not return_sign:
-            out = np.where(s < 0, np.nan, out)
+            sign = np.sign(s)
+            out = np.log(np.abs(s)) + shift
+            if not return_sign:
+                out = np.where(s < 0, np.nan, out)
     if not keepdims:
         out = np.squeeze(out, axis=axis)
         sign = np.squeeze(sign, axis=axis)
@@ -69,11 +99,12 @@ def softmax(x, axis=-1, algorithm="shifted", where=None):
 
 
 def log_softmax(x, axis=-1, where=None):
-    """``x - logsumexp(x)``; masked entries give ``-inf``."""
+    """``(x_i - m) - log1p(s)`` from :func:`state`; masked entries give ``-inf``."""
     x = np.asarray(x)
     z = _masked(x, where)
+    m, s = state(z, axis)
     with _quiet():
-        y = z - logsumexp(z, axis=axis, keepdims=True)
+        y = (z - m) - np.log1p(s)
     return y if where is None else np.where(where, y, -np.inf).astype(y.dtype, copy=False)
 
 
@@ -116,15 +147,18 @@ def cross_entropy(
         q = (onehot & valid[..., None]).astype(z.dtype)
     if label_smoothing:
         q = (1 - label_smoothing) * q + valid[..., None] * (label_smoothing / n_classes)
-    lsm = log_softmax(z, axis=-1)
+    m, s = state(z)
+    half = z.dtype.type(0.5)
     with _quiet():
-        losses = -np.sum(np.where(q == 0, 0, q * lsm), axis=-1)
+        # -log_softmax_j = (m - x_j) + log1p(s), halved so that m - x_j cannot overflow.
+        nll_half = (m * half - z * half) + np.log1p(s) * half
+        losses = 2 * np.sum(np.where(q == 0, 0, q * nll_half), axis=-1)
         grad = softmax(z, axis=-1) * np.sum(q, axis=-1, keepdims=True) - q
     grad = np.where(valid[..., None], grad, 0)
     if reduction == "mean":
         count = np.count_nonzero(valid)
-        with _quiet():
-            loss, grad = np.sum(losses) / count, grad / count
+        with _quiet():  # no row counts: the loss is NaN (0 / 0), the gradient zeros
+            loss, grad = np.sum(losses) / count, grad / max(count, 1)
     elif reduction == "sum":
         loss = np.sum(losses)
     else:
@@ -139,7 +173,11 @@ def _normalized(y, axis, normalize):
     if not normalize:
         return y
     with _quiet():
-        return y / np.sum(y, axis=axis, keepdims=True)
+        total = np.sum(y, axis=axis, keepdims=True)
+        # A sum that overflowed is taken again over y / n (softplus near the largest float).
+        w = y.dtype.type(1 / max(y.shape[axis], 1))
+        scaled = np.sum(y * w, axis=axis, keepdims=True)
+        return np.where(total == np.inf, (y * w) / scaled, y / total)
 
 
 def sigmoid(x, axis=-1, normalize=False):
@@ -152,10 +190,12 @@ def sigmoid(x, axis=-1, normalize=False):
 
 
 def softplus(x, beta=1.0, axis=-1, normalize=False):
-    """``log1p(exp(beta x)) / beta = (max(z, 0) + log1p(exp(-|z|))) / beta``, ``z = beta x``."""
+    """``log1p(exp(beta x)) / beta = max(x, 0) + log1p(exp(-|z|)) / beta``, ``z = beta x``
+    (finite where ``beta x`` overflows)."""
     x = np.asarray(x)
-    z = x * x.dtype.type(beta)
-    y = (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / x.dtype.type(beta)
+    with _quiet():
+        z = x * x.dtype.type(beta)
+        y = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(z))) / x.dtype.type(beta)
     return _normalized(y, axis, normalize)
 
 
@@ -186,16 +226,20 @@ def _poison_nonfinite_rows(p, z):
 def sparsemax(x, axis=-1, return_support_size=False):
     """Euclidean projection onto the simplex by sorting (Martins & Astudillo 2016,
     Algorithm 1): ``p = max(x - tau, 0)`` with ``k(x) = max{k : 1 + k x_(k) >
-    sum_{j<=k} x_(j)}`` and ``tau = (sum_{j<=k(x)} x_(j) - 1) / k(x)``."""
+    sum_{j<=k} x_(j)}`` and ``tau = (sum_{j<=k(x)} x_(j) - 1) / k(x)``, on ``x - max x``
+    (shift-invariant; a sum of raw entries overflows near the largest float)."""
     z = np.moveaxis(np.asarray(x), axis, -1)
     n = z.shape[-1]
-    zs = -np.sort(-z, axis=-1)
     with _quiet():
+        top = np.max(np.where(np.isnan(z), -np.inf, z), axis=-1, keepdims=True, initial=-np.inf)
+        top = np.where(np.isfinite(top), top, 0)
+        zs = -np.sort(-(z - top), axis=-1)
         cs = np.cumsum(zs, axis=-1)
         k = np.arange(1, n + 1, dtype=z.dtype)
         support = np.sum(1 + k * zs > cs, axis=-1)
         idx = np.maximum(support, 1)[..., None] - 1
         tau = (np.take_along_axis(cs, idx, axis=-1) - 1) / np.maximum(support, 1)[..., None]
+        tau = tau + top
         p = _poison_nonfinite_rows(np.maximum(z - tau, 0), z).astype(z.dtype, copy=False)
     p = np.moveaxis(p, -1, axis)
     return (p, np.count_nonzero(p > 0, axis=axis)) if return_support_size else p
@@ -231,17 +275,18 @@ def entmax15(x, axis=-1):
 
 def entmax_bisect(x, alpha=1.5, n_iter=50, axis=-1):
     """alpha-entmax by bisection on the threshold (Peters, Niculae & Martins 2019,
-    Algorithm 1): ``p_i = max((alpha - 1) x_i - tau, 0)^(1/(alpha - 1))``, with
-    ``tau`` in ``[max - 1, max - n^(1 - alpha)]``, then ``p / sum(p)``."""
+    Algorithm 1): ``p_i = max(y_i - tau, 0)^(1/(alpha - 1))`` on ``y = (alpha - 1)
+    (x - max x)``, with ``tau`` in ``[-1, -n^(1 - alpha)]`` (``n``: the entries
+    above ``-inf``), then ``p / sum(p)``."""
     z = np.moveaxis(np.asarray(x), axis, -1)
-    n = z.shape[-1]
     dt = z.dtype.type
     a1 = dt(alpha - 1)
     with _quiet():
-        y = z * a1
-        m = np.max(y, axis=-1, keepdims=True, initial=-np.inf)
-        tau_lo = m - 1
-        width = dt(1) - dt(max(n, 1)) ** (-a1)
+        top = np.max(z, axis=-1, keepdims=True, initial=-np.inf)
+        y = (z - top) * a1
+        n = np.maximum(np.count_nonzero(z > -np.inf, axis=-1, keepdims=True), 1)
+        tau_lo = np.full_like(top, -1)
+        width = dt(1) - n.astype(z.dtype) ** (-a1)
         for _ in range(n_iter):
             width = width / 2
             tau_mid = tau_lo + width

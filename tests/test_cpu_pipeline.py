@@ -10,7 +10,6 @@ LLVM IR that the hot loops are vectorized and that float32 never becomes float64
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 import numba
 import numpy as np
@@ -21,36 +20,31 @@ import softmax_numba as sn
 from softmax_numba import config
 from softmax_numba.cpu import _compile, elementwise
 from softmax_numba.cpu import softmax as kernels
-from softmax_numba.cpu._stream import stream_affine, stream_fence
+from softmax_numba.cpu._stream import stream_fence
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 @_compile.jit
-def _stream_affine_fenced(src, dst, a, b):
-    stream_affine(src, dst, a, b)
+def _stream_fenced(src, dst, a, b):
+    kernels.log_probabilities_into(src, dst, a, b, True)
     stream_fence()
 
 
-def _fma(src, a, b):
-    """``src * a + b`` rounded once: long double holds the float32 products exactly;
-    float64 ones go through exact rationals (``float()`` of a Fraction rounds once)."""
-    if src.dtype == np.float32:
-        return (src.astype(np.longdouble) * a + b).astype(np.float32)
-    exact = [Fraction(float(v)) * Fraction(float(a)) + Fraction(float(b)) for v in src]
-    return np.array([float(v) for v in exact], dtype=np.float64)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_stream_affine_is_one_fma_per_entry_at_any_alignment(dtype, rng):
+def test_stream_log_probability_subtracts_in_order_at_any_alignment(dtype, rng):
+    """``(src - a) - b`` with two roundings in that order, never ``src - (a + b)``:
+    with ``a`` large, the two differ in most entries."""
     for n in (0, 1, 7, 15, 16, 17, 33, 100, 1001):
         for offset in range(4):
             buffer = np.full(n + offset + 3, -7.0, dtype=dtype)
             dst = buffer[offset : offset + n]
-            src = rng.standard_normal(n).astype(dtype)
-            a, b = dtype(1.0 / 3.0), dtype(-0.25)
-            _stream_affine_fenced(src, dst, a, b)
-            np.testing.assert_array_equal(dst, _fma(src, a, b))
+            a, b = dtype(1000.0 + 1.0 / 3.0), dtype(0.1)
+            src = (a + rng.standard_normal(n)).astype(dtype)
+            _stream_fenced(src, dst, a, b)
+            np.testing.assert_array_equal(dst, (src - a) - b)
+            if n > 16:
+                assert np.any(dst != src - (a + b))
             assert (buffer[:offset] == -7).all() and (buffer[offset + n :] == -7).all()
 
 

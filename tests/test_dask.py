@@ -67,8 +67,8 @@ def test_results_are_lazy_and_keep_the_chunks(rng):
     lse = sd.logsumexp(dx, keepdims=True)
     assert lse.chunks == (dx.chunks[0], (1,))
     state = sd.online_states(dx, split_every=2)
-    m, d = (a[:, 0] for a in np.split(_compute(state)[0], 2, axis=1))
-    np.testing.assert_allclose(m + np.log(d), sn.logsumexp(dx.compute()), rtol=1e-14)
+    m, s = (a[:, 0] for a in np.split(_compute(state)[0], 2, axis=1))
+    np.testing.assert_allclose(m + np.log1p(s), sn.logsumexp(dx.compute()), rtol=1e-14)
 
 
 def test_middle_axis_of_a_3d_array_and_single_chunks(rng):
@@ -243,18 +243,15 @@ def test_sweep_on_the_cluster_writes_the_same_table(client, tmp_path):
     assert local.worker.isna().all() and cluster.worker.str.startswith("tcp://").all()
     key = ["dtype", "arithmetic", "algorithm", "offset"]
     local, cluster = (
-        t.drop(columns="worker").sort_values(key, ignore_index=True) for t in (local, cluster)
+        t.drop(columns=["worker", "run_id"]).sort_values(key, ignore_index=True)
+        for t in (local, cluster)
     )
-    # Every cell once, with the same non-finite counts.  The error of a kernel cell
-    # has once differed between the test process and a worker (float32, shifted,
-    # offset -100: 2.15 u against 3.19 u; cause not found yet), so it is compared to
-    # within a factor of 2, and exactly for the simulated arithmetic.
-    pd.testing.assert_frame_equal(
-        local.drop(columns="max_error_u"), cluster.drop(columns="max_error_u")
-    )
-    simulated = local.arithmetic == "simulated"
-    pd.testing.assert_series_equal(local.max_error_u[simulated], cluster.max_error_u[simulated])
-    np.testing.assert_allclose(local.max_error_u, cluster.max_error_u, rtol=1.0)
+    # The same code on the same input gives the same bits in every process.  (It once
+    # did not: a kernel loaded from Numba's disk cache ran its own re-optimized copy
+    # of a helper, whose vector sum ``reassoc`` had regrouped, while a process that
+    # had compiled it ran the helper's library; helpers are now inlined by Numba,
+    # see ``softmax_numba.cpu._compile.jit``.)
+    pd.testing.assert_frame_equal(local, cluster)
 
 
 def slow_measure(cell: dict) -> dict:

@@ -18,10 +18,11 @@ from numba.extending import overload
 from softmax_numba import config
 
 
-def _options(parallel: bool) -> dict:
+def _options(parallel: bool, reassociate: bool = True) -> dict:
+    flags = set(config.FASTMATH) if reassociate else set(config.FASTMATH) - {"reassoc"}
     return {
         "cache": config.CACHE,
-        "fastmath": set(config.FASTMATH),
+        "fastmath": flags,
         "error_model": "numpy",
         "parallel": parallel,
     }
@@ -46,8 +47,25 @@ def _cpu_sources_digest() -> str:
     return sha.hexdigest()
 
 
-def jit(func=None, *, parallel: bool = False):
+def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: str | None = None):
     """``numba.njit`` with the package's fast-math flags and on-disk cache.
+
+    Helpers are inlined into their callers by Numba (``inline="always"``, the
+    default for serial helpers compiled with ``reassoc``), so that each kernel holds
+    one copy of them, optimized once.  Left to LLVM, a kernel links a weak copy of
+    every helper and re-optimizes it in its own module, where ``reassoc`` may
+    regroup a vector sum differently from the helper's own library; which copy runs
+    then depends on whether the kernel was compiled in this process or loaded from
+    the disk cache, and the same call gave results one ulp apart in two processes.
+    Kernels (:func:`engines`), parallel functions and ``reassociate=False`` helpers
+    (whose flags must not become their caller's) are never inlined; the last
+    compute the same bits in either copy, having no sum to regroup.
+
+    ``reassociate=False`` drops ``reassoc`` from the flags: for the few formulas whose
+    order of operations *is* their accuracy, such as ``(x - m) - log1p(s)``, which
+    LLVM would otherwise regroup as ``x - (m + log1p(s))`` (the loop-invariant terms
+    together, hoisted out of the loop), losing ``u |m|``.  Flags are per
+    instruction, so they survive inlining into a kernel compiled with ``reassoc``.
 
     ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead
     of raising (a row of underflowed terms must give NaN, not an exception).
@@ -60,8 +78,11 @@ def jit(func=None, *, parallel: bool = False):
     """
 
     def decorate(f):
-        options = _options(parallel)
-        key = repr((sorted(options["fastmath"]), config.EXP, _cpu_sources_digest()))
+        options = _options(parallel, reassociate)
+        options["inline"] = inline or ("always" if reassociate and not parallel else "never")
+        key = repr(
+            (sorted(options["fastmath"]), options["inline"], config.EXP, _cpu_sources_digest())
+        )
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         return numba.njit(**options)(_renamed(f, f"{f.__name__}__{digest}"))
 
@@ -86,14 +107,15 @@ def engines(func) -> Engines:
     """
 
     return Engines(
-        cpu=jit(_renamed(func, f"{func.__name__}_serial"), parallel=False),
+        cpu=jit(_renamed(func, f"{func.__name__}_serial"), parallel=False, inline="never"),
         parallel=jit(_renamed(func, f"{func.__name__}_parallel"), parallel=True),
         name=func.__name__,
     )
 
 
 def like(array, value):  # pragma: no cover - replaced by the overload in compiled code
-    """``value`` cast to the dtype of ``array`` (in compiled code only).
+    """``value`` cast to the dtype of ``array``, an array or a float (in compiled code
+    only).
 
     Numba types a literal such as ``0.0`` as float64, which would silently promote
     a float32 kernel; ``like(x, 0.0)`` keeps float32 kernels in float32.
@@ -103,7 +125,7 @@ def like(array, value):  # pragma: no cover - replaced by the overload in compil
 
 @overload(like, jit_options=_options(parallel=False))
 def _like_overload(array, value):
-    dtype = array.dtype
+    dtype = array if isinstance(array, numba.types.Float) else array.dtype
 
     def impl(array, value):
         return dtype(value)

@@ -4,7 +4,8 @@ A plain store to memory that is not in cache first reads the line it writes (the
 *read for ownership*), so a kernel that reads ``x`` and writes ``out`` moves three
 arrays' worth of bytes, where a copy with streaming stores (glibc's ``memcpy`` on
 large arrays) moves two: a kernel written with plain stores can reach at most 2/3
-of the copy roofline.  :func:`stream_affine` writes ``dst = src * a + b`` with
+of the copy roofline.  :func:`stream_log_probability` writes ``dst = (src - m) - l``
+(log-softmax's last pass) with
 aligned vector stores marked ``!nontemporal`` (``movntps`` on x86), which skip that
 read, and is the last pass of the kernels on arrays larger than the last-level
 cache (``config.STREAM_MIN_BYTES``); below that, the output is better left in cache.
@@ -39,12 +40,15 @@ def _is_float_row(ty) -> bool:
 
 
 @intrinsic
-def stream_affine(typingctx, src, dst, a, b):
-    """``dst[i] = fma(src[i], a, b)`` for 1-D C-contiguous rows of one float dtype,
+def stream_log_probability(typingctx, src, dst, a, b):
+    """``dst[i] = (src[i] - a) - b`` for 1-D C-contiguous rows of one float dtype,
     with streaming stores for every whole cache line of ``dst``.
 
-    ``src`` and ``dst`` have the same length and must not overlap; the result is
-    rounded once per entry (``src * a`` when ``b = 0``, ``src + b`` when ``a = 1``).
+    ``src`` and ``dst`` have the same length and must not overlap.  The two
+    subtractions are emitted in this order; Numba gives them the fast-math flags of
+    the function that calls this, which must therefore be compiled without
+    ``reassoc`` (LLVM would regroup them as ``src - (a + b)``; for log-softmax, ``a =
+    max`` and ``b = log1p(s)``, the regrouped form loses ``u |a|``).
     """
     if not (_is_float_row(src) and _is_float_row(dst) and src.dtype == dst.dtype):
         return None
@@ -61,9 +65,6 @@ def stream_affine(typingctx, src, dst, a, b):
         itemsize = context.get_abi_sizeof(ftype)
         width = LINE // itemsize
         vtype = ir.VectorType(ftype, width)
-        suffix = "f32" if itemsize == 4 else "f64"
-        fma = _fma(builder, ftype, suffix)
-        vfma = _fma(builder, vtype, f"v{width}{suffix}")
         vscale = _splat(builder, vtype, scale)
         vshift = _splat(builder, vtype, shift)
         n = builder.extract_value(dst_arr.shape, 0)
@@ -86,7 +87,8 @@ def stream_affine(typingctx, src, dst, a, b):
         def scalar(start, stop):
             with cgutils.for_range_slice(builder, start, stop, ir.Constant(intp, 1)) as (i, _):
                 value = builder.load(builder.gep(src_ptr, [i]))
-                builder.store(builder.call(fma, [value, scale, shift]), builder.gep(dst_ptr, [i]))
+                result = builder.fsub(builder.fsub(value, scale), shift)
+                builder.store(result, builder.gep(dst_ptr, [i]))
 
         scalar(ir.Constant(intp, 0), head)
         nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
@@ -94,19 +96,13 @@ def stream_affine(typingctx, src, dst, a, b):
             load_ptr = builder.bitcast(builder.gep(src_ptr, [i]), vtype.as_pointer())
             value = builder.load(load_ptr, align=itemsize)
             store_ptr = builder.bitcast(builder.gep(dst_ptr, [i]), vtype.as_pointer())
-            store = builder.store(
-                builder.call(vfma, [value, vscale, vshift]), store_ptr, align=LINE
-            )
+            result = builder.fsub(builder.fsub(value, vscale), vshift)
+            store = builder.store(result, store_ptr, align=LINE)
             store.set_metadata("nontemporal", nontemporal)
         scalar(body_end, n)
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _fma(builder, kind, suffix):
-    fnty = ir.FunctionType(kind, [kind, kind, kind])
-    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.{suffix}")
 
 
 def _splat(builder, vtype, value):

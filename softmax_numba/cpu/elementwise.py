@@ -22,6 +22,22 @@ from softmax_numba.cpu._math import maxnum
 from softmax_numba.cpu.softmax import scale_into
 
 
+@jit
+def normalize_into(y, s):
+    """``y /= s`` with ``s = sum(y)``; a sum that overflowed (softplus of logits
+    near the largest float) is taken again over ``y_j / n``, and ``y_j / n`` divided
+    by it."""
+    if s != np.inf:
+        scale_into(y, like(y, 1.0) / s)
+        return
+    w = like(y, 1.0) / like(y, y.size)
+    t = like(y, 0.0)
+    for j in range(y.size):
+        t += y[j] * w
+    for j in range(y.size):
+        y[j] = y[j] * w / t
+
+
 def _sigmoid(x, out, normalize):
     """``1 / (1 + exp(-x))``; for ``x < 0`` as ``e / (1 + e)``, ``e = exp(x)``,
     so that ``exp`` never overflows."""
@@ -36,23 +52,25 @@ def _sigmoid(x, out, normalize):
             yi[j] = y
             s += y
         if normalize:
-            scale_into(yi, like(xi, 1.0) / s)
+            normalize_into(yi, s)
 
 
 def _softplus(x, out, beta, normalize):
-    """``log1p(exp(beta x)) / beta = (max(z, 0) + log1p(exp(-|z|))) / beta``, with
-    ``exp(-|z|)`` in [0, 1], where ``log1p`` needs no special cases."""
+    """``log1p(exp(beta x)) / beta = max(x, 0) + log1p(exp(-|z|)) / beta``, ``z = beta x``,
+    with ``exp(-|z|)`` in [0, 1], where ``log1p`` needs no special cases; ``z`` only
+    enters through ``exp(-|z|)``, so a ``beta x`` beyond the largest float gives
+    ``x``, not ``inf``."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         b = like(xi, beta)
         s = like(xi, 0.0)
         for j in range(xi.size):
             z = xi[j] * b
-            y = (max(z, like(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z)))) / b
+            y = max(xi[j], like(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
             yi[j] = y
             s += y
         if normalize:
-            scale_into(yi, like(xi, 1.0) / s)
+            normalize_into(yi, s)
 
 
 def _arctan(x, out, normalize):
@@ -72,7 +90,7 @@ def _arctan(x, out, normalize):
             yi[j] = y
             s += y
         if normalize:
-            scale_into(yi, like(xi, 1.0) / s)
+            normalize_into(yi, s)
 
 
 def _gaussian(x, out, mu, sigma, normalize):
@@ -97,7 +115,7 @@ def _gaussian(x, out, mu, sigma, normalize):
             yi[j] = e
             s += e
         if normalize:
-            scale_into(yi, like(xi, 1.0) / s)
+            normalize_into(yi, s)
 
 
 @jit

@@ -1,12 +1,16 @@
 """Cross-entropy of softmax with its gradient in the same pass (Numba CPU).
 
-Per row, with ``q`` the (smoothed) target distribution and ``lse`` the shifted
-log-sum-exp (Blanchard, Higham & Higham 2021, Alg. 2.2):
+Per row, with ``q`` the (smoothed) target distribution, ``a = x_k = max(x)`` and
+``s = sum_{i != k} exp(x_i - a)`` (Blanchard, Higham & Higham 2021, Alg. 2.2):
 
-    loss = sum_j q_j (lse - x_j),    dloss/dx_j = sum(q) softmax(x)_j - q_j,
+    loss = sum_j q_j ((a - x_j) + log1p(s)),    dloss/dx_j = sum(q) softmax(x)_j - q_j,
 
-with ``softmax(x)_j = exp(x_j - a) / (1 + s)`` from the same ``a = max(x)`` and
-``s = sum_{i != k} exp(x_i - a)``.  The input is read twice, the gradient written
+with ``softmax(x)_j = exp(x_j - a) / (1 + s)`` from the same pass.  Every term of
+the loss is ``>= 0``, so its error is relative to the loss whatever the offset of
+the logits (``lse - x_t`` would lose ``u |lse|``); every term is halved (exactly)
+and the sum doubled, and the mean of ``a - x_j`` that label smoothing needs is
+summed as ``sum_j (a/2 - x_j/2) / n``: nothing overflows unless the loss does (a
+sum of raw logits does, near the largest float).  The input is read twice, the gradient written
 once (the loss alone reads it twice and writes nothing but one number per row).
 """
 
@@ -22,8 +26,33 @@ from softmax_numba.cpu.softmax import (
     exp_shifted_excluding_into,
     maximum,
     row_range,
+    settled,
     shifted_sum_excluding,
+    softmax_scale,
+    surprisal,
 )
+
+
+@jit
+def half_mean_gap(x, m):
+    """``mean_j (m - x_j) / 2``, summed as ``sum_j (m/2 - x_j/2) / n``: halving is
+    exact, so each term is ``m - x_j`` rounded once, then scaled, and nothing
+    overflows (``m - x_j`` itself can, near the largest float).  Scaling by ``1/n``
+    before subtracting would cancel: its error would be ``u |m|``, not
+    ``u (m - x_j)``."""
+    w = like(x, 1.0) / like(x, x.size)
+    total = like(x, 0.0)
+    for j in range(x.size):
+        total += halved_gap(x[j], m, w)
+    return total
+
+
+@jit(reassociate=False)
+def halved_gap(x, m, w):
+    """``(m/2 - x/2) w``, compiled without ``reassoc``: with it, LLVM factors the two
+    halvings into ``(m - x)/2``, which overflows where ``m - x`` does."""
+    half = like(w, 0.5)
+    return (m * half - x * half) * w
 
 
 @jit
@@ -64,17 +93,16 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
                 if pending >= 0:
                     finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
-                pending, pending_r = i, like(x, scale) / (like(x, 1.0) + s)
+                pending, pending_r = i, like(x, scale) * softmax_scale(m, s)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
-            lse = m + log1p(s)
-            value = (like(xi, 1.0) - eps) * (lse - xi[t])
+            # Every term halved (exactly) and the sum doubled: m - x_t can overflow.
+            half = like(xi, 0.5)
+            log1p_half = log1p(settled(xi, m, s)) * half
+            value = (like(xi, 1.0) - eps) * surprisal(xi[t] * half, m * half, log1p_half)
             if smoothing != 0:
-                total = like(xi, 0.0)
-                for j in range(n):
-                    total += xi[j]
-                value += eps * (lse - total / like(xi, n))
-            loss[i] = value
+                value += eps * (half_mean_gap(xi, m) + log1p_half)
+            loss[i] = value + value
             m = m_next
         if pending >= 0:
             finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
@@ -86,21 +114,22 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
     for i in prange(x.shape[0]):
         xi, qi = x[i], q[i]
         m = maximum(xi)
-        s = shifted_sum_excluding(xi, m, xi)[0]
-        lse = m + log1p(s)
+        s = settled(xi, m, shifted_sum_excluding(xi, m, xi)[0])
+        log1p_s = log1p(s)
         eps = like(xi, smoothing)
         keep = like(xi, 1.0) - eps
         floor = eps / like(xi, n)
+        half = like(xi, 0.5)
         value = like(xi, 0.0)
         q_sum = like(xi, 0.0)
         for j in range(n):
             qj = keep * qi[j] + floor
-            if qj != 0:
-                value += qj * (lse - xi[j])
+            if qj != 0:  # halved, so that m - x_j cannot overflow
+                value += qj * surprisal(xi[j] * half, m * half, log1p_s * half)
             q_sum += qj
-        loss[i] = value
+        loss[i] = value + value
         if want_grad:
-            r = q_sum / (like(xi, 1.0) + s)
+            r = q_sum * softmax_scale(m, s)
             sc = like(xi, scale)
             gi = grad[i]
             for j in range(n):

@@ -1,7 +1,16 @@
 """Softmax, log-softmax, log-sum-exp and their backward ops on rows (Numba CPU).
 
 All kernels take 2-D C-contiguous ``(rows, n)`` arrays and compute in the dtype of
-their input (float32 or float64).  Algorithms follow Blanchard, Higham & Higham,
+their input (float32 or float64).
+
+Every log-domain result is formed from the *state* of a row, ``m = x_k = max(x)``
+and ``s = sum_{i != k} exp(x_i - m)``: ``logsumexp = m + log1p(s)``,
+``log_softmax_i = (x_i - m) - log1p(s)``, and the loss ``(m - x_t) + log1p(s)``.
+Each is a sum of two terms of one sign, so its error is relative to the result
+whatever the offset of the logits; ``x_i - logsumexp`` would lose ``u |logsumexp|``
+to cancellation.  The state of a row whose max is not finite is ``s = 0`` (NaN if
+the row holds a NaN); the same three formulas then give scipy's results for
+``+inf`` and all ``-inf`` rows with no special case.  Algorithms follow Blanchard, Higham & Higham,
 "Accurately computing the log-sum-exp and softmax functions", IMA J. Numer. Anal.
 41(4), 2021 (Algorithms 2.1-2.3), and Milakov & Gimelshein, "Online normalizer
 calculation for softmax", arXiv:1805.02867, 2018 (Algorithm 3).
@@ -19,7 +28,7 @@ from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
-from softmax_numba.cpu._stream import stream_affine, stream_fence
+from softmax_numba.cpu._stream import stream_fence, stream_log_probability
 
 # --------------------------------------------------------------------------- row pieces
 
@@ -51,9 +60,11 @@ def shifted_sum_excluding(x, m, following):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
     shifted algorithm, in one vectorizable pass; also ``max(following)``.
 
-    Rather than look for ``k``, each entry equal to ``m`` adds ``exp(0) - 1 = 0``
+    Rather than look for ``k``, each entry equal to ``m`` adds ``exp(0) (1 - 1) = 0``
     (exactly) and is counted; all of them but one are added back, exactly, at the
-    end.  ``following`` (the next row, or ``x`` itself) is read in the same loop, so
+    end.  Never ``s += exp(x_i - m) - [x_i == m]``: with ``reassoc`` LLVM splits
+    that into two sums, ``(sum e) - ties``, whose first holds the 1 of the max and
+    rounds a small ``s`` away (``log1p(e^-7)`` lost 427 u in float64).  ``following`` (the next row, or ``x`` itself) is read in the same loop, so
     that its load from memory overlaps this row's arithmetic (see
     :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
     way it poisons the row, through the max or through ``exp(NaN - m)``.
@@ -63,7 +74,7 @@ def shifted_sum_excluding(x, m, following):
     highest = lowest = float_bits(like(x, -np.inf))
     for i in range(x.size):
         top = like(x, 1.0) if x[i] == m else like(x, 0.0)
-        s += exp_nonpositive(x[i] - m) - top
+        s += exp_nonpositive(x[i] - m) * (like(x, 1.0) - top)
         ties += top
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
@@ -80,7 +91,7 @@ def exp_shifted_excluding_into(x, m, out, following):
         top = like(x, 1.0) if x[i] == m else like(x, 0.0)
         e = exp_nonpositive(x[i] - m)
         out[i] = e
-        s += e - top
+        s += e * (like(x, 1.0) - top)
         ties += top
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
@@ -96,6 +107,22 @@ def nan_or(x, value):
 
 
 @jit
+def settled(x, m, s):
+    """The ``s`` of the state convention: ``s`` itself for a finite ``m = max(x)``;
+    for ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN), 0, or a NaN of ``x``."""
+    if math.isinf(m):
+        return nan_or(x, like(x, 0.0))
+    return s
+
+
+@jit
+def row_state(x):
+    """``(m, s)`` of one row: ``m = max(x)``, ``s = sum_{i != k} exp(x_i - m)``."""
+    m = maximum(x)
+    return m, settled(x, m, shifted_sum_excluding(x, m, x)[0])
+
+
+@jit
 def row_logsumexp(x):
     """Shifted log-sum-exp of one row: ``a + log1p(sum_{i != k} exp(x_i - a))``.
 
@@ -103,16 +130,40 @@ def row_logsumexp(x):
     Non-finite rules as scipy: NaN gives NaN, any ``+inf`` gives ``+inf``, a row
     that is empty or all ``-inf`` gives ``-inf``.
     """
-    m = maximum(x)
-    return logsumexp_from(x, m, shifted_sum_excluding(x, m, x)[0])
+    m, s = row_state(x)
+    return m + log1p(s)
+
+
+@jit(reassociate=False)
+def log_probability(x, m, log1p_s):
+    """``(x - m) - log1p(s)``, in this order: both terms are ``<= 0``, so the result
+    is accurate relative to itself (compiled without ``reassoc``, which would hoist
+    ``m + log1p(s)`` out of a loop)."""
+    return (x - m) - log1p_s
+
+
+@jit(reassociate=False)
+def surprisal(x, m, log1p_s):
+    """``-log softmax = (m - x) + log1p(s)``, a sum of two terms ``>= 0``."""
+    return (m - x) + log1p_s
 
 
 @jit
-def logsumexp_from(x, m, s):
-    """``m + log1p(s)`` with scipy's rules for a non-finite ``m = max(x)``."""
-    if math.isinf(m) or math.isnan(m):
-        return nan_or(x, m)
-    return m + log1p(s)
+def merge_state(m1, s1, m2, s2):
+    """The state of the union of two pieces of a row from theirs (exact up to
+    rounding): with ``m1 >= m2``, ``m = m1`` and ``s = s1 + (1 + s2) exp(m2 - m1)``
+    (the piece's own maximum counts 1).  An empty or all ``-inf`` piece (``m2 =
+    -inf``) and any piece beside a ``+inf`` maximum add nothing but their NaN.
+
+    The form of Milakov & Gimelshein (2018), eq. (4), ``d = d1 exp(m1 - m) + d2
+    exp(m2 - m)``, rewritten for ``s = d - 1``, so that a sum far below ``u`` (a
+    near-certain row) is kept rather than rounded into ``d = 1``.
+    """
+    if m2 > m1:
+        m1, s1, m2, s2 = m2, s2, m1, s1
+    if m2 == -np.inf or m1 == np.inf:
+        return m1, s1 + s2 * like(s1, 0.0)
+    return m1, s1 + (like(s1, 1.0) + s2) * exp(m2 - m1)
 
 
 @jit
@@ -135,15 +186,18 @@ def scale_into(out, factor):
         out[i] *= factor
 
 
-@jit
-def affine_into(src, dst, a, b, stream):
-    """``dst_i = src_i a + b`` (in place if ``dst`` is ``src``), with streaming stores
-    when ``stream`` (then ``src`` and ``dst`` must not overlap)."""
+@jit(reassociate=False)
+def log_probabilities_into(src, dst, m, log1p_s, stream):
+    """``dst_i = (src_i - m) - log1p(s)`` (:func:`log_probability`), with streaming
+    stores when ``stream`` (then ``src`` and ``dst`` must not overlap).
+
+    Compiled without ``reassoc``: Numba gives every floating-point instruction of a
+    function its flags, the streaming intrinsic's included."""
     if stream:
-        stream_affine(src, dst, a, b)
+        stream_log_probability(src, dst, m, log1p_s)
     else:
         for i in range(dst.size):
-            dst[i] = src[i] * a + b
+            dst[i] = log_probability(src[i], m, log1p_s)
 
 
 #: Runs of consecutive rows in the pipelined 2-D kernels (the threads share them out;
@@ -188,39 +242,31 @@ ONLINE_BLOCK = 256
 
 @jit
 def online_state(x):
-    """One pass for ``(m, d)`` with ``d = sum_i exp(x_i - m)`` (Milakov & Gimelshein
-    2018), a block of ``ONLINE_BLOCK`` entries at a time: each block's ``(m_b, d_b)``
-    is merged into the running state with ``m = max(m, m_b)``,
-    ``d = d exp(m_old - m) + d_b exp(m_b - m)``.  Summing within blocks keeps the
-    rounding error of ``d`` near ``(B + n / B) u`` instead of ``n u``.
+    """The state ``(m, s)`` of a row in one pass (Milakov & Gimelshein 2018), a block
+    of ``ONLINE_BLOCK`` entries at a time: each block's own state (its max and
+    :func:`shifted_sum_excluding`) is merged into the running one by
+    :func:`merge_state`.  Summing within blocks keeps the rounding error of ``s``
+    near ``(B + n / B) u`` instead of ``n u``.
     """
     m = like(x, -np.inf)
-    d = like(x, 0.0)
+    s = like(x, 0.0)
     for start in range(0, x.size, ONLINE_BLOCK):
-        block = x[start : start + ONLINE_BLOCK]
-        bm = maximum(block)
-        if bm == -np.inf:
-            bd = nan_or(block, like(x, 0.0))  # nothing to add, but a NaN poisons
-        else:
-            bd = like(x, 0.0)
-            for v in block:
-                bd += exp_nonpositive(v - bm)
-        if bm > m:
-            # m = -inf before the first number: d is 0 and exp(-inf) is 0, no 0 * NaN.
-            d = d * exp(m - bm) + bd
-            m = bm
-        elif bd != 0:
-            d += bd * exp(bm - m)
-    if m == np.inf:
-        d = like(x, np.nan)
-    return m, d
+        bm, bs = row_state(x[start : start + ONLINE_BLOCK])
+        m, s = merge_state(m, s, bm, bs)
+    return m, s
+
+
+@jit
+def softmax_scale(m, s):
+    """``1 / (1 + s)``, the factor of ``exp(x_i - m)``; NaN for a ``+inf`` max."""
+    return like(s, np.nan) if m == np.inf else like(s, 1.0) / (like(s, 1.0) + s)
 
 
 @jit
 def softmax_online_row(x, out):
-    """Online softmax: one pass for ``(m, d)``, one pass for ``exp(x_i - m) / d``."""
-    m, d = online_state(x)
-    r = like(x, 1.0) / d
+    """Online softmax: one pass for ``(m, s)``, one for ``exp(x_i - m) / (1 + s)``."""
+    m, s = online_state(x)
+    r = softmax_scale(m, s)
     for i in range(x.size):
         out[i] = exp_nonpositive(x[i] - m) * r
 
@@ -285,7 +331,7 @@ def _softmax_online(x, out):
 
 
 def _log_softmax(x, out, stream):
-    """``x_i - lse`` row by row, pipelined as :func:`_softmax_shifted`, and one row
+    """``(x_i - m) - log1p(s)`` row by row, pipelined as :func:`_softmax_shifted`, and one row
     behind: row ``i - 1`` is written after the exp pass of row ``i``, so that the
     latency of its ``log1p`` (some 50 cycles, on which every entry of the write
     depends) hides behind that pass.  With ``stream`` the output is written with
@@ -298,14 +344,14 @@ def _log_softmax(x, out, stream):
         if start == stop:
             continue
         m = maximum(x[start])
-        lse = like(x, 0.0)
+        shift = log1p_s = like(x, 0.0)
         for i in range(start, stop):
             s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
             if i > start:
-                affine_into(x[i - 1], out[i - 1], like(x, 1.0), -lse, stream)
-            lse = logsumexp_from(x[i], m, s)
+                log_probabilities_into(x[i - 1], out[i - 1], shift, log1p_s, stream)
+            shift, log1p_s = m, log1p(settled(x[i], m, s))
             m = m_next
-        affine_into(x[stop - 1], out[stop - 1], like(x, 1.0), -lse, stream)
+        log_probabilities_into(x[stop - 1], out[stop - 1], shift, log1p_s, stream)
         if stream:
             stream_fence()
 
@@ -317,8 +363,8 @@ def _logsumexp(x, out):
     array; then one vectorized loop over the run gives ``m + log1p(s)``.  A scalar
     ``log1p`` at the end of each row would put its latency (a division and a
     polynomial, some 50 cycles) between two rows; this way it costs a fraction of
-    that.  A row whose max is not finite stores scipy's result as its "max" and
-    ``s = 0``, and ``log1p(0) = 0`` leaves it as it is.
+    that.  A row whose max is not finite has ``s = 0`` (or NaN), so ``m + log1p(s)``
+    is scipy's result for it.
     """
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
@@ -330,10 +376,8 @@ def _logsumexp(x, out):
         m = maximum(x[start])
         for i in range(start, stop):
             s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
-            if math.isinf(m) or math.isnan(m):
-                m, s = nan_or(x[i], m), like(x, 0.0)
             shifts[i - start] = m
-            out[i] = s
+            out[i] = settled(x[i], m, s)
             m = m_next
         for i in range(start, stop):
             out[i] = shifts[i - start] + log1p(out[i])
@@ -384,35 +428,25 @@ LOG_SOFTMAX_BACKWARD = engines(_log_softmax_backward)
 
 @jit(parallel=True)
 def split_state(x, chunks):
-    """``(m, d)`` of one long row, computed on ``chunks`` pieces in parallel.
-
-    Each piece gets its own online state; the states are merged exactly with
-    ``m = max(m1, m2)``, ``d = d1 exp(m1 - m) + d2 exp(m2 - m)`` (Milakov &
-    Gimelshein 2018, eq. (4)).  A piece with ``m = -inf`` contributes nothing.
-    """
+    """The state ``(m, s)`` of one long row, computed on ``chunks`` pieces in
+    parallel: each piece's :func:`online_state`, merged in order by
+    :func:`merge_state`."""
     n = x.size
     ms = np.empty(chunks, dtype=x.dtype)
-    ds = np.empty(chunks, dtype=x.dtype)
+    ss = np.empty(chunks, dtype=x.dtype)
     for c in prange(chunks):
-        ms[c], ds[c] = online_state(x[c * n // chunks : (c + 1) * n // chunks])
-    m = like(x, -np.inf)
+        ms[c], ss[c] = online_state(x[c * n // chunks : (c + 1) * n // chunks])
+    m, s = like(x, -np.inf), like(x, 0.0)
     for c in range(chunks):
-        m = max(m, ms[c])
-    d = like(x, 0.0)
-    for c in range(chunks):
-        if ms[c] != -np.inf:
-            d += ds[c] * exp(ms[c] - m)
-    for c in range(chunks):
-        if math.isnan(ms[c]) or math.isnan(ds[c]):
-            d = like(x, np.nan)
-    return m, d
+        m, s = merge_state(m, s, ms[c], ss[c])
+    return m, s
 
 
 @jit(parallel=True)
 def split_softmax_row(x, out, chunks):
-    """Softmax of one long row across threads: ``exp(x_i - m) / d``."""
-    m, d = split_state(x, chunks)
-    r = like(x, 1.0) / d
+    """Softmax of one long row across threads: ``exp(x_i - m) / (1 + s)``."""
+    m, s = split_state(x, chunks)
+    r = softmax_scale(m, s)
     n = x.size
     for c in prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
@@ -421,18 +455,17 @@ def split_softmax_row(x, out, chunks):
 
 @jit
 def split_logsumexp_row(x, chunks):
-    """Log-sum-exp of one long row across threads: ``m + log(d)`` (scipy's inf rules)."""
-    m, d = split_state(x, chunks)
-    if math.isinf(m):
-        return nan_or(x, m)
-    return m + math.log(d)
+    """Log-sum-exp of one long row across threads: ``m + log1p(s)``."""
+    m, s = split_state(x, chunks)
+    return m + log1p(s)
 
 
 @jit(parallel=True)
 def split_log_softmax_row(x, out, chunks):
-    """Log-softmax of one long row across threads: ``x_i - lse``."""
-    lse = split_logsumexp_row(x, chunks)
+    """Log-softmax of one long row across threads: ``(x_i - m) - log1p(s)``."""
+    m, s = split_state(x, chunks)
+    log1p_s = log1p(s)
     n = x.size
     for c in prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
-            out[i] = x[i] - lse
+            out[i] = log_probability(x[i], m, log1p_s)

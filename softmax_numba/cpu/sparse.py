@@ -52,8 +52,10 @@ def clip_shift_into(x, tau, out):
 
 @jit
 def sparsemax_sort_row(x, out):
-    """sparsemax by sorting; returns the number of nonzero entries."""
-    if math.isnan(projection_max(x, out)):
+    """sparsemax by sorting, on ``x - max(x)`` (a sum of raw entries would overflow
+    near the largest float); returns the number of nonzero entries."""
+    m = projection_max(x, out)
+    if math.isnan(m):
         return 0
     z = np.sort(x)
     n = z.size
@@ -61,14 +63,14 @@ def sparsemax_sort_row(x, out):
     kept = like(x, 0.0)
     support = 0
     for j in range(n):
-        v = z[n - 1 - j]
+        v = z[n - 1 - j] - m
         total += v
         if like(x, 1.0) + like(x, j + 1) * v > total:
             support = j + 1
             kept = total
         else:
             break
-    return clip_shift_into(x, (kept - like(x, 1.0)) / like(x, support), out)
+    return clip_shift_into(x, m + (kept - like(x, 1.0)) / like(x, support), out)
 
 
 @jit
@@ -260,19 +262,26 @@ def entmax_power_sum(y, tau, inv):
 
 
 def _entmax_bisect(x, alpha, n_iter, out):
-    """alpha-entmax by bisection on ``tau`` in ``[max - 1, max - n^(1 - alpha)]``
-    (Peters et al. 2019, Algorithm 1), on ``y = (alpha - 1) x``; ``p / sum(p)``."""
+    """alpha-entmax by bisection on ``tau`` in ``[-1, -n^(1 - alpha)]`` (Peters et al.
+    2019, Algorithm 1), on ``y = (alpha - 1) (x - max x)``; ``p / sum(p)``.
+
+    Shifted by the max, so that ``tau`` keeps its resolution whatever the offset of
+    ``x``; ``n`` counts the entries above ``-inf`` only, so that appending ``-inf``
+    entries (which never reach the support) leaves the bracket, and the result, as
+    they are."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        if math.isnan(projection_max(xi, yi)):
+        m = projection_max(xi, yi)
+        if math.isnan(m):
             continue
         a1 = like(xi, alpha - 1.0)
         inv = like(xi, 1.0) / a1
+        finite = 0
         for j in range(xi.size):
-            yi[j] = xi[j] * a1
-        m = maximum(yi)
-        tau = m - like(xi, 1.0)
-        width = like(xi, 1.0) - like(xi, xi.size) ** (-a1)
+            yi[j] = (xi[j] - m) * a1
+            finite += xi[j] > -np.inf
+        tau = -like(xi, 1.0)
+        width = like(xi, 1.0) - like(xi, finite) ** (-a1)
         for _ in range(n_iter):
             width *= like(xi, 0.5)
             mid = tau + width

@@ -54,17 +54,21 @@ def build(dtype) -> SimpleNamespace:
         return total
 
     @cuda.jit(device=True)
-    def merge(m1, d1, m2, d2):
-        """Exact merge of two online states (Milakov & Gimelshein 2018, eq. (4))."""
+    def merge(m1, s1, m2, s2):
+        """Exact merge of two states ``(m, s)``, ``s = sum_{i != k} exp(x_i - m)``:
+        ``s = s1 + (1 + s2) exp(m2 - m1)`` for ``m1 >= m2`` (Milakov & Gimelshein 2018,
+        eq. (4), for ``s = d - 1``); an empty state (``m = -inf``) adds nothing, nor
+        does anything beside a ``+inf`` max (NaNs are flagged apart, see
+        :func:`row_state`)."""
         if m2 > m1:
-            m1, d1, m2, d2 = m2, d2, m1, d1
-        if d2 != 0:  # a state with nothing in it (m = -inf) adds nothing, NaN poisons
-            d1 += d2 * math.exp(m2 - m1)
-        return m1, d1
+            m1, s1, m2, s2 = m2, s2, m1, s1
+        if m2 != -math.inf and m1 != math.inf:
+            s1 += (dtype(1.0) + s2) * math.exp(m2 - m1)
+        return m1, s1
 
     @cuda.jit(device=True)
     def block_online(m, d):
-        """Block-wide ``(max, sum exp(x - max))`` from each thread's online state."""
+        """Block-wide state ``(m, s)`` from each thread's state."""
         shm = cuda.shared.array(size, dtype)
         shd = cuda.shared.array(size, dtype)
         t, s = cuda.threadIdx.x, cuda.blockDim.x
@@ -83,40 +87,48 @@ def build(dtype) -> SimpleNamespace:
 
     @cuda.jit(device=True)
     def thread_online(xi):
-        """This thread's online state over its strided share of the row."""
+        """This thread's state over its strided share of the row (its first maximum
+        counts nothing, every later entry ``exp(x_j - m)``)."""
         m = dtype(-math.inf)
-        d = dtype(0.0)
+        s = dtype(0.0)
         for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
             v = xi[j]
             if v > m:
-                d = d * math.exp(m - v) + dtype(1.0)
+                s = (s + dtype(1.0)) * math.exp(m - v)
                 m = v
             elif v != -math.inf:
-                d += math.exp(v - m)
-        return m, d
+                s += math.exp(v - m)
+        return m, s
 
     @cuda.jit(device=True)
     def row_state(xi):
-        """``(m, d, nan)``: the row's max, ``sum exp(x - m)`` and whether it has a NaN."""
-        m, d = thread_online(xi)
+        """``(m, s, nan)``: the row's max ``m = x_k``, ``s = sum_{i != k} exp(x_i - m)``
+        and whether it has a NaN; ``s`` is NaN with a NaN, else 0 for ``m = +-inf``."""
+        m, s = thread_online(xi)
         nan = dtype(0.0)
         for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
             if xi[j] != xi[j]:
                 nan = dtype(1.0)
-        m, d = block_online(m, d)
-        return m, d, block_max(nan) > 0
+        m, s = block_online(m, s)
+        nan = block_max(nan) > 0
+        if math.isinf(m):
+            s = dtype(0.0)
+        if nan:
+            s = dtype(math.nan)
+        return m, s, nan
+
+    @cuda.jit(device=True)
+    def softmax_scale(m, s):
+        """``1 / (1 + s)``; NaN for a ``+inf`` max."""
+        return dtype(math.nan) if m == math.inf else dtype(1.0) / (dtype(1.0) + s)
 
     @cuda.jit(device=True)
     def row_logsumexp(xi):
-        """``m + log(d)`` with scipy's rules: NaN -> NaN, +inf -> +inf, all -inf -> -inf."""
-        m, d, nan = row_state(xi)
-        if nan:
-            return dtype(math.nan)
-        if math.isinf(m):
-            return m
-        return m + math.log(d)
+        """``m + log1p(s)``: scipy's rules (NaN, +inf, all -inf) follow from the state."""
+        m, s, _nan = row_state(xi)
+        return m + math.log1p(s)
 
     return SimpleNamespace(
         block_sum=block_sum, block_max=block_max, block_online=block_online,
-        row_state=row_state, row_logsumexp=row_logsumexp,
+        row_state=row_state, row_logsumexp=row_logsumexp, softmax_scale=softmax_scale,
     )  # fmt: skip

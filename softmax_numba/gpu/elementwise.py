@@ -39,7 +39,7 @@ def build(dtype, red) -> dict:
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
             for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
                 z = x[i, j] * b
-                out[i, j] = (max(z, zero) + math.log1p(math.exp(-abs(z)))) / b
+                out[i, j] = max(x[i, j], zero) + math.log1p(math.exp(-abs(z))) / b
             if normalize:
                 normalize_row(out[i])
 

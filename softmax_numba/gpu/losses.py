@@ -11,7 +11,8 @@ def build(dtype, red) -> dict:
     # Device functions must be plain closure names for Numba to type them.
     block_sum = red.block_sum
     row_state = red.row_state
-    one, zero = dtype(1.0), dtype(0.0)
+    softmax_scale = red.softmax_scale
+    one, zero, half = dtype(1.0), dtype(0.0), dtype(0.5)
 
     @cuda.jit
     def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, grad):
@@ -26,22 +27,24 @@ def build(dtype, red) -> dict:
                     for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
                         grad[i, j] = zero
                 continue
-            m, d, _nan = row_state(x[i])
-            lse = m + math.log(d)
-            total = zero
+            m, s, _nan = row_state(x[i])
+            log1p_s = math.log1p(s)
+            # Every term halved (exactly), the sum doubled: m - x_j can overflow.
+            gap = zero  # mean_j (m - x_j) / 2 as sum_j (m/2 - x_j/2) / n
             if smoothing != 0:
+                w = one / dtype(n)
                 for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
-                    total += x[i, j]
-                total = block_sum(total)
+                    gap += (m * half - x[i, j] * half) * w
+                gap = block_sum(gap)
             if cuda.threadIdx.x == 0:
-                value = (one - eps) * (lse - x[i, t])
+                value = (one - eps) * ((m * half - x[i, t] * half) + log1p_s * half)
                 if smoothing != 0:
-                    value += eps * (lse - total / dtype(n))
-                loss[i] = value
+                    value += eps * (gap + log1p_s * half)
+                loss[i] = value + value
             if want_grad:
                 sc = dtype(scale)
                 floor = eps / dtype(n) * sc
-                r = sc / d
+                r = sc * softmax_scale(m, s)
                 for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
                     g = math.exp(x[i, j] - m) * r - floor
                     if j == t:
@@ -55,22 +58,22 @@ def build(dtype, red) -> dict:
         keep = one - eps
         floor = eps / dtype(n)
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, d, _nan = row_state(x[i])
-            lse = m + math.log(d)
+            m, s, _nan = row_state(x[i])
+            log1p_s = math.log1p(s)
             value = zero
             q_sum = zero
             for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
                 qj = keep * q[i, j] + floor
-                if qj != 0:
-                    value += qj * (lse - x[i, j])
+                if qj != 0:  # q_j ((m - x_j) + log1p(s)), halved: m - x_j cannot overflow
+                    value += qj * ((m * half - x[i, j] * half) + log1p_s * half)
                 q_sum += qj
             value = block_sum(value)
             q_sum = block_sum(q_sum)
             if cuda.threadIdx.x == 0:
-                loss[i] = value
+                loss[i] = value + value
             if want_grad:
                 sc = dtype(scale)
-                r = q_sum / d
+                r = q_sum * softmax_scale(m, s)
                 for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
                     grad[i, j] = (math.exp(x[i, j] - m) * r - (keep * q[i, j] + floor)) * sc
 

@@ -19,6 +19,7 @@ def build(dtype, red) -> dict:
     block_sum = red.block_sum
     row_logsumexp = red.row_logsumexp
     row_state = red.row_state
+    softmax_scale = red.softmax_scale
     one, zero = dtype(1.0), dtype(0.0)
 
     @cuda.jit(device=True)
@@ -38,10 +39,8 @@ def build(dtype, red) -> dict:
     @cuda.jit
     def _softmax_online(x, out):
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, d, _nan = row_state(x[i])
-            if m == math.inf:
-                d = dtype(math.nan)
-            write_scaled_exp(x[i], out[i], m, one / d)
+            m, s, _nan = row_state(x[i])
+            write_scaled_exp(x[i], out[i], m, softmax_scale(m, s))
 
     @cuda.jit
     def _softmax_division_free(x, out):
@@ -54,9 +53,10 @@ def build(dtype, red) -> dict:
     @cuda.jit
     def _log_softmax(x, out):
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            lse = row_logsumexp(x[i])
+            m, s, _nan = row_state(x[i])
+            log1p_s = math.log1p(s)
             for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = x[i, j] - lse
+                out[i, j] = (x[i, j] - m) - log1p_s  # never x - lse: see cpu/softmax.py
 
     @cuda.jit
     def _logsumexp(x, out):
