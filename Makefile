@@ -25,12 +25,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The whole study into results/ (resumable: rerun after an interruption).
-study: $(STAMP)
-	$(PY) -m experiments study
+# The whole study into results/, every step measured again here and now; each table
+# (rows stamped with this run's id, runs listed in its .meta.json) replaces the old one
+# only when it is complete.  After an interruption `make study` again resumes it, if
+# the code, machine, packages and settings are the same; otherwise it stops and says
+# why: then `make study STUDY_FLAGS=--fresh` discards the interrupted rows, or
+# STUDY_FLAGS=--keep keeps them (their runs listed apart).
+STUDY_FLAGS ?=
 
+study: $(STAMP)
+	$(PY) -m experiments study $(STUDY_FLAGS)
+
+# The same on small grids (about a minute), into results/quick.
 study-quick: $(STAMP)
-	$(PY) -m experiments study --quick
+	$(PY) -m experiments study --quick $(STUDY_FLAGS)
 
 # Figures and CLAIMS.md again, from the committed tables only.
 plots: $(STAMP)

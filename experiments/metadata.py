@@ -1,13 +1,27 @@
-"""What a table was measured on: written next to every table as JSON."""
+"""What a table was measured on: written next to every table as JSON.
+
+A *run* is one ``python -m experiments`` command: :func:`new_run` gives it an id and
+records the code (git commit, local changes, a hash of the sources), the machine,
+the package versions and the settings.  Every row a run writes carries its id (the
+``run_id`` column, :mod:`experiments.store`), and ``name.meta.json`` beside
+``name.csv`` lists, under ``runs``, the record of every run whose rows are in the
+table, with its row count; ``complete`` is false while the table is being
+measured.  The top-level fields summarise the runs: a field on which they disagree
+reads ``"mixed (see runs)"``, and ``date``, ``command`` and ``run_id`` are the
+latest run's.  :data:`FINGERPRINT` names the fields that must agree for a run to
+resume another's table.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
 import pathlib
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -68,6 +82,35 @@ def _gpu() -> str:
         return "none"
 
 
+def source_hash() -> str:
+    """SHA-256 of the Python sources of ``softmax_numba`` and ``experiments``."""
+    import softmax_numba
+
+    digest = hashlib.sha256()
+    for package in (pathlib.Path(softmax_numba.__file__).parent, pathlib.Path(__file__).parent):
+        for path in sorted(package.rglob("*.py")):
+            digest.update(f"{package.name}/{path.relative_to(package)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def machine() -> dict:
+    """The processor and thread count of this process's machine (run on Dask workers too)."""
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+    }
+
+
+def threading_layer() -> str:
+    """Numba's threading layer, once a parallel region has chosen it."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        return "not initialized"
+
+
 def collect() -> dict:
     versions = {}
     for name in PACKAGES:
@@ -75,10 +118,7 @@ def collect() -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region has run yet
-        layer = "not initialized"
+    layer = threading_layer()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.executable), "-m", "experiments", *sys.argv[1:]]),
@@ -104,9 +144,130 @@ def collect() -> dict:
     }
 
 
+#: What must agree for a run to resume another run's table: the code, the machine,
+#: the package versions and the settings (``--quick``, ``--scheduler``).
+FINGERPRINT = (
+    "git_commit",
+    "git_dirty",
+    "source_hash",
+    "python",
+    "packages",
+    "cpu",
+    "cpu_count",
+    "numba_threads",
+    "gpu",
+    "settings",
+)
+#: The top-level value of a field on which the runs of a table disagree.
+MIXED = "mixed (see runs)"
+
+
+def new_run(settings: dict | None = None) -> dict:
+    """The record of a new run: :func:`collect`, the source hash, ``settings`` and an id.
+
+    Parameters
+    ----------
+    settings : dict, optional
+        The options that change what is measured (``quick``, ``scheduler``).
+
+    Returns
+    -------
+    dict
+        With ``run_id``, unique and sortable by start time (``20261201T191400Z-3fa9c1``).
+    """
+    record = collect()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return {
+        "run_id": f"{stamp}-{secrets.token_hex(3)}",
+        **record,
+        "source_hash": source_hash(),
+        "settings": dict(settings or {}),
+    }
+
+
+def differences(run: dict, other: dict) -> list[str]:
+    """The :data:`FINGERPRINT` fields on which ``other`` differs from ``run``, in words."""
+    return [
+        f"{field} {other.get(field)!r} (here {run.get(field)!r})"
+        for field in FINGERPRINT
+        if other.get(field) != run.get(field)
+    ]
+
+
+def describe(run: dict) -> str:
+    """One line naming a run: id, commit, processor and date."""
+    commit = str(run.get("git_commit", "unknown"))[:12]
+    if run.get("git_dirty"):
+        commit += " with local changes"
+    name = f"run {run['run_id']}" if run.get("run_id") else "a run without an id"
+    return f"{name} (commit {commit}, {run.get('cpu')}, {run.get('date')})"
+
+
+def meta_path(table_path) -> pathlib.Path:
+    """``name.meta.json`` for ``name.csv``."""
+    return pathlib.Path(table_path).with_suffix(".meta.json")
+
+
+def read(table_path) -> dict | None:
+    """The metadata beside a table (None if there is none or it is unreadable)."""
+    try:
+        return json.loads(meta_path(table_path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _summary(runs: list[dict]) -> dict:
+    """Each field's value if every run agrees on it, else :data:`MIXED`; ``date``,
+    ``command`` and ``run_id`` are the last run's."""
+    summary = {}
+    for field in runs[-1]:
+        values = [r.get(field) for r in runs]
+        if field in ("date", "command", "run_id") or all(v == values[-1] for v in values):
+            summary[field] = values[-1]
+        elif field == "packages":
+            names = dict.fromkeys(n for v in values for n in (v or {}))
+            summary[field] = {
+                n: values[-1].get(n)
+                if all((v or {}).get(n) == values[-1].get(n) for v in values)
+                else MIXED
+                for n in names
+            }
+        else:
+            summary[field] = MIXED
+    return summary
+
+
+def write(table_path, runs: dict[str, dict], complete: bool) -> pathlib.Path:
+    """Write ``name.meta.json`` (atomically) for a table whose rows come from ``runs``.
+
+    Parameters
+    ----------
+    table_path : path-like
+        The table, ``name.csv``.
+    runs : dict
+        Run id -> run record (with its ``rows``), one entry per run whose rows are in
+        the table, oldest first.
+    complete : bool
+        False while the table is being measured.
+    """
+    if not runs:
+        raise ValueError(f"{table_path}: a table's metadata needs at least one run")
+    path = meta_path(table_path)
+    meta = {
+        **_summary(list(runs.values())),
+        "complete": complete,
+        "rows": sum(r.get("rows", 0) for r in runs.values()),
+        "runs": runs,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def write_next_to(table_path) -> pathlib.Path:
-    """``name.meta.json`` beside ``name.csv``."""
-    table_path = pathlib.Path(table_path)
-    path = table_path.with_suffix(".meta.json")
+    """``name.meta.json`` beside ``name.csv``, describing this process only (for the
+    tables without a ``run_id`` column: roofline, benchmarks)."""
+    path = meta_path(table_path)
     path.write_text(json.dumps(collect(), indent=2) + "\n")
     return path

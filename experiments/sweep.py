@@ -221,7 +221,9 @@ def run(
 
     With a ``distributed.Client``, the cells are measured as Dask tasks on its
     workers (``measure`` must be importable there) and ``table`` needs a
-    :data:`WORKER` column.
+    :data:`WORKER` column.  Either way the rows are appended here, so a table
+    opened for a run (:func:`experiments.store.open_run`) stamps each with the
+    run's id.
     """
     done = table.done_keys()
     todo = [c for c in cells if Table.key_of(c, table.key) not in done]
