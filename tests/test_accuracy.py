@@ -55,7 +55,7 @@ def test_matches_reference(entry, backend, dtype, scale, offset, rng):
 @pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
 @pytest.mark.parametrize("backend", ["cpu", "parallel"])
 def test_irregular_large_shape(entry, backend, rng):
-    x, args = _case(entry, np.float32, (1823, 780 if entry.divisor > 1 else 781), 3.0, 0.0, rng)
+    _, args = _case(entry, np.float32, (1823, 780 if entry.divisor > 1 else 781), 3.0, 0.0, rng)
     check_within_bounds(entry, backend, args)
 
 
@@ -63,7 +63,7 @@ def test_irregular_large_shape(entry, backend, rng):
 def test_bounds_are_tighter_than_the_old_blanket_tolerance(entry, rng):
     """The bounds are the analysis', not a blanket 64 u: on rows of 52 at unit scale
     and no offset, every bound but the division-free softmax's is below 64 u."""
-    x, args = _case(entry, np.float32, (4, 52), 1.0, 0.0, rng)
+    _, args = _case(entry, np.float32, (4, 52), 1.0, 0.0, rng)
     ref = registry.outputs(entry.reference(registry.oracle_args(args)))
     for bound, r in zip(entry.bounds, ref, strict=True):
         assert np.all(registry.allowed_u(bound, args, r, np.float32) < 64)

@@ -64,7 +64,8 @@ def shifted_sum_excluding(x, m, following):
     (exactly) and is counted; all of them but one are added back, exactly, at the
     end.  Never ``s += exp(x_i - m) - [x_i == m]``: with ``reassoc`` LLVM splits
     that into two sums, ``(sum e) - ties``, whose first holds the 1 of the max and
-    rounds a small ``s`` away (``log1p(e^-7)`` lost 427 u in float64).  ``following`` (the next row, or ``x`` itself) is read in the same loop, so
+    rounds a small ``s`` away (``log1p(e^-7)`` lost 427 u in float64).
+    ``following`` (the next row, or ``x`` itself) is read in the same loop, so
     that its load from memory overlaps this row's arithmetic (see
     :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
     way it poisons the row, through the max or through ``exp(NaN - m)``.
