@@ -30,6 +30,18 @@ ALTERNATIVES = (
 )
 SCALES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4)
 PEERS = ("scipy", "torch", "jax", "entmax")
+#: The common offset ``c`` of the offset sweep, ``x = c + scale z``.
+OFFSETS = (0.0, 10.0, -100.0, 100.0, 1e3, -1e4, 1e4, 1e5, -1e6, 1e6)
+#: The log-domain family of the offset sweep, scored beside the peers.
+OFFSET_FAMILY = (
+    "softmax[shifted]",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "cross_entropy[smoothed]",
+    "cross_entropy[probability]",
+)
+OFFSET_BACKENDS = ("numpy", "cpu", "parallel", "scipy", "torch", "jax")
 MB = 1 << 20
 
 
@@ -44,15 +56,49 @@ def accuracy(quick: bool) -> list[dict]:
             (1e-3, 1.0, 1e2, 1e4),
             ("normal", "mnist_logits"),
             elements=1 << 12,
+        ) + accuracy_cells(
+            OFFSET_FAMILY,
+            ("float32", "float64"),
+            ("imagenet",),
+            (3.0,),
+            ("normal",),
+            elements=1 << 12,
+            backends=OFFSET_BACKENDS,
+            offsets=(0.0, -100.0, 1e4, 1e6),
         )
-    return accuracy_cells(
-        SOFTMAX_FAMILY, inputs.DTYPES, tuple(inputs.PRESETS), SCALES, inputs.DISTRIBUTIONS
-    ) + accuracy_cells(
-        ALTERNATIVES,
-        inputs.DTYPES,
-        ("mnist", "imagenet", "attention_4096", "gpt2_vocab"),
-        SCALES,
-        ("normal", "dominant", "masked"),
+    return (
+        offset_sweep()
+        + accuracy_cells(
+            SOFTMAX_FAMILY, inputs.DTYPES, tuple(inputs.PRESETS), SCALES, inputs.DISTRIBUTIONS
+        )
+        + accuracy_cells(
+            ALTERNATIVES,
+            inputs.DTYPES,
+            ("mnist", "imagenet", "attention_4096", "gpt2_vocab"),
+            SCALES,
+            ("normal", "dominant", "masked"),
+        )
+    )
+
+
+def offset_sweep() -> list[dict]:
+    """Logits ``c + scale z`` over :data:`OFFSETS`: the log-domain family against
+    the peers at four row lengths, and every registered op at one (an offset the
+    alternatives are not invariant to, but their error must stay within bound)."""
+    from experiments.sweep import accuracy_cells
+
+    family = accuracy_cells(
+        OFFSET_FAMILY,
+        ("float32", "float64"),
+        ("mnist", "attention_128", "imagenet", "attention_4096"),
+        (1.0, 3.0),
+        ("normal",),
+        backends=OFFSET_BACKENDS,
+        offsets=OFFSETS,
+    )
+    others = [name for name in (*SOFTMAX_FAMILY, *ALTERNATIVES) if name not in OFFSET_FAMILY]
+    return family + accuracy_cells(
+        others, ("float32", "float64"), ("imagenet",), (3.0,), ("normal",), offsets=OFFSETS
     )
 
 

@@ -40,8 +40,12 @@ def _mnist_logits() -> np.ndarray:
     return load_logits()
 
 
-def logits(distribution: str, rows: int, n: int, scale: float, dtype: str, seed: int = 0):
-    """A ``(rows, n)`` array of logits of the given distribution times ``scale``.
+def logits(
+    distribution: str, rows: int, n: int, scale: float, dtype: str, seed: int = 0, offset=0.0
+):
+    """A ``(rows, n)`` array of logits of the given distribution times ``scale``,
+    plus a common ``offset`` (softmax is shift-invariant; its log-domain relatives
+    must be accurate whatever the offset).
 
     - ``normal``: standard normal; ``uniform``: uniform on [-1, 1];
     - ``dominant``: standard normal with one entry per row raised by 10;
@@ -78,4 +82,4 @@ def logits(distribution: str, rows: int, n: int, scale: float, dtype: str, seed:
         raise ValueError(f"unknown distribution {distribution!r}; known: {DISTRIBUTIONS}")
     # Values beyond the dtype's range round to +-inf, as any cast would.
     with np.errstate(invalid="ignore", over="ignore"):
-        return (x * scale).astype(numpy_dtype(dtype))
+        return (offset + x * scale).astype(numpy_dtype(dtype))

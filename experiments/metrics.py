@@ -14,6 +14,11 @@ def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
 
     - ``max_error_u``: largest per-row normwise error (``registry.scaled_error``)
       over the rows whose non-finite pattern matches the reference;
+    - ``max_rel_error_u``: largest componentwise error of the first output
+      (``Entry.errors``: relative to each exact entry, or to the scale the entry
+      declares, entries below the underflow floor not scored); ``bound_u``: the
+      largest per-row bound of the entry's analysis there; ``bound_ratio``: the
+      largest error over bound of any output and row (at most 1: within the bound);
     - ``max_ulp``: largest ``|got - ref| / ulp(ref)`` over finite references;
     - ``sum_error_u``: largest ``|sum(p) - 1|`` over rows (distributions only);
     - ``max_kl``: largest ``KL(ref || p) = sum ref log(ref / p)`` over rows;
@@ -23,7 +28,12 @@ def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
       reference is positive), and ``support``: mean nonzeros per row.
     """
     got_all, ref_all = registry.outputs(got), registry.outputs(ref)
+    ref_all = ref_all[: len(got_all)]  # a peer computes the first output only
     u = fmt.u
+    pairs = entry.errors(args, got_all, ref_all)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.concatenate([(err / allowed).ravel() for err, allowed in pairs])
+    first_err, first_bound = pairs[0]
     errors = [
         registry.scaled_error(kind, g, r, args)
         for kind, g, r in zip(entry.kinds, got_all, ref_all, strict=False)
@@ -38,6 +48,9 @@ def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
     ulps = ulps[finite_ref & np.isfinite(g)]
     row = {
         "max_error_u": float(finite_err.max() / u) if finite_err.size else np.nan,
+        "max_rel_error_u": float(first_err.max()) if first_err.size else np.nan,
+        "bound_u": float(first_bound.max()) if first_bound.size else np.nan,
+        "bound_ratio": float(np.nanmax(ratios)) if np.isfinite(ratios).any() else np.inf,
         "max_ulp": float(ulps.max()) if ulps.size else np.nan,
         "mismatched_rows": int(np.sum(~np.isfinite(err))),
         "nan": int(np.isnan(g).sum()),

@@ -90,6 +90,79 @@ def _jax() -> dict:
 _LOADERS = {"scipy": _scipy, "torch": _torch, "jax": _jax, "entmax": _entmax}
 
 
+def _scipy_results() -> dict:
+    sp = scipy.special
+
+    def loss(x, target):
+        lsm = sp.log_softmax(x, axis=-1)
+        return -np.take_along_axis(lsm, np.asarray(target)[..., None], -1)[..., 0]
+
+    return {
+        "softmax": lambda x: sp.softmax(x, axis=-1),
+        "log_softmax": lambda x: sp.log_softmax(x, axis=-1),
+        "logsumexp": lambda x: sp.logsumexp(x, axis=-1),
+        "cross_entropy": loss,
+    }
+
+
+def _torch_results() -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    def run(func):
+        def call(*args):
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+            return func(*tensors).numpy()
+
+        return call
+
+    return {
+        "softmax": run(lambda x: torch.softmax(x, -1)),
+        "log_softmax": run(lambda x: torch.log_softmax(x, -1)),
+        "logsumexp": run(lambda x: torch.logsumexp(x, -1)),
+        "cross_entropy": run(lambda x, t: F.cross_entropy(x, t, reduction="none")),
+    }
+
+
+def _jax_results() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def loss(x, target):
+        lsm = jax.nn.log_softmax(x, axis=-1)
+        return -jnp.take_along_axis(lsm, target[..., None], -1)[..., 0]
+
+    def run(func):
+        return lambda *args: np.asarray(func(*[jnp.asarray(a) for a in args]))
+
+    return {
+        "softmax": run(lambda x: jax.nn.softmax(x, axis=-1)),
+        "log_softmax": run(lambda x: jax.nn.log_softmax(x, axis=-1)),
+        "logsumexp": run(lambda x: jax.nn.logsumexp(x, axis=-1)),
+        "cross_entropy": run(loss),
+    }
+
+
+#: Peers whose results the accuracy sweep scores beside ours, in the same cells.
+_RESULT_LOADERS = {"scipy": _scipy_results, "torch": _torch_results, "jax": _jax_results}
+#: The registry entries a peer's result is compared with (the peer computes the
+#: op's first output only: the loss of ``cross_entropy``, no gradient).
+PEER_ENTRIES = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
+
+
+@functools.cache
+def results_available() -> dict[str, dict]:
+    """``{peer: {op: fn(*args) -> ndarray}}`` for the installed peers: each computes
+    the op along the last axis, in the input's dtype."""
+    found = {}
+    for name, load in _RESULT_LOADERS.items():
+        if importlib.util.find_spec(name) is not None:
+            found[name] = load()
+    return found
+
+
 @functools.cache
 def available() -> dict[str, dict]:
     """``{peer: {op: factory}}`` for the peers that are installed."""

@@ -14,6 +14,53 @@ import pandas as pd
 CORE = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
 
 
+def at_offset_zero(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the scale sweep (no common offset; tables without the column are
+    all of it); the offset sweep has its own figure."""
+    return table[table.offset == 0] if "offset" in table else table
+
+
+OFFSET_OPS = ("log_softmax", "logsumexp", "cross_entropy", "softmax[shifted]")
+
+
+def error_vs_offset(table: pd.DataFrame, path) -> pathlib.Path:
+    """Componentwise error (units of u) against the common offset ``c`` of the logits
+    ``c + scale z``, ours and the peers, one row of panels per dtype: the largest over
+    row lengths and scales of each cell's worst entry; our bound dashed."""
+    d = table[table.entry.isin(OFFSET_OPS) & (table.distribution == "normal")]
+    # The cells the peers were measured in (the offset sweep), so every line is over
+    # the same inputs.
+    cell = ["entry", "dtype", "preset", "scale"]
+    peer_cells = d[~d.backend.isin(("numpy", "cpu", "parallel"))][cell].drop_duplicates()
+    d = d.merge(peer_cells, on=cell) if len(peer_cells) else d
+    dtypes = [t for t in ("float32", "float64") if t in set(d.dtype)]
+    ops = [o for o in OFFSET_OPS if o in set(d.entry)]
+    fig, axes = plt.subplots(
+        max(len(dtypes), 1),
+        max(len(ops), 1),
+        figsize=(3.6 * max(len(ops), 1), 3.2 * max(len(dtypes), 1)),
+        squeeze=False,
+        sharey="row",
+    )
+    for r, dtype in enumerate(dtypes):
+        for c, op in enumerate(ops):
+            ax = axes[r][c]
+            e = d[(d.dtype == dtype) & (d.entry == op)]
+            for backend, g in e.groupby("backend"):
+                g = g.groupby("offset", as_index=False).max_rel_error_u.max()
+                x = np.sign(g.offset) * np.log10(1 + np.abs(g.offset))
+                ax.plot(x, g.max_rel_error_u.clip(lower=1e-2), "o-", ms=3, label=backend)
+            ours = e[e.backend == "cpu"].groupby("offset", as_index=False).bound_u.max()
+            x = np.sign(ours.offset) * np.log10(1 + np.abs(ours.offset))
+            ax.plot(x, ours.bound_u, "k--", lw=1, label="our bound")
+            ax.set(yscale="log", title=f"{op}, {dtype}")
+            if r == len(dtypes) - 1:
+                ax.set_xlabel("offset c: sign(c) log10(1 + |c|)")
+        axes[r][0].set_ylabel("max componentwise error (u)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -52,6 +99,9 @@ def speed(table: pd.DataFrame, path) -> pathlib.Path:
 
 def error_vs_scale(table: pd.DataFrame, path) -> pathlib.Path:
     """Max error in units of u against input scale, per softmax algorithm and dtype."""
+    table = at_offset_zero(table)
+    if "backend" in table:
+        table = table[table.backend == "cpu"]
     d = table[(table.op == "softmax") & (table.distribution == "normal")]
     dtypes = [t for t in ("float16", "bfloat16", "float32", "float64") if t in set(d.dtype)]
     fig, axes = plt.subplots(
@@ -69,6 +119,7 @@ def error_vs_scale(table: pd.DataFrame, path) -> pathlib.Path:
 
 def sum_error_vs_n(table: pd.DataFrame, path) -> pathlib.Path:
     """|sum(p) - 1| in units of u against the row length, per dtype and algorithm."""
+    table = at_offset_zero(table)
     d = table[(table.op == "softmax") & (table.distribution == "normal") & (table.scale == 1.0)]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (dtype, alg), g in d.groupby(["dtype", "algorithm"]):
@@ -102,6 +153,7 @@ def overflow_map(table: pd.DataFrame, path) -> pathlib.Path:
 
 def sparsity(table: pd.DataFrame, path) -> pathlib.Path:
     """Mean support size against input scale for the sparse maps and softmax."""
+    table = at_offset_zero(table)
     d = table[
         (table.preset == "imagenet")
         & (table.distribution == "normal")
@@ -187,6 +239,7 @@ def draw_all(out) -> list[pathlib.Path]:
     jobs = [
         ("speed.csv", lambda t: speed(t, out / "speed_gbps.png")),
         ("accuracy.csv", lambda t: error_vs_scale(t, out / "error_vs_scale.png")),
+        ("accuracy.csv", lambda t: error_vs_offset(t, out / "error_vs_offset.png")),
         ("accuracy.csv", lambda t: sum_error_vs_n(t, out / "sum_error_vs_n.png")),
         ("accuracy.csv", lambda t: sparsity(t, out / "sparsity.png")),
         ("overflow.csv", lambda t: overflow_map(t, out / "overflow_map.png")),

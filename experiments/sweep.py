@@ -26,12 +26,25 @@ from experiments.metrics import error_metrics
 from experiments.store import Table
 from softmax_numba import registry
 
-ACCURACY_KEY = ["entry", "dtype", "preset", "n", "rows", "scale", "distribution", "backend"]
+ACCURACY_KEY = [
+    "entry",
+    "dtype",
+    "preset",
+    "n",
+    "rows",
+    "scale",
+    "offset",
+    "distribution",
+    "backend",
+]
 ACCURACY_COLUMNS = [
     *ACCURACY_KEY,
     "op",
     "algorithm",
     "max_error_u",
+    "max_rel_error_u",
+    "bound_u",
+    "bound_ratio",
     "max_ulp",
     "mismatched_rows",
     "nan",
@@ -79,17 +92,27 @@ def entry(name: str) -> registry.Entry:
 
 
 def accuracy_cells(
-    entries, dtypes, presets, scales, distributions, elements=1 << 16, backends=("cpu",)
+    entries,
+    dtypes,
+    presets,
+    scales,
+    distributions,
+    elements=1 << 16,
+    backends=("cpu",),
+    offsets=(0.0,),
 ) -> list[dict]:
     """Every combination that makes sense (``mnist_logits`` needs rows of 10; maxout
-    needs rows its pool size divides).  Raises ``ValueError`` for unknown names."""
+    needs rows its pool size divides), the logits ``offset + scale z``.  A backend
+    may be a peer (scipy, torch, jax): it is scored on the entries of
+    :data:`experiments.peers.PEER_ENTRIES` in float32 and float64 only, and only
+    where installed.  Raises ``ValueError`` for unknown names."""
     for name in entries:
         entry(name)
     for values, known, what in (
         (dtypes, inputs.DTYPES, "dtype"),
         (presets, inputs.PRESETS, "preset"),
         (distributions, inputs.DISTRIBUTIONS, "distribution"),
-        (backends, ENGINES, "backend"),
+        (backends, (*ENGINES, *peers._RESULT_LOADERS), "backend"),
     ):
         unknown = set(values) - set(known)
         if unknown:
@@ -107,20 +130,35 @@ def accuracy_cells(
                     continue
                 for dtype in dtypes:
                     for scale in scales:
-                        for backend in backends:
-                            cells.append(
-                                {
-                                    "entry": name,
-                                    "dtype": dtype,
-                                    "preset": preset,
-                                    "n": n,
-                                    "rows": max(1, min(512, elements // n)),
-                                    "scale": float(scale),
-                                    "distribution": dist,
-                                    "backend": backend,
-                                }
-                            )
+                        for offset in offsets:
+                            for backend in backends:
+                                if backend not in ENGINES and not _peer_scores(
+                                    backend, name, dtype
+                                ):
+                                    continue
+                                cells.append(
+                                    {
+                                        "entry": name,
+                                        "dtype": dtype,
+                                        "preset": preset,
+                                        "n": n,
+                                        "rows": max(1, min(512, elements // n)),
+                                        "scale": float(scale),
+                                        "offset": float(offset),
+                                        "distribution": dist,
+                                        "backend": backend,
+                                    }
+                                )
     return cells
+
+
+def _peer_scores(peer: str, name: str, dtype: str) -> bool:
+    """Whether ``peer`` is installed and scored on entry ``name`` in ``dtype``."""
+    return (
+        name in peers.PEER_ENTRIES
+        and dtype in ("float32", "float64")
+        and peer in peers.results_available()
+    )
 
 
 def speed_cells(entries, engines, dtypes, sizes) -> list[dict]:
@@ -164,12 +202,24 @@ def speed_cells(entries, engines, dtypes, sizes) -> list[dict]:
 
 
 def measure_accuracy(cell: dict) -> dict:
+    """One accuracy cell: our engine, or a peer's function on the same arguments
+    (scored on the op's first output), against the oracle."""
     e = entry(cell["entry"])
-    x = inputs.logits(cell["distribution"], cell["rows"], cell["n"], cell["scale"], cell["dtype"])
+    x = inputs.logits(
+        cell["distribution"],
+        cell["rows"],
+        cell["n"],
+        cell["scale"],
+        cell["dtype"],
+        offset=cell.get("offset", 0.0),
+    )
     args = e.arguments(x, np.random.default_rng(1))
     start = time.perf_counter()
     with np.errstate(all="ignore"):
-        got = e.run(args, backend=cell["backend"])
+        if cell["backend"] in ENGINES:
+            got = e.run(args, backend=cell["backend"])
+        else:
+            got = peers.results_available()[cell["backend"]][e.op](*args)
         ref = e.reference(registry.oracle_args(args))
         row = error_metrics(e, got, ref, args, DTYPE_FORMATS[cell["dtype"]])
     return {

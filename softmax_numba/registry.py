@@ -152,16 +152,22 @@ def sparse_scale(args, ref, index):
     return np.broadcast_to(big, rows.shape).reshape(np.shape(ref[index]))
 
 
-def gradient_scale(args, ref, index):
+def gradient_scale(smoothing: float = 0.0):
     """``sum(q) p_j + q_j``: the two terms the gradient ``sum(q) p - q`` subtracts,
-    with ``p = softmax(x)`` in higher precision, ``q`` the (one-hot) target."""
-    x, target = (np.asarray(a) for a in args[:2])
-    p = reference.softmax(x.astype(np.longdouble))
-    if np.issubdtype(target.dtype, np.integer):
-        q = (np.arange(x.shape[-1]) == target[..., None]).astype(np.longdouble)
-    else:
-        q = target.astype(np.longdouble)
-    return p * q.sum(axis=-1, keepdims=True) + q
+    with ``p = softmax(x)`` in higher precision, ``q`` the (one-hot, or given)
+    target smoothed as ``(1 - eps) q + eps / n``."""
+
+    def scale(args, ref, index):
+        x, target = (np.asarray(a) for a in args[:2])
+        p = reference.softmax(x.astype(np.longdouble))
+        if np.issubdtype(target.dtype, np.integer):
+            q = (np.arange(x.shape[-1]) == target[..., None]).astype(np.longdouble)
+        else:
+            q = target.astype(np.longdouble)
+        q = (1 - smoothing) * q + smoothing / x.shape[-1]
+        return p * q.sum(axis=-1, keepdims=True) + q
+
+    return scale
 
 
 def softmax_vjp_scale(args, ref, index):
@@ -198,11 +204,13 @@ def componentwise_error(got, ref, scale) -> np.ndarray:
     dtype = np.asarray(got).dtype
     tiny = 2.0**-126 if dtype.name == "bfloat16" else float(np.finfo(dtype).tiny)
     big = 3.3895313892515355e38 if dtype.name == "bfloat16" else float(np.finfo(dtype).max)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.longdouble), np.shape(ref))
     got = _rows_of(np.asarray(got, dtype=np.longdouble))
     ref = _rows_of(np.asarray(ref, dtype=np.longdouble))
     # Round to the dtype's range (not precision): overflow is the correct result there.
-    ref = np.where(np.abs(ref) > big, np.sign(ref) * np.inf, ref)
-    scale = _rows_of(np.broadcast_to(np.asarray(scale, dtype=np.longdouble), np.shape(ref)))
+    with np.errstate(invalid="ignore"):
+        ref = np.where(np.abs(ref) > big, np.sign(ref) * np.inf, ref)
+    scale = _rows_of(scale)
     if got.shape != ref.shape:
         raise ValueError(f"result shape {got.shape} != reference shape {ref.shape}")
     finite = np.isfinite(ref)
@@ -222,6 +230,12 @@ def _just_x(x, rng):
 
 def _with_targets(x, rng):
     return (x, rng.integers(0, x.shape[-1], size=x.shape[:-1]))
+
+
+def _with_distributions(x, rng):
+    """Probability targets: a Dirichlet(1) row per row, rounded to ``x``'s dtype."""
+    q = rng.dirichlet(np.ones(x.shape[-1]), size=x.shape[:-1])
+    return (x, q.astype(x.dtype))
 
 
 def _backward_of(forward):
@@ -284,7 +298,10 @@ class Entry:
         pairs = []
         for index, (g, r) in enumerate(zip(got, ref, strict=True)):
             u = unit_roundoff(np.asarray(g).dtype)
-            err = componentwise_error(g, r, self.scale(index)(args, ref, index)) / u
+            scale = self.scale(index)(args, ref, index)
+            if np.ndim(g) < np.ndim(args[0]):  # one value per row (a loss, logsumexp)
+                g, r, scale = (np.asarray(a)[..., None] for a in (g, r, scale))
+            err = componentwise_error(g, r, scale) / u
             pairs.append((err, allowed_u(self.bounds[index], args, r, np.asarray(g).dtype)))
         return pairs
 
@@ -347,6 +364,10 @@ _ELEMENTWISE_BOUNDS = {
 }
 
 _SHIFTED = _with_ref(shifted_bound(6.0))
+#: Smoothed or probability targets: ``sum_j q_j ((m - x_j) + log1p(s))``, a second
+#: sum of ``n`` non-negative terms and the rounding of ``q_j``; the gradient as the
+#: one-hot one's, plus ``q``'s rounding.
+_LOSS_BOUNDS = (_with_ref(shifted_bound(9.0, sums=2.0)), _with_ref(shifted_bound(8.0, spreads=2.0)))
 _SOFTMAX = _with_ref(shifted_bound(4.0, spreads=2.0))
 _SPARSE = _with_ref(shifted_bound(16.0, spreads=0.0, sums=2.0))
 
@@ -396,7 +417,31 @@ def _entries() -> list[Entry]:
             {"reduction": "none", "return_grad": True},
             _with_targets,
             bounds=(_SHIFTED, _with_ref(shifted_bound(6.0, spreads=2.0))),
-            scales=(relative, gradient_scale),
+            scales=(relative, gradient_scale()),
+        ),
+        Entry(
+            "cross_entropy",
+            "smoothed",
+            sn.cross_entropy,
+            reference.cross_entropy,
+            ("log", "gradient"),
+            {"reduction": "none", "return_grad": True, "label_smoothing": 0.1},
+            {"reduction": "none", "return_grad": True, "label_smoothing": 0.1},
+            _with_targets,
+            bounds=_LOSS_BOUNDS,
+            scales=(relative, gradient_scale(0.1)),
+        ),
+        Entry(
+            "cross_entropy",
+            "probability",
+            sn.cross_entropy,
+            reference.cross_entropy,
+            ("log", "gradient"),
+            {"reduction": "none", "return_grad": True},
+            {"reduction": "none", "return_grad": True},
+            _with_distributions,
+            bounds=_LOSS_BOUNDS,
+            scales=(relative, gradient_scale()),
         ),
         Entry(
             "softmax_backward",

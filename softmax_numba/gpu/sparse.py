@@ -123,7 +123,12 @@ def build(dtype, red) -> dict:
             bad, m = undefined(x[i], out[i])
             if bad:
                 continue
-            n = dtype(x.shape[1])
+            # n counts the entries above -inf (appended -inf leave the bracket as is).
+            finite = zero
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                if x[i, j] > -math.inf:
+                    finite += one
+            n = block_sum(finite)
             tau = -one  # on z = (x - max) (alpha - 1), whose largest entry is 0
             width = one - n ** (-a1)
             for _ in range(n_iter):
