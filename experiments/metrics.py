@@ -32,7 +32,10 @@ def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
     u = fmt.u
     pairs = entry.errors(args, got_all, ref_all)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratios = np.concatenate([(err / allowed).ravel() for err, allowed in pairs])
+        # An exact op (bound 0, maxout) with no error is within its bound: 0, not 0/0.
+        ratios = np.concatenate(
+            [np.where(err == 0, 0.0, err / allowed).ravel() for err, allowed in pairs]
+        )
     first_err, first_bound = pairs[0]
     errors = [
         registry.scaled_error(kind, g, r, args)

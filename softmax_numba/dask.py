@@ -756,8 +756,8 @@ def _reduce(losses, count, reduction: str, compute, result):
 
 
 def _probability(x, target, axis, reduction, smoothing, return_grad, engine, result):
-    """Probability targets ``q``: ``loss = -sum_j q_j log_softmax(x)_j``, ``grad =
-    sum(q) softmax(x) - q``, from the chunked :func:`log_softmax` and :func:`softmax`."""
+    """Probability targets ``q``: ``loss = sum_j q_j ((m - x_j) + log1p(s))`` from the
+    merged state, ``grad = sum(q) softmax(x) - q`` from the chunked :func:`softmax`."""
     compute = np.dtype(x.dtype)
     if target.shape != x.shape:
         raise ValueError(
@@ -767,8 +767,13 @@ def _probability(x, target, axis, reduction, smoothing, return_grad, engine, res
     q = target.astype(compute).rechunk(x.chunks)
     if smoothing:
         q = (1.0 - smoothing) * q + smoothing / x.shape[axis]
-    lsm = log_softmax(x, axis=axis, backend=engine)
-    losses = -da.where(q == 0, 0, q * lsm).sum(axis=axis, dtype=compute)
+    # -log_softmax_j = (m - x_j) + log1p(s) from the merged state, every term halved
+    # (exactly) and the sum doubled, so that m - x_j cannot overflow (as in memory).
+    m, log1p_s = _state_parts(_states(x, axis, compute, engine), axis)
+    half = compute.type(0.5)
+    nll_half = (da.expand_dims(m, axis) * half - x * half) + da.expand_dims(log1p_s, axis) * half
+    losses = da.where(q == 0, 0, q * nll_half).sum(axis=axis, dtype=compute)
+    losses = losses + losses
     count = da.asarray(np.asarray(losses.size, compute))
     loss, scale = _reduce(losses, count, reduction, compute, result)
     if not return_grad:

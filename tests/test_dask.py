@@ -193,6 +193,29 @@ def test_cross_entropy_with_probabilities_and_dask_targets(rng):
     )
 
 
+@pytest.mark.parametrize("target", ["index", "probability"])
+def test_cross_entropy_at_large_offsets_and_huge_logits_equals_in_memory(rng, target):
+    """The chunked losses use the same careful forms: accurate at an offset of 1e6,
+    finite where the logits reach half the largest float (as in memory)."""
+    for x in (
+        1e6 + 3 * rng.standard_normal((6, 50)),
+        np.finfo(np.float64).max * rng.uniform(-0.5, 0.5, (6, 50)),
+    ):
+        t = rng.integers(0, 50, 6)
+        if target == "probability":
+            t = sn.softmax(rng.standard_normal((6, 50)))
+        chunks = (3, 16) if target == "probability" else 3
+        dt = da.from_array(t, chunks=chunks)
+        got = _compute(
+            sd.cross_entropy(
+                da.from_array(x, chunks=(3, 16)), dt, reduction="none", label_smoothing=0.1
+            )
+        )[0]
+        want = sn.cross_entropy(x, t, reduction="none", label_smoothing=0.1)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
 def test_cross_entropy_checks_class_indices_when_computed():
     loss = sd.cross_entropy(da.zeros((2, 10), chunks=(1, 4)), np.array([3, 10]))
     with pytest.raises(ValueError, match="class index 10 is out of range for 10 classes"):
