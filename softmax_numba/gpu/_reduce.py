@@ -68,7 +68,7 @@ def build(dtype) -> SimpleNamespace:
 
     @cuda.jit(device=True)
     def block_online(m, d):
-        """Block-wide state ``(m, s)`` from each thread's state."""
+        """Block-wide state ``(m, s)`` from each thread's (``d`` holds the ``s`` part)."""
         shm = cuda.shared.array(size, dtype)
         shd = cuda.shared.array(size, dtype)
         t, s = cuda.threadIdx.x, cuda.blockDim.x
