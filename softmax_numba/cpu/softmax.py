@@ -60,11 +60,13 @@ def shifted_sum_excluding(x, m, following):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
     shifted algorithm, in one vectorizable pass; also ``max(following)``.
 
-    Rather than look for ``k``, each entry equal to ``m`` adds ``exp(0) (1 - 1) = 0``
-    (exactly) and is counted; all of them but one are added back, exactly, at the
-    end.  Never ``s += exp(x_i - m) - [x_i == m]``: with ``reassoc`` LLVM splits
-    that into two sums, ``(sum e) - ties``, whose first holds the 1 of the max and
-    rounds a small ``s`` away (``log1p(e^-7)`` lost 427 u in float64).
+    Rather than look for ``k``, each entry equal to ``m`` is selected away (a vector
+    blend) and counted; all of them but one are added back, exactly, at the end.
+    (:func:`exp_shifted_excluding_into`, which also stores the terms, multiplies by
+    ``1 - [x_i == m]`` instead, which LLVM vectorizes there.)  Never ``s += exp(x_i -
+    m) - [x_i == m]``: with ``reassoc`` LLVM splits that into two sums, ``(sum e) -
+    ties``, whose first holds the 1 of the max and rounds a small ``s`` away
+    (``log1p(e^-7)`` lost 427 u in float64).
     ``following`` (the next row, or ``x`` itself) is read in the same loop, so
     that its load from memory overlaps this row's arithmetic (see
     :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
@@ -74,9 +76,10 @@ def shifted_sum_excluding(x, m, following):
     ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
     highest = lowest = float_bits(like(x, -np.inf))
     for i in range(x.size):
-        top = like(x, 1.0) if x[i] == m else like(x, 0.0)
-        s += exp_nonpositive(x[i] - m) * (like(x, 1.0) - top)
-        ties += top
+        top = x[i] == m
+        e = exp_nonpositive(x[i] - m)
+        s += like(x, 0.0) if top else e
+        ties += like(x, 1.0) if top else like(x, 0.0)
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
     return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
 
