@@ -141,7 +141,7 @@ def split_chunks(engine: str, rows: int, n: int) -> int:
     threads = numba.get_num_threads()
     if engine != "parallel" or threads < 2 or rows >= threads or n < config.SPLIT_ROW_MIN_LENGTH:
         return 1
-    return min(4 * threads, n // 1024)
+    return min(config.SPLIT_PIECES_PER_THREAD * threads, n // config.SPLIT_MIN_PIECE)
 
 
 def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:

@@ -1,23 +1,31 @@
 """Every tunable of the package, in one place.
 
-Tests patch these values (for example a tiny ``PARALLEL_MIN_ELEMENTS`` so that the
-parallel engine is exercised on small arrays).  Values read by compiled code are
-read when the Python wrapper calls it, never baked into a kernel, so a patch takes
-effect at once.
+Two kinds, and each value below says which it is:
+
+- **Read per call** by the Python wrappers (engine choice, split sizes, streaming
+  threshold, CUDA launch shape): a patch takes effect at the next call.  Tests
+  patch these (a tiny ``PARALLEL_MIN_ELEMENTS``, so that the parallel engine runs
+  on small arrays; odd CUDA block sizes).
+- **Baked in at compile time** (:data:`COMPILE_TIME`): Numba freezes a global into
+  the machine code of every kernel that reads it.  The CPU kernels' disk-cache
+  key includes these values (:func:`softmax_numba.cpu._compile.jit`), so editing
+  one here recompiles rather than loading stale code; patching one at run time
+  has no effect on kernels already compiled in the process.  The CUDA kernels are
+  built once per process and dtype, on their first launch.
 """
 
 from __future__ import annotations
 
 import os
 
-#: LLVM fast-math flags for every CPU kernel.  Deliberately *not* ``fastmath=True``:
+#: Compile time.  LLVM fast-math flags for every CPU kernel.  Deliberately *not* ``fastmath=True``:
 #: that adds ``nnan`` and ``ninf``, which let LLVM assume there is no NaN or inf and
 #: so break ``-inf`` masks and NaN propagation.  These flags only allow
 #: reassociation (vectorized sums), contraction (FMA), reciprocal multiplication,
 #: approximate library functions and ignoring the sign of zero.
 FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
-#: The elementary functions inside the CPU kernels: ``"fast"``, the package's
+#: Compile time.  The elementary functions inside the CPU kernels: ``"fast"``, the package's
 #: branch-free vectorizable ``exp`` (and float32 ``log1p`` and ``atan``, for softplus
 #: and arctan), their errors measured over every float32 by the study, or ``"libm"``,
 #: the C library's through ``math`` (a scalar call per entry).  Read once at import;
@@ -26,27 +34,62 @@ EXP: str = os.environ.get("SOFTMAX_NUMBA_EXP", "fast")
 if EXP not in ("fast", "libm"):
     raise ValueError(f"SOFTMAX_NUMBA_EXP must be 'fast' or 'libm', got {EXP!r}")
 
-#: Cache compiled kernels on disk, so that a second process does not recompile.
+#: Compile time.  Cache compiled kernels on disk, so that a second process does not recompile.
 CACHE: bool = True
 
-#: ``backend="auto"`` uses the parallel engine from this many elements on.
+#: Per call.  ``backend="auto"`` uses the parallel engine from this many elements on.
 PARALLEL_MIN_ELEMENTS: int = 1 << 16
 
-#: The parallel engine splits a row across threads (with the exact online-softmax
+#: Per call.  The parallel engine splits a row across threads (with the exact online-softmax
 #: merge of the partial ``(max, sum)`` states) when there are fewer rows than
 #: threads and a row has at least this many elements.
 SPLIT_ROW_MIN_LENGTH: int = 1 << 15
 
-#: CPU kernels write outputs of at least this many bytes with streaming
+#: Per call.  CPU kernels write outputs of at least this many bytes with streaming
 #: (non-temporal) stores, which skip reading the destination lines into cache; a
 #: smaller output is left in cache, where the caller will likely read it next.
 #: About the size of a server's last-level cache (glibc's ``memcpy`` switches at a
 #: similar size).
 STREAM_MIN_BYTES: int = 32 << 20
 
-#: CUDA launch shape: threads per block (one block per row, grid-stride over rows),
-#: the largest block the shared-memory reductions are sized for, and the most
-#: blocks in a grid.  Tests patch tiny, odd block sizes.
+#: Per call.  A split row is cut into at most this many pieces per thread (so that
+#: uneven threads even out) ...
+SPLIT_PIECES_PER_THREAD: int = 4
+#: ... and no piece is shorter than this many elements.
+SPLIT_MIN_PIECE: int = 1024
+
+#: Per call.  CUDA launch shape: threads per block (one block per row, grid-stride
+#: over rows) and the most blocks in a grid.  Tests patch tiny, odd block sizes.
 CUDA_THREADS_PER_BLOCK: int = 256
-CUDA_MAX_THREADS_PER_BLOCK: int = 1024
 CUDA_MAX_BLOCKS: int = 65535
+
+#: Compile time (CUDA, on the first launch in a process).  The largest block the
+#: shared-memory reductions are sized for; ``CUDA_THREADS_PER_BLOCK`` may not exceed it.
+CUDA_MAX_THREADS_PER_BLOCK: int = 1024
+
+#: Compile time.  Runs of consecutive rows in the pipelined 2-D CPU kernels (the
+#: threads share them out; each run starts its pipeline with one max pass of its own).
+ROW_CHUNKS: int = 64
+
+#: Compile time.  Elements per block of the CPU online softmax: a block's max and
+#: exp-sum run over data still in L1 and vectorize; the blocks' states are merged
+#: exactly.
+ONLINE_BLOCK: int = 256
+
+#: Compile time (CUDA).  Bisection steps before the exact refinement of sparsemax
+#: and 1.5-entmax, and the most refinement rounds (each removes at least one
+#: support entry, so a row of ``n`` needs at most ``n``; 64 is a safety stop).
+BRACKET_STEPS: int = 24
+MAX_REFINEMENTS: int = 64
+
+#: The names of the compile-time values above: part of the CPU kernels' cache key.
+COMPILE_TIME: tuple[str, ...] = (
+    "FASTMATH",
+    "EXP",
+    "CACHE",
+    "ROW_CHUNKS",
+    "ONLINE_BLOCK",
+    "CUDA_MAX_THREADS_PER_BLOCK",
+    "BRACKET_STEPS",
+    "MAX_REFINEMENTS",
+)

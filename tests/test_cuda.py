@@ -58,7 +58,14 @@ def test_two_threads_per_block_and_many_blocks(entry, rng, monkeypatch):
     check_within_bounds(entry, "cuda", entry.arguments(x, rng))
 
 
-@pytest.mark.parametrize("entry", registry.ENTRIES[:8], ids=lambda e: e.name)
+#: The ops built on block-wide reductions of a row (max, then sum), chosen by name so
+#: that a new registry entry cannot shift the selection.
+BLOCK_REDUCTIONS = ("softmax", "log_softmax", "logsumexp", "cross_entropy")
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in registry.ENTRIES if e.op in BLOCK_REDUCTIONS], ids=lambda e: e.name
+)
 def test_rows_shorter_than_a_block(entry, rng):
     x = rng.standard_normal((3, 4))
     check_within_bounds(entry, "cuda", entry.arguments(x, rng))

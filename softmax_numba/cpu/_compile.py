@@ -47,6 +47,14 @@ def _cpu_sources_digest() -> str:
     return sha.hexdigest()
 
 
+def _compile_time() -> tuple:
+    """The compile-time tunables of :mod:`softmax_numba.config` and their values."""
+    values = [getattr(config, name) for name in config.COMPILE_TIME]
+    # a set's order follows the per-process string hash: sort it, or no key repeats
+    values = [sorted(v) if isinstance(v, set | frozenset) else v for v in values]
+    return tuple(zip(config.COMPILE_TIME, map(repr, values), strict=True))
+
+
 def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: str | None = None):
     """``numba.njit`` with the package's fast-math flags and on-disk cache.
 
@@ -72,17 +80,17 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
 
     Numba's disk cache is keyed by the function's name and the time stamp of its
     own file, not by the compile options nor by the functions it inlines from other
-    modules; the digest of the options, of ``config.EXP`` and of the source of every
-    CPU module is therefore part of the cached name, so that a change to any of them
+    modules; the digest of the options, of the compile-time values of
+    :mod:`softmax_numba.config` (``COMPILE_TIME``) and of the source of every CPU
+    module is therefore part of the cached name, so that a change to any of them
     never loads code compiled otherwise.
     """
 
     def decorate(f):
         options = _options(parallel, reassociate)
         options["inline"] = inline or ("always" if reassociate and not parallel else "never")
-        key = repr(
-            (sorted(options["fastmath"]), options["inline"], config.EXP, _cpu_sources_digest())
-        )
+        flags = sorted(options["fastmath"])
+        key = repr((flags, options["inline"], _compile_time(), _cpu_sources_digest()))
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         return numba.njit(**options)(_renamed(f, f"{f.__name__}__{digest}"))
 

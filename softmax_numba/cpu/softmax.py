@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import prange
 
+from softmax_numba import config
 from softmax_numba.cpu._compile import engines, jit, like
 from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
@@ -204,9 +205,7 @@ def log_probabilities_into(src, dst, m, log1p_s, stream):
             dst[i] = log_probability(src[i], m, log1p_s)
 
 
-#: Runs of consecutive rows in the pipelined 2-D kernels (the threads share them out;
-#: each run starts its pipeline with one max pass of its own).
-ROW_CHUNKS = 64
+ROW_CHUNKS = config.ROW_CHUNKS  # baked in (see softmax_numba.config)
 
 
 @jit
@@ -239,9 +238,7 @@ def softmax_division_free_row(x, out):
         out[i] = exp(x[i] - lse)
 
 
-#: Elements per block of the online softmax: a block's max and exp-sum run over data
-#: still in L1 and vectorize; the blocks' states are merged exactly.
-ONLINE_BLOCK = 256
+ONLINE_BLOCK = config.ONLINE_BLOCK  # baked in (see softmax_numba.config)
 
 
 @jit

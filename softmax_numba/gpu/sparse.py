@@ -14,10 +14,10 @@ import math
 
 from numba import cuda
 
-#: Bisection steps before the exact refinement of sparsemax and 1.5-entmax.
-BRACKET_STEPS = 24
-#: Upper bound on refinement rounds (each removes at least one support entry).
-MAX_REFINEMENTS = 64
+from softmax_numba import config
+
+BRACKET_STEPS = config.BRACKET_STEPS  # baked in (see softmax_numba.config)
+MAX_REFINEMENTS = config.MAX_REFINEMENTS
 
 
 def build(dtype, red) -> dict:
