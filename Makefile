@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench bench-gpu bench-dask study study-quick plots lint format clean
+.PHONY: install test test-fast bench bench-gpu bench-dask study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit loop: every test but those marked `slow` (the whole quick study, the other
+# scales of the accuracy grid, the large shapes, the dask cluster sweeps, the
+# subprocess compile checks...): under two minutes with a warm Numba cache.  Every op
+# and engine is still checked; CI runs `make test`, which runs the slow ones too.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

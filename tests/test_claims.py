@@ -255,7 +255,11 @@ def test_supporting_tables_support_the_claim(tmp_path, number):
     assert v.verdict == SUPPORTED[number], v.evidence
 
 
-@pytest.mark.parametrize("number", NUMBERS)
+#: ``make test-fast`` refutes the first claim only.
+@pytest.mark.parametrize(
+    "number",
+    [n if n == NUMBERS[0] else pytest.param(n, marks=pytest.mark.slow) for n in NUMBERS],
+)
 def test_refuting_tables_change_the_verdict(tmp_path, number):
     for k, (refute, expected) in enumerate(REFUTED[number]):
         tables = _tables()

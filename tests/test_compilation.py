@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PROBE = textwrap.dedent(
     """
     import numpy as np
@@ -27,6 +29,7 @@ def _run_probe():
     return misses, hits
 
 
+@pytest.mark.slow  # two fresh interpreters
 def test_no_compilation_at_import_and_a_second_process_loads_from_the_cache():
     _run_probe()  # compiles if no earlier run left a cache entry
     misses, hits = _run_probe()

@@ -40,8 +40,22 @@ def tiny_launch(monkeypatch):
 ON_GPU = [e for e in registry.ENTRIES if e.name != "sparsemax[sort]"]
 
 
-@pytest.mark.parametrize("entry", ON_GPU, ids=lambda e: e.name)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+#: What ``make test-fast`` keeps of :func:`test_matches_reference` (float32): one
+#: block reduction and one threshold search.  On the simulator every thread is a
+#: Python thread and a case costs seconds; the other entries run in ``make test``, and
+#: :func:`test_two_threads_per_block_and_many_blocks` covers them in the fast run.
+FAST_ON_GPU = ("softmax[shifted]", "sparsemax[pivot]")
+
+
+def _gpu_cases():
+    for entry in ON_GPU:
+        for dtype in (np.float32, np.float64):
+            fast = dtype is np.float32 and entry.name in FAST_ON_GPU
+            marks = () if fast else (pytest.mark.slow,)
+            yield pytest.param(entry, dtype, id=f"{np.dtype(dtype)}-{entry.name}", marks=marks)
+
+
+@pytest.mark.parametrize(("entry", "dtype"), list(_gpu_cases()))
 def test_matches_reference(entry, dtype, rng):
     n = 12 if entry.divisor > 1 else 13
     rows = 4 if entry.op in SEARCHES else 7
@@ -108,6 +122,7 @@ def test_device_arrays_need_the_last_axis(rng):
         sn.softmax(d_x, backend="cpu")
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end(tmp_path):
     """``make bench-gpu``'s code path on tiny shapes (on the simulator: no timing value)."""
     from experiments import gpu_bench

@@ -248,6 +248,7 @@ def test_chunked_softmax_on_a_local_cluster(client, rng):
     np.testing.assert_allclose(lse, sn.logsumexp(x), **_tolerance(np.float32))
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_a_small_array(client, tmp_path):
     x = dask_bench.logits(rows=8, vocab=1000, chunk_rows=4, vocab_chunks=3)
     assert x.numblocks == (2, 3)
@@ -259,6 +260,7 @@ def test_benchmark_runs_on_a_small_array(client, tmp_path):
     assert "| softmax |" in (tmp_path / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_on_the_cluster_writes_the_same_table(client, tmp_path):
     run_step("overflow", tmp_path / "local", quick=True, progress=False)
     run_step("overflow", tmp_path / "cluster", quick=True, progress=False, client=client)
@@ -283,6 +285,7 @@ def slow_measure(cell: dict) -> dict:
     return sweep.measure_accuracy(cell)
 
 
+@pytest.mark.slow
 def test_sweep_survives_a_worker_killed_midway(client, tmp_path):
     import cloudpickle
 

@@ -156,6 +156,7 @@ def _comparable(path):
     return table.sort_values(sweep.ACCURACY_KEY).reset_index(drop=True)
 
 
+@pytest.mark.slow  # three sweeps in subprocesses
 def test_killed_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
     whole, resumed = tmp_path / "whole.csv", tmp_path / "resumed.csv"
     assert _sweep(whole, 0).wait(timeout=300) == 0
@@ -178,6 +179,7 @@ def test_killed_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow  # the whole quick study, in a subprocess: minutes
 def test_quick_study_writes_every_table_figure_and_verdict(tmp_path):
     done = subprocess.run(
         [
@@ -245,6 +247,7 @@ def test_missing_data_set_is_a_clear_error(tmp_path):
     assert done.returncode != 0 and "not found" in done.stderr
 
 
+@pytest.mark.slow  # times every engine and peer
 def test_roofline_measures_ours_the_copy_and_peers_in_one_table(tmp_path):
     from experiments import plots, roofline
 

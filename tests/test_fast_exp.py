@@ -61,7 +61,12 @@ FLOAT32_FUNCTIONS = {
 DOMAINS = {"log1p_unit_interval": (0.0, 1.0)}
 
 
-@pytest.mark.parametrize("name", FLOAT32_FUNCTIONS)
+#: The full-range sweeps (70 million inputs each) are ``slow``; ``make test-fast`` keeps
+#: log1p on [0, 1], a few million of them.
+@pytest.mark.parametrize(
+    "name",
+    [n if n in DOMAINS else pytest.param(n, marks=pytest.mark.slow) for n in FLOAT32_FUNCTIONS],
+)
 def test_float32_log1p_and_atan_within_their_ulp_bound(name):
     """Every 61st float32 bit pattern (70 million inputs, every binade), against the
     float64 function of the same input rounded to float32."""
@@ -115,6 +120,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.slow  # compiles every exp kernel afresh in a subprocess
 def test_the_path_without_a_vector_ldexp_is_as_accurate(tmp_path):
     """On a CPU without AVX-512 (here: Numba told to compile for Haswell) ``exp``
     scales by adding to the exponent bits, with selects for subnormals, overflow and
