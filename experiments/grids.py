@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 from experiments import inputs, overflow
+from softmax_numba import registry
 
-SOFTMAX_FAMILY = (
-    "softmax[naive]",
-    "softmax[shifted]",
-    "softmax[division_free]",
-    "softmax[online]",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy",
-)
-ALTERNATIVES = (
-    "sigmoid",
-    "sigmoid[normalized]",
-    "softplus",
-    "softplus[normalized]",
-    "arctan",
-    "arctan[normalized]",
-    "gaussian",
-    "gaussian[normalized]",
-    "sparsemax[pivot]",
-    "sparsemax[sort]",
-    "entmax15",
-    "entmax_bisect[alpha=1.5]",
-    "maxout[pool=4]",
-)
+#: The entries of each part of the study come from their tags in the registry.
+SOFTMAX_FAMILY = registry.tagged("family")
+ALTERNATIVES = registry.tagged("alternative")
 SCALES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4)
 PEERS = ("scipy", "torch", "jax", "entmax")
 #: The common offset ``c`` of the offset sweep, ``x = c + scale z``.
 OFFSETS = (0.0, 10.0, -100.0, 100.0, 1e3, -1e4, 1e4, 1e5, -1e6, 1e6)
 #: The log-domain family of the offset sweep, scored beside the peers.
-OFFSET_FAMILY = (
-    "softmax[shifted]",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy",
-    "cross_entropy[smoothed]",
-    "cross_entropy[probability]",
-)
+OFFSET_FAMILY = registry.tagged("offsets")
 OFFSET_BACKENDS = ("numpy", "cpu", "parallel", "scipy", "torch", "jax")
 MB = 1 << 20
 

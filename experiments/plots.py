@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-CORE = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
+from softmax_numba import registry
+
+CORE = registry.tagged("core")
 
 
 def at_offset_zero(table: pd.DataFrame) -> pd.DataFrame:

@@ -32,10 +32,11 @@ from tqdm import tqdm
 from experiments import inputs, metadata, peers, timing
 from experiments.store import Table
 from experiments.sweep import entry as registered
+from softmax_numba import registry
 
 #: The shapes of the speed targets (rows, row length).
 SHAPES = ((4096, 1024), (1024, 32768), (65536, 128), (256, 262144), (16384, 4096))
-SOFTMAX_FAMILY = ("softmax[shifted]", "log_softmax", "logsumexp", "cross_entropy")
+SOFTMAX_FAMILY = registry.tagged("core")
 ELEMENTWISE = tuple(
     f"{name}{suffix}"
     for name in ("sigmoid", "softplus", "arctan", "gaussian")

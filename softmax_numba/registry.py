@@ -14,7 +14,7 @@ computing the log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 202
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -274,6 +274,9 @@ class Entry:
     scales : tuple of callable
         Per output, ``scale(args, ref_outputs, index)``: what each entry's error is
         measured against (default :func:`relative`).
+    study : frozenset of str
+        The study's tags (:data:`STUDY_TAGS`): which grids, tables and peer
+        comparisons take the entry.
     """
 
     op: str
@@ -288,6 +291,7 @@ class Entry:
     bytes_factor: float = 2.0
     bounds: tuple[Callable, ...] = ()
     scales: tuple[Callable, ...] = ()
+    study: frozenset[str] = frozenset()
 
     def scale(self, index: int) -> Callable:
         return self.scales[index] if index < len(self.scales) else relative
@@ -552,7 +556,50 @@ def _entmax_vjp_scale(args, ref, index):
     return g * np.abs(dy) + g * np.nan_to_num(q)
 
 
-ENTRIES: tuple[Entry, ...] = tuple(_entries())
+#: The study's tags: ``family``, the softmax family of the accuracy and speed
+#: sweeps; ``alternative``, the maps the article offers instead of softmax;
+#: ``offsets``, the log-domain ops of the offset sweep; ``core``, the four headline
+#: ops of the roofline and of the peer comparisons.
+STUDY_TAGS = ("family", "alternative", "offsets", "core")
+
+_CORE = frozenset({"family", "offsets", "core"})
+_STUDY = {
+    "softmax[naive]": frozenset({"family"}),
+    "softmax[shifted]": _CORE,
+    "softmax[division_free]": frozenset({"family"}),
+    "softmax[online]": frozenset({"family"}),
+    "log_softmax": _CORE,
+    "logsumexp": _CORE,
+    "cross_entropy": _CORE,
+    "cross_entropy[smoothed]": frozenset({"offsets"}),
+    "cross_entropy[probability]": frozenset({"offsets"}),
+    **dict.fromkeys(
+        (
+            *(
+                f"{m}{k}"
+                for m in ("sigmoid", "softplus", "arctan", "gaussian")
+                for k in ("", "[normalized]")
+            ),
+            "sparsemax[pivot]",
+            "sparsemax[sort]",
+            "entmax15",
+            "entmax_bisect[alpha=1.5]",
+            "maxout[pool=4]",
+        ),
+        frozenset({"alternative"}),
+    ),
+}
+
+ENTRIES: tuple[Entry, ...] = tuple(
+    replace(e, study=_STUDY.get(e.name, frozenset())) for e in _entries()
+)
+
+
+def tagged(tag: str) -> tuple[str, ...]:
+    """The names of the entries with the study tag ``tag``, in registry order."""
+    if tag not in STUDY_TAGS:
+        raise ValueError(f"unknown study tag {tag!r}; expected one of {STUDY_TAGS}")
+    return tuple(e.name for e in ENTRIES if tag in e.study)
 
 
 def entries(op: str | None = None) -> list[Entry]:

@@ -29,3 +29,17 @@ def test_every_library_module_is_on_the_page():
     }
     missing = sorted(modules - _named_paths())
     assert not missing, f"docs/ARCHITECTURE.md does not place: {missing}"
+
+
+def test_study_grids_come_from_the_registry_tags():
+    from experiments import grids, peers, plots, roofline
+    from softmax_numba import registry
+
+    assert grids.SOFTMAX_FAMILY == registry.tagged("family")
+    assert grids.ALTERNATIVES == registry.tagged("alternative")
+    assert grids.OFFSET_FAMILY == registry.tagged("offsets")
+    assert peers.PEER_ENTRIES == roofline.SOFTMAX_FAMILY == plots.CORE == registry.tagged("core")
+    names = {e.name for e in registry.ENTRIES}
+    for tag in registry.STUDY_TAGS:
+        assert registry.tagged(tag), tag
+        assert set(registry.tagged(tag)) <= names
