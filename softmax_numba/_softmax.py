@@ -108,8 +108,13 @@ def softmax(
     .. math:: p_i = e^{x_i - m} / (1 + s),
 
     so no ``exp`` overflows and the largest entry adds exactly 1 to the
-    denominator.  The parallel engine splits a single long row across threads and
-    merges the partial ``(m, s)`` states exactly ([2]_, eq. (4)).
+    denominator.  What runs on long rows: with ``backend="parallel"``, fewer rows
+    than threads and rows of at least ``config.SPLIT_ROW_MIN_LENGTH`` entries, both
+    ``"shifted"`` and ``"online"`` cut each row into pieces, take each piece's
+    ``(m, s)`` in one pass (the online algorithm, blocks merged in order) and merge
+    the pieces' states exactly ([2]_, eq. (4)): the same formula and bound, in the
+    online algorithm's summation order.  ``"naive"`` and ``"division_free"`` are
+    never split.
 
     Error bound, after the analysis of Blanchard, Higham & Higham [1]_ (first
     order, componentwise: relative to each ``p_i``, in units of the unit roundoff
