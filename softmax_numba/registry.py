@@ -590,9 +590,19 @@ _STUDY = {
     ),
 }
 
-ENTRIES: tuple[Entry, ...] = tuple(
-    replace(e, study=_STUDY.get(e.name, frozenset())) for e in _entries()
-)
+
+def _tagged_entries() -> tuple[Entry, ...]:
+    """The entries with their study tags; a name or tag in :data:`_STUDY` that does
+    not exist is an error, not a silently empty grid."""
+    entries = _entries()
+    unknown = set(_STUDY) - {e.name for e in entries}
+    bad_tags = set().union(*_STUDY.values()) - set(STUDY_TAGS)
+    if unknown or bad_tags:
+        raise RuntimeError(f"study tags name unknown entries {unknown} or tags {bad_tags}")
+    return tuple(replace(e, study=_STUDY.get(e.name, frozenset())) for e in entries)
+
+
+ENTRIES: tuple[Entry, ...] = _tagged_entries()
 
 
 def tagged(tag: str) -> tuple[str, ...]:
