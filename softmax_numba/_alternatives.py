@@ -61,10 +61,16 @@ def sigmoid(
 
     For two classes, ``softmax([a, b])[0] == sigmoid(a - b)``.
 
+    With ``normalize=True``, a row whose sum is below ``u`` (so every
+    ``sigma(x_j) = e^{x_j} (1 - O(u))``) is returned as ``softmax(x)``, equal to
+    ``sigma(x) / sum(sigma(x))`` to within ``u``, where ``sigma(x)`` itself would
+    underflow (rows far below 0, which gave 0/0).
+
     Error bound (first order, relative to each entry, in units of the unit
     roundoff ``u`` of the computing dtype; the rounding model of Higham [1]_):
     ``4 u``; with ``normalize=True``, ``(9 + sigma(n)) u`` (``sigma(n)`` as in
-    :func:`softmax`, the summation bound after [2]_).  Entries whose exact value
+    :func:`softmax`, the summation bound after [2]_), and on the rows returned as
+    ``softmax(x)`` that of :func:`softmax` plus ``u``.  Entries whose exact value
     is below the smallest normal number are not bounded.
 
     References
@@ -134,13 +140,17 @@ def softplus(
     .. math:: \max(x, 0) + \operatorname{log1p}(e^{-|\beta x|}) / \beta,
 
     which stays finite where ``beta x`` overflows.  Its outputs are positive but
-    not normalized.
+    not normalized.  With ``normalize=True``, a sum that overflows is taken again
+    over ``y / n``, and a row with ``beta sum(y) < u`` (every ``beta y_j =
+    e^{beta x_j} (1 - O(u))``) is returned as ``softmax(beta x)``, where ``y``
+    itself would underflow.
 
     Error bound (first order, relative to each entry, in units of the unit
     roundoff ``u``; the rounding model of Higham [1]_, the ``log1p(exp(.))``
     form of Mächler [2]_): ``(7 + min(|beta x|, T)) u``; with ``normalize=True``,
     ``(9 + sigma(n) + min(|beta x|, T)) u`` (``sigma(n)``, ``T`` as in
-    :func:`softmax`).
+    :func:`softmax`), and on the rows returned as ``softmax(beta x)`` that of
+    :func:`softmax` plus ``u``.
 
     References
     ----------

@@ -169,15 +169,25 @@ def cross_entropy(
     return loss
 
 
-def _normalized(y, axis, normalize):
+def _normalized(y, axis, normalize, z=None, total_scale=1):
+    """``y / sum(y)`` along ``axis`` (if ``normalize``).  A sum that overflowed is
+    taken again over ``y / n`` (softplus near the largest float).  For a map with
+    ``y = e^z (1 - O(e^z)) / total_scale`` (``z`` given), a row whose
+    ``total_scale * sum(y)`` is below ``u`` is ``softmax(z)``, which does not
+    underflow (see ``softmax_numba.cpu.elementwise.below_unit_roundoff``)."""
     if not normalize:
         return y
     with _quiet():
         total = np.sum(y, axis=axis, keepdims=True)
-        # A sum that overflowed is taken again over y / n (softplus near the largest float).
         w = y.dtype.type(1 / max(y.shape[axis], 1))
         scaled = np.sum(y * w, axis=axis, keepdims=True)
-        return np.where(total == np.inf, (y * w) / scaled, y / total)
+        result = np.where(total == np.inf, (y * w) / scaled, y / total)
+        if z is None:
+            return result
+        tiny = total * y.dtype.type(total_scale) < np.finfo(y.dtype).eps / 2
+        if np.any(tiny):
+            result = np.where(tiny, softmax(z.astype(y.dtype, copy=False), axis=axis), result)
+        return result
 
 
 def sigmoid(x, axis=-1, normalize=False):
@@ -186,7 +196,7 @@ def sigmoid(x, axis=-1, normalize=False):
     x = np.asarray(x)
     e = np.exp(-np.abs(x))
     y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-    return _normalized(y, axis, normalize)
+    return _normalized(y, axis, normalize, z=x)
 
 
 def softplus(x, beta=1.0, axis=-1, normalize=False):
@@ -196,7 +206,7 @@ def softplus(x, beta=1.0, axis=-1, normalize=False):
     with _quiet():
         z = x * x.dtype.type(beta)
         y = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(z))) / x.dtype.type(beta)
-    return _normalized(y, axis, normalize)
+    return _normalized(y, axis, normalize, z=z, total_scale=beta)
 
 
 def arctan(x, axis=-1, normalize=False):

@@ -359,10 +359,33 @@ def _gaussian_normalized_bound(args, ref=None):
         return np.expm1(first_order * u) / u
 
 
+def _exp_like_normalized_bound(direct):
+    """A normalized sigmoid or softplus (``beta = 1``): ``direct`` on most rows; on a
+    row whose sum is below ``u``, which every engine normalizes as ``softmax(x)``
+    (``softmax_numba.cpu.elementwise.below_unit_roundoff``), the softmax bound plus
+    the ``u`` of replacing each ``y_j`` by ``e^{x_j}``.  Such a row has
+    ``max(x) < log(u)``; the few rows just above it may go either way and get the
+    larger of the two."""
+    as_softmax = shifted_bound(5.0, spreads=2.0)
+
+    def bound(args, ref=None):
+        x = np.asarray(args[0])
+        rows = _rows_of(x.astype(np.float64))
+        top = np.max(np.where(np.isnan(rows), -np.inf, rows), axis=-1, initial=-np.inf)
+        either = top < np.log(unit_roundoff(x.dtype)) + 1e-2
+        ordinary = direct(args)
+        return np.where(either, np.maximum(ordinary, as_softmax(args)), ordinary)
+
+    return bound
+
+
 #: Per elementwise map: (bound without normalization, bound with it).
 _ELEMENTWISE_BOUNDS = {
-    "sigmoid": (constant(4), _sum_bound(9)),
-    "softplus": (_softplus_bound, lambda a, r=None: _softplus_bound(a) + _sum_bound(2)(a)),
+    "sigmoid": (constant(4), _exp_like_normalized_bound(_sum_bound(9))),
+    "softplus": (
+        _softplus_bound,
+        _exp_like_normalized_bound(lambda a, r=None: _softplus_bound(a) + _sum_bound(2)(a)),
+    ),
     "arctan": (constant(10), _sum_bound(12)),
     "gaussian": (_gaussian_bound, _gaussian_normalized_bound),
 }

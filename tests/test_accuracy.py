@@ -78,3 +78,21 @@ def test_bounds_are_tighter_than_the_old_blanket_tolerance(entry, rng):
     ref = registry.outputs(entry.reference(registry.oracle_args(args)))
     for bound, r in zip(entry.bounds, ref, strict=True):
         assert np.all(registry.allowed_u(bound, args, r, np.float32) < 64)
+
+
+EXP_LIKE_NORMALIZED = [
+    e for e in registry.ENTRIES if e.name in ("sigmoid[normalized]", "softplus[normalized]")
+]
+
+
+@pytest.mark.parametrize("entry", EXP_LIKE_NORMALIZED, ids=lambda e: e.name)
+@pytest.mark.parametrize("backend", registry.BACKENDS)
+@pytest.mark.parametrize(
+    ("dtype", "offset"),
+    [(np.float32, -100.0), (np.float32, -1e4), (np.float64, -1e3), (np.float64, -1e4)],
+)
+def test_normalized_maps_whose_values_underflow(entry, backend, dtype, offset, rng):
+    """Rows far below 0, where sigmoid and softplus underflow into subnormals or to 0
+    (0/0 when normalized): normalized, they are the softmax of ``x`` or ``beta x``."""
+    _, args = _case(entry, dtype, (7, 52), 3.0, offset, rng)
+    check_within_bounds(entry, backend, args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_accuracy import check_within_bounds
+from test_special_values import documented_limits, special_args, special_rows
 
 import softmax_numba as sn
 from softmax_numba import config, registry
@@ -131,3 +132,38 @@ def test_gpu_benchmark_runs_end_to_end(tmp_path):
     assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.meta.json").exists()
     assert set(table.op) == {"softmax", "log_softmax", "cross_entropy"}
     assert (table.gbps > 0).all() and table.device.nunique() == 1
+
+
+EXP_LIKE = ("sigmoid[normalized]", "softplus[normalized]")
+EXP_LIKE_NORMALIZED = [e for e in ON_GPU if e.name in EXP_LIKE]
+
+
+@pytest.mark.parametrize("entry", EXP_LIKE_NORMALIZED, ids=lambda e: e.name)
+@pytest.mark.parametrize(("dtype", "offset"), [(np.float32, -100.0), (np.float64, -1e3)])
+def test_normalized_maps_whose_values_underflow(entry, dtype, offset, rng):
+    """As on the CPU engines: normalized, they are the softmax of ``x`` there."""
+    x = (offset + rng.standard_normal((3, 13)) * 3).astype(dtype)
+    check_within_bounds(entry, "cuda", entry.arguments(x, rng))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "entry", [e for e in ON_GPU if e.algorithm != "naive"], ids=lambda e: e.name
+)
+def test_special_values_as_the_cpu_engines(entry):
+    """The special rows of ``test_special_values`` (NaN, +-inf, overflowing sums,
+    subnormals, ties): the CUDA engine gives the cpu engine's non-finite pattern, and
+    its finite entries are within the entry's bound of the oracle."""
+    x = special_rows(np.float64)
+    if entry.divisor > 1:
+        x = np.concatenate([x, x[:, :2]], axis=1)[:, : x.shape[1] // entry.divisor * entry.divisor]
+    args = special_args(entry, x)
+    with np.errstate(all="ignore"):
+        ref = registry.outputs(entry.reference(registry.oracle_args(args)))
+        cpu = registry.outputs(entry.run(args, backend="cpu"))
+        got = registry.outputs(entry.run(args, backend="cuda"))
+    for (err, allowed), g, c in zip(entry.errors(args, got, ref), got, cpu, strict=True):
+        bad = ~(err <= allowed) & ~documented_limits(entry, x)
+        assert not bad.any(), (entry.name, np.flatnonzero(bad))
+        for same in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(same(g), same(c))

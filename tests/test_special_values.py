@@ -33,7 +33,7 @@ def special_rows(dtype) -> np.ndarray:
     return np.array(rows, dtype=dtype)
 
 
-def _args(entry, x):
+def special_args(entry, x):
     """The entry's arguments from ``x`` with fixed targets ``i mod n`` (so that the
     +inf and the -inf entries are targets of some rows and not of others)."""
     if entry.arguments is registry._with_targets:
@@ -63,7 +63,7 @@ def test_every_engine_gives_the_oracles_special_values(entry, dtype):
     x = special_rows(dtype)
     if entry.divisor > 1:
         x = np.concatenate([x, x[:, :2]], axis=1)[:, : x.shape[1] // entry.divisor * entry.divisor]
-    args = _args(entry, x)
+    args = special_args(entry, x)
     with np.errstate(all="ignore"):
         ref = registry.outputs(entry.reference(registry.oracle_args(args)))
     results = {}

@@ -19,7 +19,20 @@ from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p_unit_interval as log1p_unit_interval
 from softmax_numba.cpu._math import maxnum
-from softmax_numba.cpu.softmax import scale_into
+from softmax_numba.cpu.softmax import scale_into, softmax_online_row
+
+
+@jit
+def below_unit_roundoff(row, s):
+    """Whether ``s < u`` in the dtype of ``row``: then a map that goes to 0 like
+    ``exp`` is normalized as a softmax instead.
+
+    ``sigmoid(x) = e^x / (1 + e^x)`` and ``beta softplus(x) = log1p(e^{beta x})``
+    are ``e^z (1 - O(e^z))`` with ``z = x`` or ``beta x``.  On a row whose sum is
+    below ``u``, every ``e^{z_j}`` is, so ``y / sum(y)`` equals ``softmax(z)`` to
+    within ``u``; ``y`` itself has underflowed into subnormals there, or to 0 (0/0),
+    while ``softmax(z)``, shifted by ``max(z)``, does not."""
+    return s < like(row, np.finfo(row.dtype).eps / 2)
 
 
 @jit
@@ -40,7 +53,8 @@ def normalize_into(y, s):
 
 def _sigmoid(x, out, normalize):
     """``1 / (1 + exp(-x))``; for ``x < 0`` as ``e / (1 + e)``, ``e = exp(x)``,
-    so that ``exp`` never overflows."""
+    so that ``exp`` never overflows.  Normalized, a row that sums to less than ``u``
+    is ``softmax(x)`` (:func:`below_unit_roundoff`)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         s = like(xi, 0.0)
@@ -51,7 +65,9 @@ def _sigmoid(x, out, normalize):
             y = one / (one + e) if v >= 0 else e / (one + e)
             yi[j] = y
             s += y
-        if normalize:
+        if normalize and below_unit_roundoff(yi, s):
+            softmax_online_row(xi, yi)
+        elif normalize:
             normalize_into(yi, s)
 
 
@@ -69,7 +85,11 @@ def _softplus(x, out, beta, normalize):
             y = max(xi[j], like(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
             yi[j] = y
             s += y
-        if normalize:
+        if normalize and below_unit_roundoff(yi, s * b):
+            for j in range(xi.size):  # softmax(beta x), in place
+                yi[j] = xi[j] * b
+            softmax_online_row(yi, yi)
+        elif normalize:
             normalize_into(yi, s)
 
 

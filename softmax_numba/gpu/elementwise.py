@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import cuda
 
 
@@ -14,14 +15,53 @@ def build(dtype, red) -> dict:
     block_sum = red.block_sum
     one, zero, half = dtype(1.0), dtype(0.0), dtype(0.5)
 
+    row_state = red.row_state
+    softmax_scale = red.softmax_scale
+    # below this sum, a map that goes to 0 like exp is normalized as a softmax
+    # (see softmax_numba.cpu.elementwise.below_unit_roundoff)
+    unit_roundoff = dtype(np.finfo(str(dtype)).eps / 2)
+
     @cuda.jit(device=True)
-    def normalize_row(yi):
+    def row_sum(yi):
         s = zero
         for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
             s += yi[j]
-        r = one / block_sum(s)
-        for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
-            yi[j] *= r
+        return block_sum(s)
+
+    @cuda.jit(device=True)
+    def divide_by_sum(yi, s):
+        """``y / s``; a sum that overflowed is taken again over ``y / n``."""
+        if s == math.inf:
+            w = one / dtype(yi.size)
+            t = zero
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                t += yi[j] * w
+            t = block_sum(t)
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                yi[j] = yi[j] * w / t
+        else:
+            r = one / s
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                yi[j] *= r
+
+    @cuda.jit(device=True)
+    def normalize_row(yi):
+        divide_by_sum(yi, row_sum(yi))
+
+    @cuda.jit(device=True)
+    def normalize_exp_like_row(xi, beta, yi):
+        """Normalize ``y = log1p(e^{beta x}) / beta`` or ``sigmoid(x)`` (``beta = 1``):
+        ``softmax(beta x)`` when ``beta sum(y) < u``, where ``y`` underflows."""
+        s = row_sum(yi)  # the same value in every thread: the branch is uniform
+        if s * beta < unit_roundoff:
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                yi[j] = xi[j] * beta
+            m, t, _nan = row_state(yi)
+            r = softmax_scale(m, t)
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                yi[j] = math.exp(yi[j] - m) * r
+        else:
+            divide_by_sum(yi, s)
 
     @cuda.jit
     def _sigmoid(x, out, normalize):
@@ -31,7 +71,7 @@ def build(dtype, red) -> dict:
                 e = math.exp(-abs(v))
                 out[i, j] = one / (one + e) if v >= 0 else e / (one + e)
             if normalize:
-                normalize_row(out[i])
+                normalize_exp_like_row(x[i], one, out[i])
 
     @cuda.jit
     def _softplus(x, out, beta, normalize):
@@ -41,7 +81,7 @@ def build(dtype, red) -> dict:
                 z = x[i, j] * b
                 out[i, j] = max(x[i, j], zero) + math.log1p(math.exp(-abs(z))) / b
             if normalize:
-                normalize_row(out[i])
+                normalize_exp_like_row(x[i], b, out[i])
 
     @cuda.jit
     def _arctan(x, out, normalize):
