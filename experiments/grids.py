@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments import inputs, overflow
+from experiments import inputs, overflow, settings
 from softmax_numba import registry
 
 #: The entries of each part of the study come from their tags in the registry.
@@ -28,14 +28,14 @@ def accuracy(quick: bool) -> list[dict]:
             ("mnist", "imagenet"),
             (1e-3, 1.0, 1e2, 1e4),
             ("normal", "mnist_logits"),
-            elements=1 << 12,
+            elements=settings.ACCURACY_QUICK_ELEMENTS,
         ) + accuracy_cells(
             OFFSET_FAMILY,
             ("float32", "float64"),
             ("imagenet",),
             (3.0,),
             ("normal",),
-            elements=1 << 12,
+            elements=settings.ACCURACY_QUICK_ELEMENTS,
             backends=OFFSET_BACKENDS,
             offsets=(0.0, -100.0, 1e4, 1e6),
         )

@@ -29,7 +29,7 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from experiments import inputs, metadata, peers, timing
+from experiments import inputs, metadata, peers, settings, timing
 from experiments.store import Table
 from experiments.sweep import entry as registered
 from softmax_numba import registry
@@ -45,8 +45,6 @@ ELEMENTWISE = tuple(
 OTHERS = ("maxout[pool=4]", "sparsemax[pivot]", "entmax15")
 #: SciPy is left to the study's speed table: at these sizes one call takes a second.
 PEERS = ("torch", "jax", "entmax")
-#: The smallest duration of one timed sample (calls are repeated to reach it).
-MIN_SAMPLE_S = 5e-3
 COLUMNS = (
     "entry",
     "dtype",
@@ -66,14 +64,15 @@ def interleaved(candidates: dict[str, Callable], rounds: int) -> dict[str, np.nd
     """Seconds per call of each candidate, per round, the candidates taking turns.
 
     Each candidate is called twice first (compilation, page faults), then timed on
-    enough calls in a row to last ``MIN_SAMPLE_S``.
+    enough calls in a row to last ``settings.ROOFLINE_MIN_SAMPLE_S``.
     """
     inner = {}
     for name, fn in candidates.items():
         fn()
         start = time.perf_counter()
         fn()
-        inner[name] = max(1, int(MIN_SAMPLE_S / max(time.perf_counter() - start, 1e-9)))
+        once = max(time.perf_counter() - start, 1e-9)
+        inner[name] = max(1, int(settings.ROOFLINE_MIN_SAMPLE_S / once))
     samples = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
@@ -232,7 +231,7 @@ def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
     """Measure the cells missing from ``out/roofline.csv`` (resumable: a cell's rows are
     appended together once all its candidates are timed), then the small-size checks
     into ``out/roofline_small.json``."""
-    rounds = 3 if quick else 9
+    rounds = settings.ROOFLINE_QUICK_ROUNDS if quick else settings.ROOFLINE_ROUNDS
     table = Table(out / "roofline.csv", COLUMNS, KEY)
     done = table.done_keys()
     todo = [c for c in cells(quick) if (c[0], c[3], str(c[1]), str(c[2]), "ours") not in done]

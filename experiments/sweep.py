@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from experiments import inputs, peers, timing
+from experiments import inputs, peers, settings, timing
 from experiments.lowprec import DTYPE_FORMATS
 from experiments.metrics import error_metrics
 from experiments.store import Table
@@ -91,13 +91,18 @@ def entry(name: str) -> registry.Entry:
 # ----------------------------------------------------------------------------- grids
 
 
+def _rows_for(n: int, elements: int) -> int:
+    """Rows of ``n`` in a cell of about ``elements`` entries (capped)."""
+    return max(1, min(settings.ACCURACY_MAX_ROWS, elements // n))
+
+
 def accuracy_cells(
     entries,
     dtypes,
     presets,
     scales,
     distributions,
-    elements=1 << 16,
+    elements=settings.ACCURACY_ELEMENTS,
     backends=("cpu",),
     offsets=(0.0,),
 ) -> list[dict]:
@@ -142,7 +147,7 @@ def accuracy_cells(
                                         "dtype": dtype,
                                         "preset": preset,
                                         "n": n,
-                                        "rows": max(1, min(512, elements // n)),
+                                        "rows": _rows_for(n, elements),
                                         "scale": float(scale),
                                         "offset": float(offset),
                                         "distribution": dist,
@@ -239,7 +244,8 @@ def measure_speed(cell: dict) -> dict:
         fn = lambda: e.run(args, backend=cell["engine"])  # noqa: E731
     else:
         fn = peers.peer_ops(cell["engine"])[e.op](args)
-    repeats = 7 if x.nbytes < (16 << 20) else 3
+    large = x.nbytes >= settings.LARGE_INPUT_BYTES
+    repeats = settings.SPEED_REPEATS_LARGE if large else settings.SPEED_REPEATS
     t = timing.time_call(fn, repeats=repeats)
     roof = timing.copy_roofline(x, repeats=repeats)
     nbytes = int(e.bytes_factor * x.nbytes)

@@ -8,12 +8,20 @@ import numba
 import numpy as np
 from numba import prange
 
+from experiments import settings
+
 
 def _no_sync() -> None:
     pass
 
 
-def time_call(fn, *, repeats: int = 7, min_sample_s: float = 2e-3, sync=_no_sync) -> dict:
+def time_call(
+    fn,
+    *,
+    repeats: int = settings.SPEED_REPEATS,
+    min_sample_s: float = settings.SPEED_MIN_SAMPLE_S,
+    sync=_no_sync,
+) -> dict:
     """Median, min and max seconds per call of ``fn()`` over ``repeats`` samples.
 
     ``fn`` is called twice first (compilation, caches, page faults), then each
@@ -53,7 +61,7 @@ def _parallel_copy(src, dst, chunks):
         dst[c * n // chunks : (c + 1) * n // chunks] = src[c * n // chunks : (c + 1) * n // chunks]
 
 
-def copy_roofline(x: np.ndarray, repeats: int = 7) -> dict:
+def copy_roofline(x: np.ndarray, repeats: int = settings.SPEED_REPEATS) -> dict:
     """GB/s of a plain copy of ``x`` (read + write), single-thread ``np.copyto`` and a
     parallel Numba copy over all threads: the bandwidth a memory-bound op can reach."""
     src = np.ascontiguousarray(x)

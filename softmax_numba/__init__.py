@@ -5,8 +5,9 @@ Every function works along ``axis=-1`` by default, takes ``backend=`` (``"auto"`
 ``out=``.  See the README for the table of operations.
 """
 
-from softmax_numba._alternatives import arctan, gaussian, maxout, sigmoid, softplus
+from softmax_numba._elementwise import arctan, gaussian, sigmoid, softplus
 from softmax_numba._losses import cross_entropy
+from softmax_numba._maxout import maxout
 from softmax_numba._softmax import (
     log_softmax,
     log_softmax_backward,

@@ -6,7 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, is_device_array, run
+from softmax_numba._api import check_choice, is_device_array, run
+from softmax_numba._rows import rows_of
 from softmax_numba.cpu import losses as kernels
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -123,7 +124,7 @@ def cross_entropy(
         raise ValueError("cross_entropy(): grad_out= needs return_grad=True")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    rows = Rows(as_array(logits, "cross_entropy"), axis, "cross_entropy")
+    rows = rows_of(logits, axis, "cross_entropy")
     if grad_out is not None:
         rows.check_out(grad_out, rows.shape, rows.result_dtype, name="grad_out")
     # Targets are validated on the host (a GPU target is copied: one value per row).
@@ -137,8 +138,8 @@ def cross_entropy(
                 f"cross_entropy(): class-index target must have shape {row_shape} "
                 f"(logits without axis {rows.axis}), got {target.shape}"
             )
-        labels = target.reshape(rows.rows).astype(np.int64)
-        valid = labels != ignore_index if ignore_index is not None else np.ones(rows.rows, bool)
+        labels = target.reshape(rows.count).astype(np.int64)
+        valid = labels != ignore_index if ignore_index is not None else np.ones(rows.count, bool)
         bad = valid & ((labels < 0) | (labels >= n_classes))
         if bad.any():
             raise ValueError(
@@ -157,7 +158,7 @@ def cross_entropy(
         if ignore_index is not None:
             raise ValueError("cross_entropy(): ignore_index applies to class-index targets only")
         probabilities = rows.operand(target, "target")
-        count = rows.rows
+        count = rows.count
     else:
         raise TypeError(
             f"cross_entropy(): target must be integer class indices or floating "
@@ -214,7 +215,7 @@ def cross_entropy(
     if reduction == "none":
         loss = rows.restore_reduced(losses)
     else:
-        host_losses = losses.copy_to_host() if rows.device else losses
+        host_losses = rows.to_host(losses)
         total = np.sum(host_losses, dtype=rows.compute_dtype)
         value = total / count if reduction == "mean" and count else total
         if reduction == "mean" and not count:

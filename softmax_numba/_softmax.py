@@ -7,8 +7,6 @@ import numpy.typing as npt
 
 from softmax_numba import reference
 from softmax_numba._api import (
-    Rows,
-    as_array,
     check_choice,
     dtypes_for,
     is_device_array,
@@ -16,8 +14,9 @@ from softmax_numba._api import (
     small_rows,
     split_chunks,
     streams,
-    vjp,
 )
+from softmax_numba._backward import vjp
+from softmax_numba._rows import rows_of
 from softmax_numba.cpu import softmax as kernels
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
@@ -27,7 +26,7 @@ SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
 AUTO_SOFTMAX_ALGORITHM = "shifted"
 
 
-def _masked_rows(rows: Rows, where) -> tuple[np.ndarray, np.ndarray | None]:
+def _masked_rows(rows, where) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows with masked-out entries set to ``-inf``, and the mask as rows."""
     if where is None:
         return rows.data, None
@@ -41,6 +40,7 @@ def _broadcast_with_weights(x: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
     """``a`` and ``b`` broadcast against each other, in the floating type of both
     (integers and bools as float64), as ``scipy.special.logsumexp``."""
     b = np.asarray(b)
+    dtypes_for(x.dtype, "logsumexp")
     dtypes_for(b.dtype, "logsumexp")
     dtypes = [d if d.kind == "f" else np.dtype(np.float64) for d in (x.dtype, b.dtype)]
     try:
@@ -162,15 +162,15 @@ def softmax(
         result = np.empty_like(data)
         kernels.SOFTMAX[algorithm].cpu(data, result)
         return result.reshape(x.shape)
-    rows = Rows(as_array(x, "softmax"), axis, "softmax")
+    rows = rows_of(x, axis, "softmax")
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
-    chunks = split_chunks(engine, rows.rows, rows.n)
+    chunks = split_chunks(engine, rows.count, rows.n)
     if engine == "numpy":
         result[...] = reference.softmax(data, algorithm=algorithm)
     elif chunks > 1 and algorithm in ("shifted", "online"):
-        for i in range(rows.rows):
+        for i in range(rows.count):
             kernels.split_softmax_row(data[i], result[i], chunks)
     else:
         run(kernels.SOFTMAX[algorithm], engine, data, result)
@@ -240,15 +240,15 @@ def log_softmax(
         result = np.empty_like(data)
         kernels.LOG_SOFTMAX.cpu(data, result, False)
         return result.reshape(x.shape)
-    rows = Rows(as_array(x, "log_softmax"), axis, "log_softmax")
+    rows = rows_of(x, axis, "log_softmax")
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
-    chunks = split_chunks(engine, rows.rows, rows.n)
+    chunks = split_chunks(engine, rows.count, rows.n)
     if engine == "numpy":
         result[...] = reference.log_softmax(data)
     elif chunks > 1:
-        for i in range(rows.rows):
+        for i in range(rows.count):
             kernels.split_log_softmax_row(data[i], result[i], chunks)
     else:
         run(kernels.LOG_SOFTMAX, engine, data, result, cpu_extra=(streams(engine, result.nbytes),))
@@ -334,10 +334,9 @@ def logsumexp(
             result = np.empty(data.shape[0], dtype=data.dtype)
             kernels.LOGSUMEXP.cpu(data, result)
             return result.reshape(x.shape[:-1])[()]
-    x = as_array(x, "logsumexp")
     if b is not None and not is_device_array(x):
-        x, b = _broadcast_with_weights(x, b)
-    rows = Rows(x, axis, "logsumexp")
+        x, b = _broadcast_with_weights(np.asarray(x), b)
+    rows = rows_of(x, axis, "logsumexp")
     engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)
     sign = None
@@ -354,8 +353,8 @@ def logsumexp(
             result[sign < 0] = np.nan
     elif engine == "numpy":
         result[...] = reference.logsumexp(rows.data)
-    elif (chunks := split_chunks(engine, rows.rows, rows.n)) > 1:
-        for i in range(rows.rows):
+    elif (chunks := split_chunks(engine, rows.count, rows.n)) > 1:
+        for i in range(rows.count):
             result[i] = kernels.split_logsumexp_row(rows.data[i], chunks)
     else:
         run(kernels.LOGSUMEXP, engine, rows.data, result)

@@ -6,7 +6,9 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, check_choice, run, vjp
+from softmax_numba._api import check_choice, run
+from softmax_numba._backward import vjp
+from softmax_numba._rows import rows_of
 from softmax_numba.cpu import sparse as kernels
 
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
@@ -84,10 +86,10 @@ def sparsemax(
     (array([0. , 0.4, 0.6]), 2)
     """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
-    rows = Rows(as_array(x, "sparsemax"), axis, "sparsemax")
+    rows = rows_of(x, axis, "sparsemax")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
-    support = np.empty(rows.rows, dtype=np.int64)
+    support = np.empty(rows.count, dtype=np.int64)
     if engine == "numpy":
         result[...], support[...] = reference.sparsemax(rows.data, return_support_size=True)
     else:
@@ -161,7 +163,7 @@ def entmax15(
     array([0.      , 0.429466, 0.570534])
     """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
-    rows = Rows(as_array(x, "entmax15"), axis, "entmax15")
+    rows = rows_of(x, axis, "entmax15")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     if engine == "numpy":
@@ -245,7 +247,7 @@ def entmax_bisect(
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
         raise ValueError(f"entmax_bisect(): n_iter must be a positive integer, got {n_iter!r}")
-    rows = Rows(as_array(x, "entmax_bisect"), axis, "entmax_bisect")
+    rows = rows_of(x, axis, "entmax_bisect")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     if engine == "numpy":

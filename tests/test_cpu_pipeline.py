@@ -18,7 +18,7 @@ import scipy.special
 
 import softmax_numba as sn
 from softmax_numba import config
-from softmax_numba.cpu import _compile, elementwise
+from softmax_numba.cpu import _compile, elementwise, maxout
 from softmax_numba.cpu import softmax as kernels
 from softmax_numba.cpu._stream import stream_fence
 
@@ -221,7 +221,7 @@ ELEMENTWISE_KERNELS = {
     "softplus": lambda x: (elementwise.SOFTPLUS.cpu, (x, np.empty_like(x), 1.0, True)),
     "arctan": lambda x: (elementwise.ARCTAN.cpu, (x, np.empty_like(x), True)),
     "gaussian": lambda x: (elementwise.GAUSSIAN.cpu, (x, np.empty_like(x), 0.0, 1.0, True)),
-    "maxout": lambda x: (elementwise.MAXOUT.cpu, (x, 4, np.empty((x.shape[0], 25), x.dtype))),
+    "maxout": lambda x: (maxout.MAXOUT.cpu, (x, 4, np.empty((x.shape[0], 25), x.dtype))),
 }
 
 

@@ -166,7 +166,7 @@ def test_out_is_written_and_returned(backend, rng):
 def test_out_that_is_a_contiguous_view_is_written_without_a_temporary(rng):
     x = rng.standard_normal((5, 7))
     out = np.empty_like(x)
-    buffer = sn._api.Rows(x, -1, "softmax").new_rows(out)
+    buffer = sn._rows.rows_of(x, -1, "softmax").new_rows(out)
     assert np.shares_memory(buffer, out)
 
 

@@ -121,18 +121,18 @@ def engines(func) -> Engines:
     )
 
 
-def like(array, value):  # pragma: no cover - replaced by the overload in compiled code
+def in_dtype_of(array, value):  # pragma: no cover - replaced by the overload in compiled code
     """``value`` cast to the dtype of ``array``, an array or a float (in compiled code
     only).
 
     Numba types a literal such as ``0.0`` as float64, which would silently promote
-    a float32 kernel; ``like(x, 0.0)`` keeps float32 kernels in float32.
+    a float32 kernel; ``in_dtype_of(x, 0.0)`` keeps float32 kernels in float32.
     """
-    raise NotImplementedError("like() is only available inside compiled kernels")
+    raise NotImplementedError("in_dtype_of() is only available inside compiled kernels")
 
 
-@overload(like, jit_options=_options(parallel=False))
-def _like_overload(array, value):
+@overload(in_dtype_of, jit_options=_options(parallel=False))
+def _in_dtype_of_overload(array, value):
     dtype = array if isinstance(array, numba.types.Float) else array.dtype
 
     def impl(array, value):

@@ -1,5 +1,5 @@
 """The elementwise alternatives to softmax, optionally normalized along the row
-(the one-vs-all way to a distribution), and maxout (Numba CPU).
+(the one-vs-all way to a distribution) (Numba CPU).
 
 Each kernel maps ``x`` to ``y`` entry by entry in one read and one write, summing
 the row as it goes; with ``normalize`` it then divides the row by that sum while it
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import prange
 
-from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import kernel_atan as atan
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
@@ -32,7 +32,7 @@ def below_unit_roundoff(row, s):
     below ``u``, every ``e^{z_j}`` is, so ``y / sum(y)`` equals ``softmax(z)`` to
     within ``u``; ``y`` itself has underflowed into subnormals there, or to 0 (0/0),
     while ``softmax(z)``, shifted by ``max(z)``, does not."""
-    return s < like(row, np.finfo(row.dtype).eps / 2)
+    return s < in_dtype_of(row, np.finfo(row.dtype).eps / 2)
 
 
 @jit
@@ -41,10 +41,10 @@ def normalize_into(y, s):
     near the largest float) is taken again over ``y_j / n``, and ``y_j / n`` divided
     by it."""
     if s != np.inf:
-        scale_into(y, like(y, 1.0) / s)
+        scale_into(y, in_dtype_of(y, 1.0) / s)
         return
-    w = like(y, 1.0) / like(y, y.size)
-    t = like(y, 0.0)
+    w = in_dtype_of(y, 1.0) / in_dtype_of(y, y.size)
+    t = in_dtype_of(y, 0.0)
     for j in range(y.size):
         t += y[j] * w
     for j in range(y.size):
@@ -57,11 +57,11 @@ def _sigmoid(x, out, normalize):
     is ``softmax(x)`` (:func:`below_unit_roundoff`)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        s = like(xi, 0.0)
+        s = in_dtype_of(xi, 0.0)
         for j in range(xi.size):
             v = xi[j]
             e = exp_nonpositive(-abs(v))
-            one = like(xi, 1.0)
+            one = in_dtype_of(xi, 1.0)
             y = one / (one + e) if v >= 0 else e / (one + e)
             yi[j] = y
             s += y
@@ -78,11 +78,11 @@ def _softplus(x, out, beta, normalize):
     ``x``, not ``inf``."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        b = like(xi, beta)
-        s = like(xi, 0.0)
+        b = in_dtype_of(xi, beta)
+        s = in_dtype_of(xi, 0.0)
         for j in range(xi.size):
             z = xi[j] * b
-            y = max(xi[j], like(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
+            y = max(xi[j], in_dtype_of(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
             yi[j] = y
             s += y
         if normalize and below_unit_roundoff(yi, s * b):
@@ -99,13 +99,13 @@ def _arctan(x, out, normalize):
     one ``atan`` per entry, of ``x`` or ``-1/x``, and a select (no branch)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        pi = like(xi, math.pi)
-        half = like(xi, 0.5)
-        s = like(xi, 0.0)
+        pi = in_dtype_of(xi, math.pi)
+        half = in_dtype_of(xi, 0.5)
+        s = in_dtype_of(xi, 0.0)
         for j in range(xi.size):
             v = xi[j]
             positive = v >= 0
-            a = atan(v if positive else -like(xi, 1.0) / v) / pi
+            a = atan(v if positive else -in_dtype_of(xi, 1.0) / v) / pi
             y = half + a if positive else a
             yi[j] = y
             s += y
@@ -120,15 +120,15 @@ def _gaussian(x, out, mu, sigma, normalize):
     0/0; the sum comes from the exp pass and one more pass scales."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        c = like(xi, mu)
-        k = like(xi, -0.5 / (sigma * sigma))
-        shift = like(xi, 0.0)
+        c = in_dtype_of(xi, mu)
+        k = in_dtype_of(xi, -0.5 / (sigma * sigma))
+        shift = in_dtype_of(xi, 0.0)
         if normalize:
-            closeness = like(xi, -np.inf)  # max of -|x - mu|: maxnum vectorizes
+            closeness = in_dtype_of(xi, -np.inf)  # max of -|x - mu|: maxnum vectorizes
             for j in range(xi.size):
                 closeness = maxnum(closeness, -abs(xi[j] - c))
             shift = k * closeness * closeness
-        s = like(xi, 0.0)
+        s = in_dtype_of(xi, 0.0)
         for j in range(xi.size):
             d = xi[j] - c
             e = exp(k * d * d - shift)
@@ -138,53 +138,7 @@ def _gaussian(x, out, mu, sigma, normalize):
             normalize_into(yi, s)
 
 
-@jit
-def maxout_groups(xi, pool_size, yi):
-    """``yi_g = max(xi[g*pool_size : (g+1)*pool_size])``, a group at a time; a NaN in a
-    group gives NaN (``v > y or v != v`` takes a NaN and then keeps it).
-
-    Inlined where ``pool_size`` is a constant, LLVM unrolls the group and vectorizes
-    over groups with interleaved loads (wide loads and lane shuffles), five times
-    faster than :func:`maxout_positions`; with a stride known only at run time it
-    would need a gather."""
-    for g in range(yi.size):
-        y = xi[g * pool_size]
-        for j in range(1, pool_size):
-            v = xi[g * pool_size + j]
-            y = v if (v > y or v != v) else y
-        yi[g] = y
-
-
-@jit
-def maxout_positions(xi, pool_size, yi):
-    """As :func:`maxout_groups` for any ``pool_size``: a pass over the groups for each
-    position in the pool, so that consecutive groups fill vector lanes."""
-    for g in range(yi.size):
-        yi[g] = xi[g * pool_size]
-    for j in range(1, pool_size):
-        for g in range(yi.size):
-            v = xi[g * pool_size + j]
-            y = yi[g]
-            yi[g] = v if (v > y or v != v) else y
-
-
-def _maxout(x, pool_size, out):
-    """``out_g = max(x[g*pool_size : (g+1)*pool_size])`` row by row; the common pool
-    sizes 2, 3 and 4 each get a branch in which the size is a constant."""
-    for i in prange(x.shape[0]):
-        xi, yi = x[i], out[i]
-        if pool_size == 2:
-            maxout_groups(xi, 2, yi)
-        elif pool_size == 3:
-            maxout_groups(xi, 3, yi)
-        elif pool_size == 4:
-            maxout_groups(xi, 4, yi)
-        else:
-            maxout_positions(xi, pool_size, yi)
-
-
 SIGMOID = engines(_sigmoid)
 SOFTPLUS = engines(_softplus)
 ARCTAN = engines(_arctan)
 GAUSSIAN = engines(_gaussian)
-MAXOUT = engines(_maxout)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import (
@@ -40,8 +40,8 @@ def half_mean_gap(x, m):
     overflows (``m - x_j`` itself can, near the largest float).  Scaling by ``1/n``
     before subtracting would cancel: its error would be ``u |m|``, not
     ``u (m - x_j)``."""
-    w = like(x, 1.0) / like(x, x.size)
-    total = like(x, 0.0)
+    w = in_dtype_of(x, 1.0) / in_dtype_of(x, x.size)
+    total = in_dtype_of(x, 0.0)
     for j in range(x.size):
         total += halved_gap(x[j], m, w)
     return total
@@ -51,7 +51,7 @@ def half_mean_gap(x, m):
 def halved_gap(x, m, w):
     """``(m/2 - x/2) w``, compiled without ``reassoc``: with it, LLVM factors the two
     halvings into ``(m - x)/2``, which overflows where ``m - x`` does."""
-    half = like(w, 0.5)
+    half = in_dtype_of(w, 0.5)
     return (m * half - x * half) * w
 
 
@@ -77,10 +77,10 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
         if start == stop:
             continue
         m = maximum(x[start])
-        eps = like(x, smoothing)
-        hit = (like(x, 1.0) - eps) * like(x, scale)
-        floor = eps / like(x, n) * like(x, scale)
-        pending, pending_r = -1, like(x, 0.0)
+        eps = in_dtype_of(x, smoothing)
+        hit = (in_dtype_of(x, 1.0) - eps) * in_dtype_of(x, scale)
+        floor = eps / in_dtype_of(x, n) * in_dtype_of(x, scale)
+        pending, pending_r = -1, in_dtype_of(x, 0.0)
         for i in range(start, stop):
             xi, t, following = x[i], target[i], x[min(i + 1, stop - 1)]
             if t == ignore:
@@ -93,13 +93,13 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
                 if pending >= 0:
                     finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
-                pending, pending_r = i, like(x, scale) * softmax_scale(m, s)
+                pending, pending_r = i, in_dtype_of(x, scale) * softmax_scale(m, s)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
             # Every term halved (exactly) and the sum doubled: m - x_t can overflow.
-            half = like(xi, 0.5)
+            half = in_dtype_of(xi, 0.5)
             log1p_half = log1p(settled(xi, m, s)) * half
-            value = (like(xi, 1.0) - eps) * surprisal(xi[t] * half, m * half, log1p_half)
+            value = (in_dtype_of(xi, 1.0) - eps) * surprisal(xi[t] * half, m * half, log1p_half)
             if smoothing != 0:
                 value += eps * (half_mean_gap(xi, m) + log1p_half)
             loss[i] = value + value
@@ -116,12 +116,12 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
         m = maximum(xi)
         s = settled(xi, m, shifted_sum_excluding(xi, m, xi)[0])
         log1p_s = log1p(s)
-        eps = like(xi, smoothing)
-        keep = like(xi, 1.0) - eps
-        floor = eps / like(xi, n)
-        half = like(xi, 0.5)
-        value = like(xi, 0.0)
-        q_sum = like(xi, 0.0)
+        eps = in_dtype_of(xi, smoothing)
+        keep = in_dtype_of(xi, 1.0) - eps
+        floor = eps / in_dtype_of(xi, n)
+        half = in_dtype_of(xi, 0.5)
+        value = in_dtype_of(xi, 0.0)
+        q_sum = in_dtype_of(xi, 0.0)
         for j in range(n):
             qj = keep * qi[j] + floor
             if qj != 0:  # halved, so that m - x_j cannot overflow
@@ -130,7 +130,7 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
         loss[i] = value + value
         if want_grad:
             r = q_sum * softmax_scale(m, s)
-            sc = like(xi, scale)
+            sc = in_dtype_of(xi, scale)
             gi = grad[i]
             for j in range(n):
                 gi[j] = (exp_nonpositive(xi[j] - m) * r - (keep * qi[j] + floor)) * sc

@@ -24,7 +24,7 @@ import numpy as np
 from numba import prange
 
 from softmax_numba import config
-from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
@@ -40,7 +40,7 @@ def maximum(x):
 
     One vectorized pass of IEEE ``maxNum`` (:func:`~softmax_numba.cpu._math.maxnum`).
     """
-    m = like(x, -np.inf)
+    m = in_dtype_of(x, -np.inf)
     for i in range(x.size):
         m = maxnum(m, x[i])
     return m
@@ -73,33 +73,37 @@ def shifted_sum_excluding(x, m, following):
     :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
     way it poisons the row, through the max or through ``exp(NaN - m)``.
     """
-    s = like(x, 0.0)
-    ties = like(x, 0.0)  # a float count keeps every lane of the loop in one type
-    highest = lowest = float_bits(like(x, -np.inf))
+    s = in_dtype_of(x, 0.0)
+    ties = in_dtype_of(x, 0.0)  # a float count keeps every lane of the loop in one type
+    highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
         e = exp_nonpositive(x[i] - m)
-        s += like(x, 0.0) if top else e
-        ties += like(x, 1.0) if top else like(x, 0.0)
+        s += in_dtype_of(x, 0.0) if top else e
+        ties += in_dtype_of(x, 1.0) if top else in_dtype_of(x, 0.0)
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
-    return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
+    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), max_from_bit_bounds(
+        highest, lowest
+    )
 
 
 @jit
 def exp_shifted_excluding_into(x, m, out, following):
     """:func:`shifted_sum_excluding`, also writing ``out_i = exp(x_i - m)`` (1 at the
     maxima), for callers that need the terms again."""
-    s = like(x, 0.0)
-    ties = like(x, 0.0)
-    highest = lowest = float_bits(like(x, -np.inf))
+    s = in_dtype_of(x, 0.0)
+    ties = in_dtype_of(x, 0.0)
+    highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
-        top = like(x, 1.0) if x[i] == m else like(x, 0.0)
+        top = in_dtype_of(x, 1.0) if x[i] == m else in_dtype_of(x, 0.0)
         e = exp_nonpositive(x[i] - m)
         out[i] = e
-        s += e * (like(x, 1.0) - top)
+        s += e * (in_dtype_of(x, 1.0) - top)
         ties += top
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
-    return s + max(ties - like(x, 1.0), like(x, 0.0)), max_from_bit_bounds(highest, lowest)
+    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), max_from_bit_bounds(
+        highest, lowest
+    )
 
 
 @jit
@@ -116,7 +120,7 @@ def settled(x, m, s):
     """The ``s`` of the state convention: ``s`` itself for a finite ``m = max(x)``;
     for ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN), 0, or a NaN of ``x``."""
     if math.isinf(m):
-        return nan_or(x, like(x, 0.0))
+        return nan_or(x, in_dtype_of(x, 0.0))
     return s
 
 
@@ -167,16 +171,16 @@ def merge_state(m1, s1, m2, s2):
     if m2 > m1:
         m1, s1, m2, s2 = m2, s2, m1, s1
     if m2 == -np.inf or m1 == np.inf:
-        return m1, s1 + s2 * like(s1, 0.0)
-    return m1, s1 + (like(s1, 1.0) + s2) * exp(m2 - m1)
+        return m1, s1 + s2 * in_dtype_of(s1, 0.0)
+    return m1, s1 + (in_dtype_of(s1, 1.0) + s2) * exp(m2 - m1)
 
 
 @jit
 def exp_shifted_into(x, m, out, following):
     """``out_i = exp(x_i - m)`` for ``m = max(x)``; returns ``sum_i out_i`` (one read,
     one write) and ``max(following)`` (see :func:`shifted_sum_excluding`)."""
-    s = like(x, 0.0)
-    highest = lowest = float_bits(like(x, -np.inf))
+    s = in_dtype_of(x, 0.0)
+    highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
         e = exp_nonpositive(x[i] - m)
         out[i] = e
@@ -220,12 +224,12 @@ def row_range(chunk, chunks, rows):
 @jit
 def softmax_naive_row(x, out):
     """``exp(x_i) / sum_j exp(x_j)`` with no shift: overflows on purpose."""
-    s = like(x, 0.0)
+    s = in_dtype_of(x, 0.0)
     for i in range(x.size):
         e = exp(x[i])
         out[i] = e
         s += e
-    scale_into(out, like(x, 1.0) / s)
+    scale_into(out, in_dtype_of(x, 1.0) / s)
 
 
 @jit
@@ -233,7 +237,7 @@ def softmax_division_free_row(x, out):
     """``exp(x_i - lse(x))`` (Blanchard, Higham & Higham 2021, eq. (2.5))."""
     lse = row_logsumexp(x)
     if lse == np.inf:
-        lse = like(x, np.nan)
+        lse = in_dtype_of(x, np.nan)
     for i in range(x.size):
         out[i] = exp(x[i] - lse)
 
@@ -249,8 +253,8 @@ def online_state(x):
     :func:`merge_state`.  Summing within blocks keeps the rounding error of ``s``
     near ``(B + n / B) u`` instead of ``n u``.
     """
-    m = like(x, -np.inf)
-    s = like(x, 0.0)
+    m = in_dtype_of(x, -np.inf)
+    s = in_dtype_of(x, 0.0)
     for start in range(0, x.size, ONLINE_BLOCK):
         bm, bs = row_state(x[start : start + ONLINE_BLOCK])
         m, s = merge_state(m, s, bm, bs)
@@ -260,7 +264,9 @@ def online_state(x):
 @jit
 def softmax_scale(m, s):
     """``1 / (1 + s)``, the factor of ``exp(x_i - m)``; NaN for a ``+inf`` max."""
-    return like(s, np.nan) if m == np.inf else like(s, 1.0) / (like(s, 1.0) + s)
+    return (
+        in_dtype_of(s, np.nan) if m == np.inf else in_dtype_of(s, 1.0) / (in_dtype_of(s, 1.0) + s)
+    )
 
 
 @jit
@@ -276,19 +282,21 @@ def softmax_online_row(x, out):
 def weighted_logsumexp_row(x, b):
     """``(log|s|, sign(s))`` with ``s = sum_i b_i exp(x_i)``, shifted by the maximum
     of the ``x_i`` whose weight is not zero (as ``scipy.special.logsumexp``)."""
-    m = like(x, -np.inf)
+    m = in_dtype_of(x, -np.inf)
     for i in range(x.size):
         if b[i] != 0 and x[i] > m:
             m = x[i]
     if math.isinf(m):
-        shift = like(x, 0.0)
+        shift = in_dtype_of(x, 0.0)
     else:
         shift = m
-    s = like(x, 0.0)
+    s = in_dtype_of(x, 0.0)
     for i in range(x.size):
         if b[i] != 0:
             s += b[i] * exp(x[i] - shift)
-    sign = like(x, 1.0) if s > 0 else (like(x, -1.0) if s < 0 else like(x, 0.0))
+    sign = (
+        in_dtype_of(x, 1.0) if s > 0 else (in_dtype_of(x, -1.0) if s < 0 else in_dtype_of(x, 0.0))
+    )
     if math.isnan(s):
         sign = s
     return shift + math.log(abs(s)), sign
@@ -316,8 +324,8 @@ def _softmax_shifted(x, out):
         for i in range(start, stop):
             s, m_next = exp_shifted_into(x[i], m, out[i], x[min(i + 1, stop - 1)])
             if m == np.inf:
-                s = like(x, np.nan)
-            scale_into(out[i], like(x, 1.0) / s)
+                s = in_dtype_of(x, np.nan)
+            scale_into(out[i], in_dtype_of(x, 1.0) / s)
             m = m_next
 
 
@@ -345,7 +353,7 @@ def _log_softmax(x, out, stream):
         if start == stop:
             continue
         m = maximum(x[start])
-        shift = log1p_s = like(x, 0.0)
+        shift = log1p_s = in_dtype_of(x, 0.0)
         for i in range(start, stop):
             s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
             if i > start:
@@ -393,7 +401,7 @@ def _softmax_backward(y, dy, dx):
     """``dx = y * (dy - sum(y * dy))``: the vector-Jacobian product of softmax."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        dot = like(yi, 0.0)
+        dot = in_dtype_of(yi, 0.0)
         for j in range(yi.size):
             dot += yi[j] * dyi[j]
         for j in range(yi.size):
@@ -404,7 +412,7 @@ def _log_softmax_backward(y, dy, dx):
     """``dx = dy - exp(y) * sum(dy)``: the vector-Jacobian product of log-softmax."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        total = like(yi, 0.0)
+        total = in_dtype_of(yi, 0.0)
         for j in range(yi.size):
             total += dyi[j]
         for j in range(yi.size):
@@ -437,7 +445,7 @@ def split_state(x, chunks):
     ss = np.empty(chunks, dtype=x.dtype)
     for c in prange(chunks):
         ms[c], ss[c] = online_state(x[c * n // chunks : (c + 1) * n // chunks])
-    m, s = like(x, -np.inf), like(x, 0.0)
+    m, s = in_dtype_of(x, -np.inf), in_dtype_of(x, 0.0)
     for c in range(chunks):
         m, s = merge_state(m, s, ms[c], ss[c])
     return m, s

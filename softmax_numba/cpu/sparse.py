@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import prange
 
-from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu.softmax import maximum
 
 
@@ -33,7 +33,7 @@ def projection_max(x, out):
         nans += x[i] != x[i]
     if nans or math.isinf(m):
         out[:] = np.nan
-        return like(x, np.nan)
+        return in_dtype_of(x, np.nan)
     return m
 
 
@@ -41,7 +41,7 @@ def projection_max(x, out):
 def clip_shift_into(x, tau, out):
     """``out = max(x - tau, 0)``; returns the number of nonzero entries (which can
     differ by rounding from the support size the threshold search found)."""
-    zero = like(x, 0.0)
+    zero = in_dtype_of(x, 0.0)
     nonzero = 0
     for j in range(x.size):
         v = max(x[j] - tau, zero)
@@ -59,18 +59,18 @@ def sparsemax_sort_row(x, out):
         return 0
     z = np.sort(x)
     n = z.size
-    total = like(x, 0.0)
-    kept = like(x, 0.0)
+    total = in_dtype_of(x, 0.0)
+    kept = in_dtype_of(x, 0.0)
     support = 0
     for j in range(n):
         v = z[n - 1 - j] - m
         total += v
-        if like(x, 1.0) + like(x, j + 1) * v > total:
+        if in_dtype_of(x, 1.0) + in_dtype_of(x, j + 1) * v > total:
             support = j + 1
             kept = total
         else:
             break
-    return clip_shift_into(x, m + (kept - like(x, 1.0)) / like(x, support), out)
+    return clip_shift_into(x, m + (kept - in_dtype_of(x, 1.0)) / in_dtype_of(x, support), out)
 
 
 @jit
@@ -131,7 +131,7 @@ def candidates_into(x, work, shift, scale):
     inputs (and ``-inf`` never passes it).
     """
     n = 0
-    bound = -like(x, 1.0) / scale
+    bound = -in_dtype_of(x, 1.0) / scale
     for i in range(x.size):
         v = x[i] - shift
         work[n] = v * scale
@@ -149,9 +149,9 @@ def sparsemax_pivot_row(x, out, work):
     m = projection_max(x, out)
     if math.isnan(m):
         return 0
-    n = candidates_into(x, work, m, like(x, 1.0))
+    n = candidates_into(x, work, m, in_dtype_of(x, 1.0))
     k, s1, _ = pivot_support(work, n, False)
-    return clip_shift_into(x, m + (s1 - like(x, 1.0)) / like(x, k), out)
+    return clip_shift_into(x, m + (s1 - in_dtype_of(x, 1.0)) / in_dtype_of(x, k), out)
 
 
 def _sparsemax_sort(x, out, support):
@@ -169,15 +169,15 @@ def _sparsemax_backward(y, dy, dx):
     """``dx = s * (dy - mean_s(dy))`` with ``s`` the support of ``y``."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        total = like(dyi, 0.0)
+        total = in_dtype_of(dyi, 0.0)
         count = 0
         for j in range(yi.size):
             if yi[j] > 0:
                 total += dyi[j]
                 count += 1
-        mean = total / like(dyi, count)
+        mean = total / in_dtype_of(dyi, count)
         for j in range(yi.size):
-            dxi[j] = dyi[j] - mean if yi[j] > 0 else like(dyi, 0.0)
+            dxi[j] = dyi[j] - mean if yi[j] > 0 else in_dtype_of(dyi, 0.0)
 
 
 @jit
@@ -191,25 +191,25 @@ def entmax15_sort_row(x, out):
     m = projection_max(x, out)
     if math.isnan(m):
         return
-    half = like(x, 0.5)
+    half = in_dtype_of(x, 0.5)
     z = np.sort(x)
     n = z.size
-    s1 = like(x, 0.0)
-    s2 = like(x, 0.0)
-    tau_star = like(x, 0.0)
+    s1 = in_dtype_of(x, 0.0)
+    s2 = in_dtype_of(x, 0.0)
+    tau_star = in_dtype_of(x, 0.0)
     for j in range(n):
         v = (z[n - 1 - j] - m) * half
         s1 += v
         s2 += v * v
-        k = like(x, j + 1)
+        k = in_dtype_of(x, j + 1)
         mean = s1 / k
-        delta = (like(x, 1.0) - (s2 - k * mean * mean)) / k
-        tau = mean - math.sqrt(max(delta, like(x, 0.0)))
+        delta = (in_dtype_of(x, 1.0) - (s2 - k * mean * mean)) / k
+        tau = mean - math.sqrt(max(delta, in_dtype_of(x, 0.0)))
         if tau <= v:
             tau_star = tau
         else:
             break
-    zero = like(x, 0.0)
+    zero = in_dtype_of(x, 0.0)
     for j in range(x.size):
         d = max((x[j] - m) * half - tau_star, zero)
         out[j] = d * d
@@ -226,14 +226,14 @@ def entmax15_pivot_row(x, out, work):
     m = projection_max(x, out)
     if math.isnan(m):
         return
-    half = like(x, 0.5)
+    half = in_dtype_of(x, 0.5)
     n = candidates_into(x, work, m, half)
     k, s1, s2 = pivot_support(work, n, True)
-    c = like(x, k)
+    c = in_dtype_of(x, k)
     mean = s1 / c
-    delta = (like(x, 1.0) - (s2 - c * mean * mean)) / c
-    tau = mean - math.sqrt(max(delta, like(x, 0.0)))
-    zero = like(x, 0.0)
+    delta = (in_dtype_of(x, 1.0) - (s2 - c * mean * mean)) / c
+    tau = mean - math.sqrt(max(delta, in_dtype_of(x, 0.0)))
+    zero = in_dtype_of(x, 0.0)
     for j in range(x.size):
         d = max((x[j] - m) * half - tau, zero)
         out[j] = d * d
@@ -253,8 +253,8 @@ def _entmax15_pivot(x, out):
 @jit
 def entmax_power_sum(y, tau, inv):
     """``sum_j max(y_j - tau, 0)^inv`` (``inv = 1/(alpha - 1)``)."""
-    s = like(y, 0.0)
-    zero = like(y, 0.0)
+    s = in_dtype_of(y, 0.0)
+    zero = in_dtype_of(y, 0.0)
     for j in range(y.size):
         d = max(y[j] - tau, zero)
         s += d * d if inv == 2 else d**inv
@@ -274,27 +274,27 @@ def _entmax_bisect(x, alpha, n_iter, out):
         m = projection_max(xi, yi)
         if math.isnan(m):
             continue
-        a1 = like(xi, alpha - 1.0)
-        inv = like(xi, 1.0) / a1
+        a1 = in_dtype_of(xi, alpha - 1.0)
+        inv = in_dtype_of(xi, 1.0) / a1
         finite = 0
         for j in range(xi.size):
             yi[j] = (xi[j] - m) * a1
             finite += xi[j] > -np.inf
-        tau = -like(xi, 1.0)
-        width = like(xi, 1.0) - like(xi, finite) ** (-a1)
+        tau = -in_dtype_of(xi, 1.0)
+        width = in_dtype_of(xi, 1.0) - in_dtype_of(xi, finite) ** (-a1)
         for _ in range(n_iter):
-            width *= like(xi, 0.5)
+            width *= in_dtype_of(xi, 0.5)
             mid = tau + width
-            if entmax_power_sum(yi, mid, inv) >= like(xi, 1.0):
+            if entmax_power_sum(yi, mid, inv) >= in_dtype_of(xi, 1.0):
                 tau = mid
-        zero = like(xi, 0.0)
-        total = like(xi, 0.0)
+        zero = in_dtype_of(xi, 0.0)
+        total = in_dtype_of(xi, 0.0)
         for j in range(xi.size):
             d = max(yi[j] - tau, zero)
             d = d * d if inv == 2 else d**inv
             yi[j] = d
             total += d
-        scale = like(xi, 1.0) / total
+        scale = in_dtype_of(xi, 1.0) / total
         for j in range(xi.size):
             yi[j] *= scale
 
@@ -303,8 +303,8 @@ def _entmax15_backward(y, dy, dx):
     """``dx = g dy - g sum(g dy) / sum(g)`` with ``g = sqrt(y)``."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        sg = like(dyi, 0.0)
-        sgd = like(dyi, 0.0)
+        sg = in_dtype_of(dyi, 0.0)
+        sgd = in_dtype_of(dyi, 0.0)
         for j in range(yi.size):
             g = math.sqrt(yi[j])
             sg += g

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from softmax_numba.cpu._compile import engines, jit, like
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import (
@@ -42,7 +42,7 @@ from softmax_numba.cpu.softmax import (
 def merge_row(ms, ss):
     """Merge the states ``(ms[k], ss[k])`` of the pieces of one row into one
     (:func:`~softmax_numba.cpu.softmax.merge_state`, in order)."""
-    m, s = like(ms, -np.inf), like(ss, 0.0)
+    m, s = in_dtype_of(ms, -np.inf), in_dtype_of(ss, 0.0)
     for k in range(ms.size):
         m, s = merge_state(m, s, ms[k], ss[k])
     return m, s
@@ -88,14 +88,14 @@ def _index_grad(x, m, s, target, valid, scale, keep, floor, out):
         if not valid[i]:
             oi[:] = 0
             continue
-        sc = like(xi, scale)
+        sc = in_dtype_of(xi, scale)
         r = sc * softmax_scale(mi, s[i])
-        fl = like(xi, floor) * sc
+        fl = in_dtype_of(xi, floor) * sc
         for j in range(n):
             oi[j] = exp_nonpositive(xi[j] - mi) * r - fl
         t = target[i]
         if 0 <= t < n:
-            oi[t] -= like(xi, keep) * sc
+            oi[t] -= in_dtype_of(xi, keep) * sc
 
 
 STATES = engines(_states)

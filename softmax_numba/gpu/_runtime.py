@@ -77,12 +77,12 @@ def kernels(dtype_name: str) -> dict:
     """Every CUDA kernel for one compute dtype, compiled lazily on first launch."""
     import numba
 
-    from softmax_numba.gpu import _reduce, elementwise, losses, softmax, sparse
+    from softmax_numba.gpu import _reduce, elementwise, losses, maxout, softmax, sparse
 
     dtype = getattr(numba, dtype_name)
     red = _reduce.build(dtype)
     built = {}
-    for family in (softmax, losses, elementwise, sparse):
+    for family in (softmax, losses, elementwise, maxout, sparse):
         built.update(family.build(dtype, red))
     return built
 

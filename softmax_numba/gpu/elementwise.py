@@ -1,5 +1,5 @@
-"""The elementwise alternatives (optionally normalized along the row) and maxout
-as CUDA kernels; one block per row so that normalizing costs one block reduction."""
+"""The elementwise alternatives (optionally normalized along the row) as CUDA
+kernels; one block per row so that normalizing costs one block reduction."""
 
 from __future__ import annotations
 
@@ -111,17 +111,5 @@ def build(dtype, red) -> dict:
             if normalize:
                 normalize_row(out[i])
 
-    @cuda.jit
-    def _maxout(x, pool_size, out):
-        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            for g in range(cuda.threadIdx.x, out.shape[1], cuda.blockDim.x):
-                m = x[i, g * pool_size]
-                nan = False
-                for j in range(g * pool_size, (g + 1) * pool_size):
-                    v = x[i, j]
-                    m = v if v > m else m
-                    nan = nan or v != v
-                out[i, g] = dtype(math.nan) if nan else m
-
     return {"_sigmoid": _sigmoid, "_softplus": _softplus, "_arctan": _arctan,
-            "_gaussian": _gaussian, "_maxout": _maxout}  # fmt: skip
+            "_gaussian": _gaussian}  # fmt: skip

@@ -1,4 +1,5 @@
-"""The elementwise alternatives to softmax and maxout (public wrappers)."""
+"""The elementwise alternatives to softmax: sigmoid, softplus, arctan and Gaussian,
+optionally normalized along the axis (public wrappers)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
-from softmax_numba._api import Rows, as_array, is_device_array, run
+from softmax_numba._api import run
+from softmax_numba._rows import rows_of
 from softmax_numba.cpu import elementwise as kernels
 
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, reference_fn, *params):
-    rows = Rows(as_array(x, name), axis, name)
+    rows = rows_of(x, axis, name)
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     params = tuple(float(p) for p in params)
@@ -335,102 +337,3 @@ def gaussian(
         mu,
         sigma,
     )
-
-
-def maxout(
-    x: npt.ArrayLike,
-    /,
-    *,
-    pool_size: int,
-    axis: int = -1,
-    backend: str = "auto",
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    r"""Maxout (Goodfellow et al. [1]_): the maximum over consecutive groups.
-
-    Parameters
-    ----------
-    x : array_like
-        Input (dtypes as in :func:`softmax`).
-    pool_size : int
-        Group length ``k``, a positive divisor of the axis length.
-    axis : int, default -1
-        The axis to pool along (``None`` is a ``TypeError``).
-    backend : {"auto", "numpy", "cpu", "parallel", "cuda"}
-        As in :func:`softmax`.
-    out : ndarray, optional
-        Array of the output shape and the result dtype.
-
-    Returns
-    -------
-    ndarray
-        ``x``'s shape with ``axis`` of length ``n / k``, ``x``'s floating dtype.
-        A NaN in a group makes that group's maximum NaN (as ``np.max``).
-
-    Raises
-    ------
-    ValueError
-        ``pool_size`` is not a positive integer dividing the axis length.
-
-    Notes
-    -----
-    .. math:: y_g = \max_{0 \le j < k} x_{gk + j}
-
-    along ``axis``, whose length ``n`` shrinks to ``n / k`` (``k = pool_size``).
-    One read of ``x``, one write of ``y``.
-
-    Error bound: none needed, the result is exact (a maximum rounds nothing, so
-    its error is 0).
-
-    References
-    ----------
-    .. [1] I. J. Goodfellow, D. Warde-Farley, M. Mirza, A. Courville and
-       Y. Bengio, "Maxout networks", ICML 2013.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from softmax_numba import maxout
-    >>> maxout(np.array([[1.0, 5.0, 2.0, 3.0]]), pool_size=2)
-    array([[5., 3.]])
-    """
-    if axis is None:
-        raise TypeError("maxout(): axis must be an int")
-    rows = Rows(as_array(x, "maxout"), axis, "maxout")
-    if not isinstance(pool_size, int | np.integer) or pool_size < 1:
-        raise ValueError(f"maxout(): pool_size must be a positive integer, got {pool_size!r}")
-    if rows.n % pool_size:
-        raise ValueError(
-            f"maxout(): pool_size={pool_size} does not divide the length {rows.n} of axis "
-            f"{rows.axis}"
-        )
-    engine = rows.engine(backend)
-    groups = rows.n // pool_size
-    shape = list(rows.shape)
-    shape[rows.axis] = groups
-    if out is not None and (
-        rows.device != is_device_array(out)
-        or tuple(out.shape) != tuple(shape)
-        or np.dtype(out.dtype) != rows.result_dtype
-    ):
-        raise ValueError(
-            f"maxout(): out must be an array of shape {tuple(shape)} and dtype {rows.result_dtype}"
-        )
-    if rows.device:  # the pooled axis is the last one: a reshape, no copy
-        result = rows._cuda().device_array((rows.rows, groups), rows.compute_dtype)
-        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
-        if out is None:
-            return result.reshape(*shape)
-        out.copy_to_device(result.reshape(*shape))
-        return out
-    if engine == "numpy":
-        result = reference.maxout(rows.data, int(pool_size))
-    else:
-        result = np.empty((rows.rows, groups), dtype=rows.compute_dtype)
-        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
-    moved = result.reshape(*rows.moved_shape[:-1], groups)
-    y = np.moveaxis(moved, -1, rows.axis).astype(rows.result_dtype, copy=False)
-    if out is None:
-        return y
-    np.copyto(out, y)
-    return out

@@ -1,0 +1,25 @@
+"""The shared wrapper of the ``*_backward`` functions (vector-Jacobian products)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softmax_numba._api import is_device_array, run
+from softmax_numba._rows import rows_of
+
+
+def vjp(name, y, dy, axis, backend, out, kernel_pair, reference_fn):
+    """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
+    same shape; ``reference_fn(y_rows, dy_rows)`` is the numpy engine."""
+    rows = rows_of(y, axis, name)
+    dy = dy if is_device_array(dy) else np.asarray(dy)
+    if tuple(dy.shape) != rows.shape:
+        raise ValueError(f"{name}(): dy has shape {tuple(dy.shape)}, y has shape {rows.shape}")
+    grad = rows.operand(dy, "dy")
+    engine = rows.engine(backend)
+    result = rows.new_rows(out, inputs=(grad,))
+    if engine == "numpy":
+        result[...] = reference_fn(rows.data, grad)
+    else:
+        run(kernel_pair, engine, rows.data, grad, result)
+    return rows.restore(result, out)

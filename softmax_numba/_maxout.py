@@ -1,0 +1,90 @@
+"""maxout (public wrapper): the max over groups of ``pool_size`` entries along an axis."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from softmax_numba import reference
+from softmax_numba._api import run
+from softmax_numba._rows import rows_of
+from softmax_numba.cpu import maxout as kernels
+
+
+def maxout(
+    x: npt.ArrayLike,
+    /,
+    *,
+    pool_size: int,
+    axis: int = -1,
+    backend: str = "auto",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    r"""Maxout (Goodfellow et al. [1]_): the maximum over consecutive groups.
+
+    Parameters
+    ----------
+    x : array_like
+        Input (dtypes as in :func:`softmax`).
+    pool_size : int
+        Group length ``k``, a positive divisor of the axis length.
+    axis : int, default -1
+        The axis to pool along (``None`` is a ``TypeError``).
+    backend : {"auto", "numpy", "cpu", "parallel", "cuda"}
+        As in :func:`softmax`.
+    out : ndarray, optional
+        Array of the output shape and the result dtype.
+
+    Returns
+    -------
+    ndarray
+        ``x``'s shape with ``axis`` of length ``n / k``, ``x``'s floating dtype.
+        A NaN in a group makes that group's maximum NaN (as ``np.max``).
+
+    Raises
+    ------
+    ValueError
+        ``pool_size`` is not a positive integer dividing the axis length.
+
+    Notes
+    -----
+    .. math:: y_g = \max_{0 \le j < k} x_{gk + j}
+
+    along ``axis``, whose length ``n`` shrinks to ``n / k`` (``k = pool_size``).
+    One read of ``x``, one write of ``y``.
+
+    Error bound: none needed, the result is exact (a maximum rounds nothing, so
+    its error is 0).
+
+    References
+    ----------
+    .. [1] I. J. Goodfellow, D. Warde-Farley, M. Mirza, A. Courville and
+       Y. Bengio, "Maxout networks", ICML 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmax_numba import maxout
+    >>> maxout(np.array([[1.0, 5.0, 2.0, 3.0]]), pool_size=2)
+    array([[5., 3.]])
+    """
+    if axis is None:
+        raise TypeError("maxout(): axis must be an int")
+    rows = rows_of(x, axis, "maxout")
+    if not isinstance(pool_size, int | np.integer) or pool_size < 1:
+        raise ValueError(f"maxout(): pool_size must be a positive integer, got {pool_size!r}")
+    if rows.n % pool_size:
+        raise ValueError(
+            f"maxout(): pool_size={pool_size} does not divide the length {rows.n} of axis "
+            f"{rows.axis}"
+        )
+    engine = rows.engine(backend)
+    groups = rows.n // pool_size
+    if out is not None:
+        rows.check_out(out, rows.pooled_shape(groups), rows.result_dtype)
+    if engine == "numpy":
+        result = reference.maxout(rows.data, int(pool_size))
+    else:
+        result = rows.empty((rows.count, groups))
+        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
+    return rows.restore(result, out, length=groups)

@@ -1,0 +1,122 @@
+"""A GPU array seen as rows: the device path of ``softmax_numba._rows.rows_of``.
+
+Rows are a view of the device array, so the axis must be the last one of a
+C-contiguous array (moving an axis would need a copy on the device); the result
+stays on the device, in the input's dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softmax_numba._api import dtypes_for
+from softmax_numba._rows import RowsBase
+from softmax_numba.gpu import _runtime
+
+
+class DeviceRows(RowsBase):
+    """A GPU array as ``(count, n)`` rows along its last axis (the same methods as
+    ``softmax_numba._rows.HostRows``).
+
+    Parameters
+    ----------
+    x : device array
+        A Numba device array or any object with ``__cuda_array_interface__``.
+    axis : int or None
+        The last axis, or ``None`` (the flattened array).
+    func : str
+        The public function's name, for error messages.
+    """
+
+    device = True
+
+    def __init__(self, x, axis: int | None, func: str):
+        x = _runtime.as_device(x)
+        if np.dtype(x.dtype) not in (np.float32, np.float64):
+            raise TypeError(f"{func}() on a GPU array accepts float32 or float64, got {x.dtype}")
+        self.func = func
+        self.shape = tuple(x.shape)
+        ndim = len(self.shape)
+        last = axis is None or (
+            isinstance(axis, int | np.integer) and ndim and int(axis) in (-1, ndim - 1)
+        )
+        if not last or not x.is_c_contiguous():
+            raise ValueError(
+                f"{func}(): a GPU array is processed along the last axis of a "
+                "C-contiguous array only; move the axis on the device first"
+            )
+        self.compute_dtype = self.result_dtype = np.dtype(x.dtype)
+        self.axis, self.flattened = max(ndim - 1, 0), axis is None and ndim != 1
+        self.n = int(np.prod(self.shape, dtype=np.int64)) if axis is None else self.shape[-1]
+        self.count = int(np.prod(self.shape, dtype=np.int64)) // max(self.n, 1)
+        self.moved_shape = (self.count, self.n) if axis is None else self.shape
+        self.data = x.reshape(self.count, self.n)
+
+    # ------------------------------------------------------------------ operands
+    def operand(self, arr, name: str, dtype=None):
+        """Another array of the input's shape as rows on the device: a device array
+        of that shape is viewed, a host array broadcast to it and copied over."""
+        if _runtime.is_device_array(arr):
+            arr = _runtime.as_device(arr)
+            if tuple(arr.shape) != self.shape or not arr.is_c_contiguous():
+                raise ValueError(
+                    f"{self.func}(): {name} on the GPU must be C-contiguous with shape {self.shape}"
+                )
+            return arr.reshape(self.count, self.n)
+        arr = np.asarray(arr)
+        if dtype is None:
+            dtypes_for(arr.dtype, self.func)
+            dtype = self.compute_dtype
+        try:
+            arr = np.broadcast_to(arr, self.shape)
+        except ValueError:
+            raise ValueError(
+                f"{self.func}(): {name} has shape {arr.shape}, which does not broadcast "
+                f"to the input's shape {self.shape}"
+            ) from None
+        rows = np.ascontiguousarray(arr.reshape(self.count, self.n), dtype=dtype)
+        return _runtime.cuda().to_device(rows)
+
+    def to_host(self, buffer) -> np.ndarray:
+        """``buffer`` copied to the host."""
+        return buffer.copy_to_host()
+
+    # ------------------------------------------------------------------ outputs
+    def check_out(self, out, shape, dtype, name: str = "out") -> None:
+        """Raise unless ``out`` is a GPU array of ``shape`` and ``dtype``."""
+        if not _runtime.is_device_array(out):
+            raise TypeError(f"{self.func}(): {name} must be a GPU array for GPU input")
+        if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
+            raise ValueError(f"{self.func}(): {name} must have shape {shape} and dtype {dtype}")
+
+    def empty(self, shape):
+        """An uninitialized device buffer of ``shape`` in the compute dtype."""
+        return _runtime.cuda().device_array(shape, self.compute_dtype)
+
+    def new_rows(self, out=None, *, inputs=()):
+        """A ``(count, n)`` device buffer: a view of ``out`` if given."""
+        if out is None:
+            return self.empty((self.count, self.n))
+        self.check_out(out, self.shape, self.result_dtype)
+        return _runtime.as_device(out).reshape(self.count, self.n)
+
+    def restore(self, buffer, out=None, *, length: int | None = None):
+        """The result in the input's shape (``length`` along the axis for a pooling
+        op); ``out``, when given, is the buffer or receives it."""
+        shape = self.shape if length is None else self.pooled_shape(length)
+        if out is None:
+            return buffer.reshape(*shape)
+        if length is not None:
+            out.copy_to_device(buffer.reshape(*shape))
+        return out
+
+    def new_reduced(self, out=None, *, keepdims=False):
+        """A ``(count,)`` device buffer for a reduction along the axis."""
+        if out is not None:
+            self.check_out(out, self.reduced_shape(keepdims), self.result_dtype)
+        return self.empty(self.count)
+
+    def restore_reduced(self, buffer, out=None, *, keepdims=False):
+        """The ``(count,)`` result shaped as the input without (or with length-1) axis."""
+        shape = self.reduced_shape(keepdims)
+        return buffer.reshape(*shape) if shape else buffer
