@@ -16,7 +16,7 @@ from collections.abc import Collection
 import numba
 import numpy as np
 
-from softmax_numba import config
+from softmax_numba import config, reference_engine
 
 BACKENDS = ("auto", "numpy", "cpu", "parallel", "cuda")
 ACCEPTED_DTYPES = "float16, bfloat16 (from ml_dtypes), float32, float64, integer or bool"
@@ -108,12 +108,14 @@ def small_rows(x, axis, backend: str) -> np.ndarray | None:
 
 def run(kernels, engine: str, *args, cpu_extra: tuple = ()) -> None:
     """Run a kernel on the chosen engine: the serial or parallel Numba CPU kernel (with
-    the arguments ``cpu_extra`` appended), or the CUDA kernel registered under the same
-    name."""
+    the arguments ``cpu_extra`` appended), or the numpy (``softmax_numba.reference_engine``)
+    or CUDA kernel registered under the same name."""
     if engine == "cuda":
         from softmax_numba.gpu import _runtime
 
-        _runtime.launch(kernels.name, *args)
+        _runtime.launch(kernels, *args)
+    elif engine == "numpy":
+        reference_engine.launch(kernels.name, *args)
     else:
         getattr(kernels, engine)(*args, *cpu_extra)
 

@@ -8,9 +8,9 @@ from softmax_numba._api import is_device_array, run
 from softmax_numba._rows import rows_of
 
 
-def vjp(name, y, dy, axis, backend, out, kernel_pair, reference_fn):
+def vjp(name, y, dy, axis, backend, out, kernel_pair):
     """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
-    same shape; ``reference_fn(y_rows, dy_rows)`` is the numpy engine."""
+    same shape."""
     rows = rows_of(y, axis, name)
     dy = dy if is_device_array(dy) else np.asarray(dy)
     if tuple(dy.shape) != rows.shape:
@@ -18,8 +18,5 @@ def vjp(name, y, dy, axis, backend, out, kernel_pair, reference_fn):
     grad = rows.operand(dy, "dy")
     engine = rows.engine(backend)
     result = rows.new_rows(out, inputs=(grad,))
-    if engine == "numpy":
-        result[...] = reference_fn(rows.data, grad)
-    else:
-        run(kernel_pair, engine, rows.data, grad, result)
+    run(kernel_pair, engine, rows.data, grad, result)
     return rows.restore(result, out)

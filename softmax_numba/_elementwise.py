@@ -6,21 +6,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import reference
 from softmax_numba._api import run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import elementwise as kernels
 
 
-def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, reference_fn, *params):
+def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
     rows = rows_of(x, axis, name)
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     params = tuple(float(p) for p in params)
-    if engine == "numpy":
-        result[...] = reference_fn(rows.data, *params, normalize=normalize)
-    else:
-        run(kernel_pair, engine, rows.data, result, *params, bool(normalize))
+    run(kernel_pair, engine, rows.data, result, *params, bool(normalize))
     return rows.restore(result, out)
 
 
@@ -91,9 +87,7 @@ def sigmoid(
     >>> sigmoid(np.array([-800.0, 800.0]))  # no overflow
     array([0., 1.])
     """
-    return _elementwise(
-        "sigmoid", x, axis, normalize, backend, out, kernels.SIGMOID, reference.sigmoid
-    )
+    return _elementwise("sigmoid", x, axis, normalize, backend, out, kernels.SIGMOID)
 
 
 def softplus(
@@ -172,9 +166,7 @@ def softplus(
     """
     if not beta > 0:
         raise ValueError(f"softplus(): beta must be positive, got {beta}")
-    return _elementwise(
-        "softplus", x, axis, normalize, backend, out, kernels.SOFTPLUS, reference.softplus, beta
-    )
+    return _elementwise("softplus", x, axis, normalize, backend, out, kernels.SOFTPLUS, beta)
 
 
 def arctan(
@@ -239,9 +231,7 @@ def arctan(
     >>> arctan(np.array([-1e30]))  # 1/(pi 1e30), not 0
     array([3.18309886e-31])
     """
-    return _elementwise(
-        "arctan", x, axis, normalize, backend, out, kernels.ARCTAN, reference.arctan
-    )
+    return _elementwise("arctan", x, axis, normalize, backend, out, kernels.ARCTAN)
 
 
 def gaussian(
@@ -333,7 +323,6 @@ def gaussian(
         backend,
         out,
         kernels.GAUSSIAN,
-        reference.gaussian,
         mu,
         sigma,
     )

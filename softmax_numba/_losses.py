@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import reference
 from softmax_numba._api import check_choice, is_device_array, run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import losses as kernels
@@ -167,50 +166,38 @@ def cross_entropy(
     # No row counts (all ignored): the mean loss is NaN below, its gradient zeros.
     scale = {"mean": 1.0 / count if count else 0.0, "sum": 1.0, "none": 1.0}[reduction]
 
-    if engine == "numpy":
-        target_rows = labels if probabilities is None else probabilities
-        losses, grad = reference.cross_entropy(
+    losses = rows.new_reduced()
+    inputs = () if probabilities is None else (probabilities,)
+    grad = (
+        rows.new_rows(grad_out, inputs=inputs)
+        if return_grad
+        else np.empty((0, 0), rows.compute_dtype)
+    )
+    if probabilities is None:
+        run(
+            kernels.CROSS_ENTROPY_INDEX,
+            engine,
             rows.data,
-            target_rows,
-            reduction="none",
-            label_smoothing=label_smoothing,
-            ignore_index=ignore_index,
-            return_grad=True,
+            labels,
+            -1 if ignore_index is None else ignore_index,
+            label_smoothing,
+            scale,
+            return_grad,
+            losses,
+            grad,
         )
-        grad = grad * grad.dtype.type(scale)
     else:
-        losses = rows.new_reduced()
-        inputs = () if probabilities is None else (probabilities,)
-        grad = (
-            rows.new_rows(grad_out, inputs=inputs)
-            if return_grad
-            else np.empty((0, 0), rows.compute_dtype)
+        run(
+            kernels.CROSS_ENTROPY_PROBABILITY,
+            engine,
+            rows.data,
+            probabilities,
+            label_smoothing,
+            scale,
+            return_grad,
+            losses,
+            grad,
         )
-        if probabilities is None:
-            run(
-                kernels.CROSS_ENTROPY_INDEX,
-                engine,
-                rows.data,
-                labels,
-                -1 if ignore_index is None else ignore_index,
-                label_smoothing,
-                scale,
-                return_grad,
-                losses,
-                grad,
-            )
-        else:
-            run(
-                kernels.CROSS_ENTROPY_PROBABILITY,
-                engine,
-                rows.data,
-                probabilities,
-                label_smoothing,
-                scale,
-                return_grad,
-                losses,
-                grad,
-            )
 
     if reduction == "none":
         loss = rows.restore_reduced(losses)

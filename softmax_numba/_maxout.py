@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import reference
 from softmax_numba._api import run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import maxout as kernels
@@ -82,9 +81,6 @@ def maxout(
     groups = rows.n // pool_size
     if out is not None:
         rows.check_out(out, rows.pooled_shape(groups), rows.result_dtype)
-    if engine == "numpy":
-        result = reference.maxout(rows.data, int(pool_size))
-    else:
-        result = rows.empty((rows.count, groups))
-        run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
+    result = rows.empty((rows.count, groups))
+    run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
     return rows.restore(result, out, length=groups)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import reference
 from softmax_numba._api import (
     check_choice,
     dtypes_for,
@@ -167,9 +166,7 @@ def softmax(
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
     chunks = split_chunks(engine, rows.count, rows.n)
-    if engine == "numpy":
-        result[...] = reference.softmax(data, algorithm=algorithm)
-    elif chunks > 1 and algorithm in ("shifted", "online"):
+    if chunks > 1 and algorithm in ("shifted", "online"):
         for i in range(rows.count):
             kernels.split_softmax_row(data[i], result[i], chunks)
     else:
@@ -245,9 +242,7 @@ def log_softmax(
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
     chunks = split_chunks(engine, rows.count, rows.n)
-    if engine == "numpy":
-        result[...] = reference.log_softmax(data)
-    elif chunks > 1:
+    if chunks > 1:
         for i in range(rows.count):
             kernels.split_log_softmax_row(data[i], result[i], chunks)
     else:
@@ -345,14 +340,9 @@ def logsumexp(
     if b is not None:
         weights = rows.operand(b, "b")
         sign = np.empty_like(result)
-        if engine == "numpy":
-            result[...], sign[...] = reference.logsumexp(rows.data, b=weights, return_sign=True)
-        else:
-            run(kernels.LOGSUMEXP_WEIGHTED, engine, rows.data, weights, result, sign)
+        run(kernels.LOGSUMEXP_WEIGHTED, engine, rows.data, weights, result, sign)
         if not return_sign:
             result[sign < 0] = np.nan
-    elif engine == "numpy":
-        result[...] = reference.logsumexp(rows.data)
     elif (chunks := split_chunks(engine, rows.count, rows.n)) > 1:
         for i in range(rows.count):
             result[i] = kernels.split_logsumexp_row(rows.data[i], chunks)
@@ -425,7 +415,6 @@ def softmax_backward(
         backend,
         out,
         kernels.SOFTMAX_BACKWARD,
-        reference.softmax_backward,
     )
 
 
@@ -487,5 +476,4 @@ def log_softmax_backward(
         backend,
         out,
         kernels.LOG_SOFTMAX_BACKWARD,
-        reference.log_softmax_backward,
     )

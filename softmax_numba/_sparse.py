@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import reference
 from softmax_numba._api import check_choice, run
 from softmax_numba._backward import vjp
 from softmax_numba._rows import rows_of
@@ -90,11 +89,8 @@ def sparsemax(
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     support = np.empty(rows.count, dtype=np.int64)
-    if engine == "numpy":
-        result[...], support[...] = reference.sparsemax(rows.data, return_support_size=True)
-    else:
-        kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
-        run(kernel, engine, rows.data, result, support)
+    kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
+    run(kernel, engine, rows.data, result, support)
     p = rows.restore(result, out)
     if not return_support_size:
         return p
@@ -166,11 +162,8 @@ def entmax15(
     rows = rows_of(x, axis, "entmax15")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
-    if engine == "numpy":
-        result[...] = reference.entmax15(rows.data)
-    else:
-        kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
-        run(kernel, engine, rows.data, result)
+    kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
+    run(kernel, engine, rows.data, result)
     return rows.restore(result, out)
 
 
@@ -250,10 +243,7 @@ def entmax_bisect(
     rows = rows_of(x, axis, "entmax_bisect")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
-    if engine == "numpy":
-        result[...] = reference.entmax_bisect(rows.data, alpha=alpha, n_iter=int(n_iter))
-    else:
-        run(kernels.ENTMAX_BISECT, engine, rows.data, float(alpha), int(n_iter), result)
+    run(kernels.ENTMAX_BISECT, engine, rows.data, float(alpha), int(n_iter), result)
     return rows.restore(result, out)
 
 
@@ -318,7 +308,6 @@ def sparsemax_backward(
         backend,
         out,
         kernels.SPARSEMAX_BACKWARD,
-        reference.sparsemax_backward,
     )
 
 
@@ -384,5 +373,4 @@ def entmax15_backward(
         backend,
         out,
         kernels.ENTMAX15_BACKWARD,
-        reference.entmax15_backward,
     )

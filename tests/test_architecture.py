@@ -6,6 +6,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "ARCHITECTURE.md"
 
@@ -43,3 +45,18 @@ def test_study_grids_come_from_the_registry_tags():
     for tag in registry.STUDY_TAGS:
         assert registry.tagged(tag), tag
         assert set(registry.tagged(tag)) <= names
+
+
+def test_a_kernel_must_name_its_outputs():
+    """``engines()`` reads a kernel's outputs from its parameter names (the CUDA
+    launcher copies those back to host arrays); a kernel that names none is refused."""
+    from softmax_numba.cpu import _compile
+    from softmax_numba.cpu.softmax import LOGSUMEXP_WEIGHTED
+
+    assert LOGSUMEXP_WEIGHTED.outputs == (2, 3)  # (x, b, out, sign)
+
+    def _no_outputs(x, y):
+        pass
+
+    with pytest.raises(TypeError, match="names no output parameter"):
+        _compile.engines(_no_outputs)

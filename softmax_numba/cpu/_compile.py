@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import pathlib
 import types
 from typing import NamedTuple
@@ -97,13 +98,21 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
     return decorate if func is None else decorate(func)
 
 
+#: The parameter names that mark a kernel's outputs: a kernel declares which of its
+#: arguments it writes by naming them so (the CUDA launcher copies those back to
+#: host arrays).
+OUTPUT_PARAMETERS = frozenset({"out", "sign", "dx", "loss", "grad", "support", "m_out", "s_out"})
+
+
 class Engines(NamedTuple):
     """The serial (``backend="cpu"``) and parallel (``backend="parallel"``) kernels,
-    and the name under which the CUDA engine registers the same kernel."""
+    the name under which the numpy and CUDA engines register the same kernel, and
+    the positions of its output arguments (:data:`OUTPUT_PARAMETERS`)."""
 
     cpu: numba.core.registry.CPUDispatcher
     parallel: numba.core.registry.CPUDispatcher
     name: str
+    outputs: tuple[int, ...]
 
 
 def engines(func) -> Engines:
@@ -111,13 +120,22 @@ def engines(func) -> Engines:
 
     ``func`` loops over rows with ``numba.prange``; without ``parallel=True``
     ``prange`` is a plain ``range``.  Each variant gets its own qualified name, so
-    that the two never share an entry of Numba's on-disk cache.
+    that the two never share an entry of Numba's on-disk cache.  The outputs are
+    the parameters of ``func`` named in :data:`OUTPUT_PARAMETERS`; a kernel with
+    none is an error.
     """
-
+    names = list(inspect.signature(func).parameters)
+    outputs = tuple(i for i, p in enumerate(names) if p in OUTPUT_PARAMETERS)
+    if not outputs:
+        raise TypeError(
+            f"kernel {func.__name__}{tuple(names)} names no output parameter "
+            f"(one of {sorted(OUTPUT_PARAMETERS)})"
+        )
     return Engines(
         cpu=jit(_renamed(func, f"{func.__name__}_serial"), parallel=False, inline="never"),
         parallel=jit(_renamed(func, f"{func.__name__}_parallel"), parallel=True),
         name=func.__name__,
+        outputs=outputs,
     )
 
 

@@ -48,16 +48,16 @@ def merge_row(ms, ss):
     return m, s
 
 
-def _states(x, m, s):
-    """``(m[i], s[i])``: the state of row ``i`` of ``x``."""
+def _states(x, m_out, s_out):
+    """``(m_out[i], s_out[i])``: the state of row ``i`` of ``x``."""
     for i in prange(x.shape[0]):
-        m[i], s[i] = online_state(x[i])
+        m_out[i], s_out[i] = online_state(x[i])
 
 
-def _merge(ms, ss, m, s):
+def _merge(ms, ss, m_out, s_out):
     """Row ``i`` of ``ms``/``ss`` holds the states of the pieces of one row."""
     for i in prange(ms.shape[0]):
-        m[i], s[i] = merge_row(ms[i], ss[i])
+        m_out[i], s_out[i] = merge_row(ms[i], ss[i])
 
 
 def _softmax(x, m, s, out):

@@ -1,7 +1,8 @@
 """Launching CUDA kernels: availability, kernel cache, transfers, launch shape.
 
-``launch(name, *args)`` runs the CUDA kernel registered under the name of a CPU
-kernel (the same arguments: 2-D rows, outputs included).  Host (NumPy) arrays go
+``launch(kernels, *args)`` runs the CUDA kernel registered under the name of a
+CPU kernel (the same arguments: 2-D rows, outputs included; ``kernels.outputs``
+says which).  Host (NumPy) arrays go
 to the device and the outputs come back into them; device arrays are used as
 they are.
 """
@@ -14,18 +15,6 @@ import sys
 import numpy as np
 
 from softmax_numba import config
-
-#: Positions of the output arrays of each kernel (copied back for host arrays).
-OUTPUTS = {
-    "_softmax_naive": (1,), "_softmax_shifted": (1,), "_softmax_online": (1,),
-    "_softmax_division_free": (1,), "_log_softmax": (1,), "_logsumexp": (1,),
-    "_logsumexp_weighted": (2, 3), "_softmax_backward": (2,), "_log_softmax_backward": (2,),
-    "_cross_entropy_index": (6, 7), "_cross_entropy_probability": (5, 6),
-    "_sigmoid": (1,), "_softplus": (1,), "_arctan": (1,), "_gaussian": (1,), "_maxout": (2,),
-    "_sparsemax_sort": (1, 2), "_sparsemax_pivot": (1, 2),
-    "_entmax15_sort": (1,), "_entmax15_pivot": (1,),
-    "_entmax_bisect": (3,), "_sparsemax_backward": (2,), "_entmax15_backward": (2,),
-}  # fmt: skip
 
 
 def cuda():
@@ -73,7 +62,7 @@ def simulated() -> bool:
 
 
 @functools.cache
-def kernels(dtype_name: str) -> dict:
+def built(dtype_name: str) -> dict:
     """Every CUDA kernel for one compute dtype, compiled lazily on first launch."""
     import numba
 
@@ -91,8 +80,9 @@ def _blocks(rows: int) -> int:
     return max(1, min(rows, config.CUDA_MAX_BLOCKS))
 
 
-def launch(name: str, *args) -> None:
-    """Run the CUDA kernel ``name`` on ``args`` (the CPU kernel's arguments)."""
+def launch(kernels, *args) -> None:
+    """Run the CUDA kernel of the CPU kernels ``kernels`` (a
+    ``softmax_numba.cpu._compile.Engines``) on ``args``, their arguments."""
     numba_cuda = cuda()
     threads = config.CUDA_THREADS_PER_BLOCK
     if not 1 <= threads <= config.CUDA_MAX_THREADS_PER_BLOCK:
@@ -112,10 +102,10 @@ def launch(name: str, *args) -> None:
         if isinstance(arg, np.ndarray):
             on_device = numba_cuda.to_device(np.ascontiguousarray(arg))
             device_args.append(on_device)
-            if position in OUTPUTS[name] and arg.size:
+            if position in kernels.outputs and arg.size:
                 copy_back.append((arg, on_device))
         else:
             device_args.append(arg)
-    kernels(dtype.name)[name][_blocks(rows), threads](*device_args)
+    built(dtype.name)[kernels.name][_blocks(rows), threads](*device_args)
     for host, device in copy_back:
         device.copy_to_host(host)

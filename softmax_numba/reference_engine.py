@@ -1,0 +1,134 @@
+"""The numpy engine (``backend="numpy"``): the oracle of :mod:`softmax_numba.reference`
+under the names and signatures of the CPU kernels.
+
+Each function here takes the arguments of the CPU kernel of the same name, rows in
+and output buffers to fill, so that :func:`softmax_numba._api.run` dispatches to
+this engine as it does to the Numba and CUDA ones (:func:`launch`, by the kernel's
+name); the wrappers hold no branch for it.  The values are the reference's,
+computed in the rows' dtype.
+"""
+
+from __future__ import annotations
+
+from softmax_numba import reference
+
+
+def _softmax(algorithm: str):
+    def kernel(x, out):
+        out[...] = reference.softmax(x, algorithm=algorithm)
+
+    return kernel
+
+
+def _log_softmax(x, out, stream=False):
+    out[...] = reference.log_softmax(x)
+
+
+def _logsumexp(x, out):
+    out[...] = reference.logsumexp(x)
+
+
+def _logsumexp_weighted(x, b, out, sign):
+    out[...], sign[...] = reference.logsumexp(x, b=b, return_sign=True)
+
+
+def _softmax_backward(y, dy, dx):
+    dx[...] = reference.softmax_backward(y, dy)
+
+
+def _log_softmax_backward(y, dy, dx):
+    dx[...] = reference.log_softmax_backward(y, dy)
+
+
+def _cross_entropy(x, target, ignore_index, smoothing, scale, return_grad, losses, grad):
+    """Both targets: class indices or probabilities (``ignore_index=None``).  The
+    wrapper passes ``-1`` for "none ignored", which no validated index equals."""
+    loss, g = reference.cross_entropy(
+        x,
+        target,
+        reduction="none",
+        label_smoothing=smoothing,
+        ignore_index=ignore_index,
+        return_grad=True,
+    )
+    losses[...] = loss
+    if return_grad:
+        grad[...] = g * g.dtype.type(scale)
+
+
+def _cross_entropy_index(x, labels, ignore_index, smoothing, scale, return_grad, losses, grad):
+    _cross_entropy(x, labels, ignore_index, smoothing, scale, return_grad, losses, grad)
+
+
+def _cross_entropy_probability(x, q, smoothing, scale, return_grad, losses, grad):
+    _cross_entropy(x, q, None, smoothing, scale, return_grad, losses, grad)
+
+
+def _sigmoid(x, out, normalize):
+    out[...] = reference.sigmoid(x, normalize=normalize)
+
+
+def _softplus(x, out, beta, normalize):
+    out[...] = reference.softplus(x, beta, normalize=normalize)
+
+
+def _arctan(x, out, normalize):
+    out[...] = reference.arctan(x, normalize=normalize)
+
+
+def _gaussian(x, out, mu, sigma, normalize):
+    out[...] = reference.gaussian(x, mu, sigma, normalize=normalize)
+
+
+def _maxout(x, pool_size, out):
+    out[...] = reference.maxout(x, pool_size)
+
+
+def _sparsemax(x, out, support):
+    out[...], support[...] = reference.sparsemax(x, return_support_size=True)
+
+
+def _entmax15(x, out):
+    out[...] = reference.entmax15(x)
+
+
+def _entmax_bisect(x, alpha, n_iter, out):
+    out[...] = reference.entmax_bisect(x, alpha=alpha, n_iter=n_iter)
+
+
+def _sparsemax_backward(y, dy, dx):
+    dx[...] = reference.sparsemax_backward(y, dy)
+
+
+def _entmax15_backward(y, dy, dx):
+    dx[...] = reference.entmax15_backward(y, dy)
+
+
+#: Every kernel of the engine, by the CPU kernel's name.
+KERNELS = {
+    **{f"_softmax_{a}": _softmax(a) for a in ("naive", "shifted", "division_free", "online")},
+    "_log_softmax": _log_softmax,
+    "_logsumexp": _logsumexp,
+    "_logsumexp_weighted": _logsumexp_weighted,
+    "_softmax_backward": _softmax_backward,
+    "_log_softmax_backward": _log_softmax_backward,
+    "_cross_entropy_index": _cross_entropy_index,
+    "_cross_entropy_probability": _cross_entropy_probability,
+    "_sigmoid": _sigmoid,
+    "_softplus": _softplus,
+    "_arctan": _arctan,
+    "_gaussian": _gaussian,
+    "_maxout": _maxout,
+    "_sparsemax_sort": _sparsemax,
+    "_sparsemax_pivot": _sparsemax,
+    "_entmax15_sort": _entmax15,
+    "_entmax15_pivot": _entmax15,
+    "_entmax_bisect": _entmax_bisect,
+    "_sparsemax_backward": _sparsemax_backward,
+    "_entmax15_backward": _entmax15_backward,
+}
+
+
+def launch(name: str, *args) -> None:
+    """Run the numpy kernel ``name`` on ``args`` (the CPU kernel's arguments)."""
+    KERNELS[name](*args)
