@@ -59,16 +59,17 @@ def sigmoid(
 
     For two classes, ``softmax([a, b])[0] == sigmoid(a - b)``.
 
-    With ``normalize=True``, a row whose sum is below ``u`` (so every
-    ``sigma(x_j) = e^{x_j} (1 - O(u))``) is returned as ``softmax(x)``, equal to
-    ``sigma(x) / sum(sigma(x))`` to within ``u``, where ``sigma(x)`` itself would
-    underflow (rows far below 0, which gave 0/0).
+    With ``normalize=True``, a row whose sum is below 1 and which holds an entry
+    below the smallest normal number (so that ``sigma(x_j)`` lost digits to
+    underflow, or all are 0 and the quotient 0/0) is computed as ``w / sum(w)``,
+    ``w_j = e^{x_j - m} / (1 + e^{x_j})``, ``m = max(x)``: the same ratios, shifted
+    by the max as in [2]_.
 
     Error bound (first order, relative to each entry, in units of the unit
     roundoff ``u`` of the computing dtype; the rounding model of Higham [1]_):
     ``4 u``; with ``normalize=True``, ``(9 + sigma(n)) u`` (``sigma(n)`` as in
-    :func:`softmax`, the summation bound after [2]_), and on the rows returned as
-    ``softmax(x)`` that of :func:`softmax` plus ``u``.  Entries whose exact value
+    :func:`softmax`, the summation bound after [2]_), and on the rescaled rows
+    ``(8 + sigma(n) + 2 min(max_j |x_j - m|, T)) u``.  Entries whose exact value
     is below the smallest normal number are not bounded.
 
     References
@@ -137,16 +138,17 @@ def softplus(
 
     which stays finite where ``beta x`` overflows.  Its outputs are positive but
     not normalized.  With ``normalize=True``, a sum that overflows is taken again
-    over ``y / n``, and a row with ``beta sum(y) < u`` (every ``beta y_j =
-    e^{beta x_j} (1 - O(u))``) is returned as ``softmax(beta x)``, where ``y``
-    itself would underflow.
+    over ``y / n``, and a row whose sum is below 1 with an entry below the
+    smallest normal number (lost to underflow) is computed as ``w / sum(w)``,
+    ``w_j = e^{z_j - max(z)} log1p(e^{z_j}) / e^{z_j}``, ``z = beta x``: the same
+    ratios, shifted by the max.
 
     Error bound (first order, relative to each entry, in units of the unit
     roundoff ``u``; the rounding model of Higham [1]_, the ``log1p(exp(.))``
     form of Mächler [2]_): ``(7 + min(|beta x|, T)) u``; with ``normalize=True``,
     ``(9 + sigma(n) + min(|beta x|, T)) u`` (``sigma(n)``, ``T`` as in
-    :func:`softmax`), and on the rows returned as ``softmax(beta x)`` that of
-    :func:`softmax` plus ``u``.
+    :func:`softmax`), and on the rescaled rows ``(8 + sigma(n) + 2 min(max_j
+    |z_j - max(z)|, T)) u``.
 
     References
     ----------

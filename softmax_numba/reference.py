@@ -169,12 +169,12 @@ def cross_entropy(
     return loss
 
 
-def _normalized(y, axis, normalize, z=None, total_scale=1):
+def _normalized(y, axis, normalize, rescaled=None):
     """``y / sum(y)`` along ``axis`` (if ``normalize``).  A sum that overflowed is
-    taken again over ``y / n`` (softplus near the largest float).  For a map with
-    ``y = e^z (1 - O(e^z)) / total_scale`` (``z`` given), a row whose
-    ``total_scale * sum(y)`` is below ``u`` is ``softmax(z)``, which does not
-    underflow (see ``softmax_numba.cpu.elementwise.below_unit_roundoff``)."""
+    taken again over ``y / n`` (softplus near the largest float).  A row with
+    ``sum(y) < 1`` and an entry below the smallest normal number is ``w / sum(w)``
+    with ``w = rescaled()``, the same ratios shifted by the row's max so that none
+    underflows early (``softmax_numba.cpu.elementwise.underflowed``)."""
     if not normalize:
         return y
     with _quiet():
@@ -182,12 +182,18 @@ def _normalized(y, axis, normalize, z=None, total_scale=1):
         w = y.dtype.type(1 / max(y.shape[axis], 1))
         scaled = np.sum(y * w, axis=axis, keepdims=True)
         result = np.where(total == np.inf, (y * w) / scaled, y / total)
-        if z is None:
+        if rescaled is None:
             return result
-        tiny = total * y.dtype.type(total_scale) < np.finfo(y.dtype).eps / 2
-        if np.any(tiny):
-            result = np.where(tiny, softmax(z.astype(y.dtype, copy=False), axis=axis), result)
+        tiny = np.finfo(y.dtype).tiny
+        redo = (total < 1) & np.any(y < tiny, axis=axis, keepdims=True)
+        if np.any(redo):
+            w = rescaled()
+            result = np.where(redo, w / np.sum(w, axis=axis, keepdims=True), result)
         return result
+
+
+def _shift(z, axis):
+    return np.exp(z - np.max(z, axis=axis, keepdims=True, initial=-np.inf))
 
 
 def sigmoid(x, axis=-1, normalize=False):
@@ -196,7 +202,8 @@ def sigmoid(x, axis=-1, normalize=False):
     x = np.asarray(x)
     e = np.exp(-np.abs(x))
     y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-    return _normalized(y, axis, normalize, z=x)
+    # sigmoid(x) = e^x / (1 + e^x): shifted, e^{x - m} / (1 + e^x)
+    return _normalized(y, axis, normalize, lambda: _shift(x, axis) / (1 + np.exp(x)))
 
 
 def softplus(x, beta=1.0, axis=-1, normalize=False):
@@ -206,7 +213,13 @@ def softplus(x, beta=1.0, axis=-1, normalize=False):
     with _quiet():
         z = x * x.dtype.type(beta)
         y = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(z))) / x.dtype.type(beta)
-    return _normalized(y, axis, normalize, z=z, total_scale=beta)
+
+    def rescaled():  # beta softplus = e^z g(z), g(z) = log1p(e^z) / e^z from t = e^-|z|
+        t = np.exp(-np.abs(z))
+        small = np.where(t == 0, 1, np.log1p(t) / np.where(t == 0, 1, t))
+        return _shift(z, axis) * np.where(z > 0, (z + np.log1p(t)) * t, small)
+
+    return _normalized(y, axis, normalize, rescaled)
 
 
 def arctan(x, axis=-1, normalize=False):

@@ -359,32 +359,47 @@ def _gaussian_normalized_bound(args, ref=None):
         return np.expm1(first_order * u) / u
 
 
-def _exp_like_normalized_bound(direct):
-    """A normalized sigmoid or softplus (``beta = 1``): ``direct`` on most rows; on a
-    row whose sum is below ``u``, which every engine normalizes as ``softmax(x)``
-    (``softmax_numba.cpu.elementwise.below_unit_roundoff``), the softmax bound plus
-    the ``u`` of replacing each ``y_j`` by ``e^{x_j}``.  Such a row has
-    ``max(x) < log(u)``; the few rows just above it may go either way and get the
-    larger of the two."""
-    as_softmax = shifted_bound(5.0, spreads=2.0)
+def _exp_like_normalized_bound(direct, exact_map):
+    """A normalized sigmoid or softplus (``beta = 1``): ``direct`` on most rows; a
+    row with ``sum(y) < 1`` and an entry below the smallest normal number, which
+    every engine rescales by its max (``softmax_numba.cpu.elementwise.underflowed``),
+    gets the larger of ``direct`` and the softmax bound plus the ratio's rounding
+    (``(8 + sigma(n) + 2 spread) u``).  ``exact_map`` evaluates the map in extended
+    precision, to find those rows (with a margin: the engines decide on rounded
+    values)."""
+    rescaled = shifted_bound(8.0, spreads=2.0)
 
     def bound(args, ref=None):
         x = np.asarray(args[0])
-        rows = _rows_of(x.astype(np.float64))
-        top = np.max(np.where(np.isnan(rows), -np.inf, rows), axis=-1, initial=-np.inf)
-        either = top < np.log(unit_roundoff(x.dtype)) + 1e-2
+        with np.errstate(all="ignore"):
+            y = exact_map(_rows_of(x).astype(np.longdouble))
+        # the engines compute float16 and bfloat16 in float32
+        tiny = np.finfo(np.float64 if x.dtype == np.float64 else np.float32).tiny
+        finite = np.where(np.isnan(y), np.inf, y)
+        lost = np.min(finite, axis=-1, initial=np.inf) < 2 * tiny
+        either = (np.sum(finite, axis=-1) < 1.01) & lost
         ordinary = direct(args)
-        return np.where(either, np.maximum(ordinary, as_softmax(args)), ordinary)
+        return np.where(either, np.maximum(ordinary, rescaled(args)), ordinary)
 
     return bound
 
 
+def _exact_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _exact_softplus(x):
+    return np.logaddexp(0, x)
+
+
 #: Per elementwise map: (bound without normalization, bound with it).
 _ELEMENTWISE_BOUNDS = {
-    "sigmoid": (constant(4), _exp_like_normalized_bound(_sum_bound(9))),
+    "sigmoid": (constant(4), _exp_like_normalized_bound(_sum_bound(9), _exact_sigmoid)),
     "softplus": (
         _softplus_bound,
-        _exp_like_normalized_bound(lambda a, r=None: _softplus_bound(a) + _sum_bound(2)(a)),
+        _exp_like_normalized_bound(
+            lambda a, r=None: _softplus_bound(a) + _sum_bound(2)(a), _exact_softplus
+        ),
     ),
     "arctan": (constant(10), _sum_bound(12)),
     "gaussian": (_gaussian_bound, _gaussian_normalized_bound),

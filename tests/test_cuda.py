@@ -146,6 +146,15 @@ def test_normalized_maps_whose_values_underflow(entry, dtype, offset, rng):
     check_within_bounds(entry, "cuda", entry.arguments(x, rng))
 
 
+@pytest.mark.parametrize("entry", EXP_LIKE_NORMALIZED, ids=lambda e: e.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalized_maps_on_rows_mixing_normal_and_underflowed_values(entry, dtype):
+    """As on the CPU engines (``test_accuracy``): the row is rescaled by its max."""
+    edge = -np.log(np.finfo(dtype).tiny)
+    x = np.array([[-10.0, -edge - 2, -edge - 5, -edge + 3, -30.0, -edge - 40, -np.inf]], dtype)
+    check_within_bounds(entry, "cuda", (x,))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "entry", [e for e in ON_GPU if e.algorithm != "naive"], ids=lambda e: e.name

@@ -19,20 +19,68 @@ from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p_unit_interval as log1p_unit_interval
 from softmax_numba.cpu._math import maxnum
-from softmax_numba.cpu.softmax import scale_into, softmax_online_row
+from softmax_numba.cpu.softmax import maximum, scale_into
 
 
 @jit
-def below_unit_roundoff(row, s):
-    """Whether ``s < u`` in the dtype of ``row``: then a map that goes to 0 like
-    ``exp`` is normalized as a softmax instead.
+def underflowed(y, s):
+    """Whether ``y / s`` (``s = sum(y)``) needs the rescaled form: ``s < 1`` and some
+    ``y_j`` below the smallest normal number.  There ``y_j / s`` may be a normal
+    number although ``y_j`` lost its digits to underflow (or is 0, and 0/0 when all
+    are); a row with ``s >= 1`` has no such entry to score."""
+    if not s < in_dtype_of(y, 1.0):
+        return False
+    tiny = in_dtype_of(y, np.finfo(y.dtype).tiny)
+    for j in range(y.size):
+        if y[j] < tiny:
+            return True
+    return False
 
-    ``sigmoid(x) = e^x / (1 + e^x)`` and ``beta softplus(x) = log1p(e^{beta x})``
-    are ``e^z (1 - O(e^z))`` with ``z = x`` or ``beta x``.  On a row whose sum is
-    below ``u``, every ``e^{z_j}`` is, so ``y / sum(y)`` equals ``softmax(z)`` to
-    within ``u``; ``y`` itself has underflowed into subnormals there, or to 0 (0/0),
-    while ``softmax(z)``, shifted by ``max(z)``, does not."""
-    return s < in_dtype_of(row, np.finfo(row.dtype).eps / 2)
+
+@jit
+def sigmoid_ratio(v):
+    """``sigmoid(v) / e^v = 1 / (1 + e^v)`` (``v`` below 40 where it is used)."""
+    return in_dtype_of(v, 1.0) / (in_dtype_of(v, 1.0) + exp(v))
+
+
+@jit
+def softplus_ratio(z):
+    """``log1p(e^z) / e^z``, from ``t = e^{-|z|}`` in [0, 1]: ``log1p(t) / t`` for
+    ``z <= 0`` (1 where ``t`` underflows to 0), ``(z + log1p(t)) t`` above."""
+    t = exp_nonpositive(-abs(z))
+    if z > 0:
+        return (z + log1p_unit_interval(t)) * t
+    return in_dtype_of(z, 1.0) if t == 0 else log1p_unit_interval(t) / t
+
+
+@jit
+def rescaled_sigmoid_into(x, y):
+    """``y = sigmoid(x) / sum(sigmoid(x))`` as ``w / sum(w)``, ``w_j = e^{x_j - m}
+    sigmoid_ratio(x_j)`` with ``m = max(x)``: the same ratios, with no term below
+    ``e^{x_j - m}`` to underflow early (Blanchard, Higham & Higham 2021's shift, for
+    a map that goes to 0 like ``exp``)."""
+    m = maximum(x)
+    t = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        w = exp_nonpositive(x[j] - m) * sigmoid_ratio(x[j])
+        y[j] = w
+        t += w
+    scale_into(y, in_dtype_of(x, 1.0) / t)
+
+
+@jit
+def rescaled_softplus_into(x, b, y):
+    """As :func:`rescaled_sigmoid_into` for ``softplus`` with ``beta = b > 0``:
+    ``w_j = e^{z_j - max(z)} softplus_ratio(z_j)``, ``z = b x`` (``max(b x) = b
+    max(x)``, rounding being monotonic)."""
+    top = maximum(x) * b
+    t = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        z = x[j] * b
+        w = exp_nonpositive(z - top) * softplus_ratio(z)
+        y[j] = w
+        t += w
+    scale_into(y, in_dtype_of(x, 1.0) / t)
 
 
 @jit
@@ -53,8 +101,9 @@ def normalize_into(y, s):
 
 def _sigmoid(x, out, normalize):
     """``1 / (1 + exp(-x))``; for ``x < 0`` as ``e / (1 + e)``, ``e = exp(x)``,
-    so that ``exp`` never overflows.  Normalized, a row that sums to less than ``u``
-    is ``softmax(x)`` (:func:`below_unit_roundoff`)."""
+    so that ``exp`` never overflows.  Normalized, a row with entries lost to
+    underflow is rescaled by its max (:func:`underflowed`,
+    :func:`rescaled_sigmoid_into`)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         s = in_dtype_of(xi, 0.0)
@@ -65,8 +114,8 @@ def _sigmoid(x, out, normalize):
             y = one / (one + e) if v >= 0 else e / (one + e)
             yi[j] = y
             s += y
-        if normalize and below_unit_roundoff(yi, s):
-            softmax_online_row(xi, yi)
+        if normalize and underflowed(yi, s):
+            rescaled_sigmoid_into(xi, yi)
         elif normalize:
             normalize_into(yi, s)
 
@@ -85,10 +134,8 @@ def _softplus(x, out, beta, normalize):
             y = max(xi[j], in_dtype_of(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
             yi[j] = y
             s += y
-        if normalize and below_unit_roundoff(yi, s * b):
-            for j in range(xi.size):  # softmax(beta x), in place
-                yi[j] = xi[j] * b
-            softmax_online_row(yi, yi)
+        if normalize and underflowed(yi, s):
+            rescaled_softplus_into(xi, b, yi)
         elif normalize:
             normalize_into(yi, s)
 

@@ -15,11 +15,8 @@ def build(dtype, red) -> dict:
     block_sum = red.block_sum
     one, zero, half = dtype(1.0), dtype(0.0), dtype(0.5)
 
-    row_state = red.row_state
-    softmax_scale = red.softmax_scale
-    # below this sum, a map that goes to 0 like exp is normalized as a softmax
-    # (see softmax_numba.cpu.elementwise.below_unit_roundoff)
-    unit_roundoff = dtype(np.finfo(str(dtype)).eps / 2)
+    # the smallest normal number: an entry below it may have lost its digits
+    tiny = dtype(np.finfo(str(dtype)).tiny)
 
     @cuda.jit(device=True)
     def row_sum(yi):
@@ -49,17 +46,40 @@ def build(dtype, red) -> dict:
         divide_by_sum(yi, row_sum(yi))
 
     @cuda.jit(device=True)
-    def normalize_exp_like_row(xi, beta, yi):
-        """Normalize ``y = log1p(e^{beta x}) / beta`` or ``sigmoid(x)`` (``beta = 1``):
-        ``softmax(beta x)`` when ``beta sum(y) < u``, where ``y`` underflows."""
-        s = row_sum(yi)  # the same value in every thread: the branch is uniform
-        if s * beta < unit_roundoff:
+    def ratio(z, softplus):
+        """``y / e^z``: ``1 / (1 + e^z)`` for sigmoid, ``log1p(e^z) / e^z`` for softplus
+        (see ``softmax_numba.cpu.elementwise.softplus_ratio``)."""
+        if not softplus:
+            return one / (one + math.exp(z))
+        t = math.exp(-abs(z))
+        if z > zero:
+            return (z + math.log1p(t)) * t
+        return one if t == zero else math.log1p(t) / t
+
+    @cuda.jit(device=True)
+    def normalize_exp_like_row(xi, beta, yi, softplus):
+        """Normalize ``y = sigmoid(x)`` or ``log1p(e^{beta x}) / beta``; a row with
+        ``sum(y) < 1`` and an entry below the smallest normal number is rescaled by
+        its max, ``w_j = e^{z_j - max(z)} ratio(z_j)``, ``z = beta x``
+        (``softmax_numba.cpu.elementwise.underflowed``)."""
+        s = row_sum(yi)  # the same value in every thread: the branches are uniform
+        lost = zero
+        top = dtype(-math.inf)
+        for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+            if yi[j] < tiny:
+                lost = one
+            top = max(top, xi[j] * beta)
+        if s < one and block_max(lost) > zero:
+            top = block_max(top)
+            t = zero
             for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
-                yi[j] = xi[j] * beta
-            m, t, _nan = row_state(yi)
-            r = softmax_scale(m, t)
+                z = xi[j] * beta
+                w = math.exp(z - top) * ratio(z, softplus)
+                yi[j] = w
+                t += w
+            r = one / block_sum(t)
             for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
-                yi[j] = math.exp(yi[j] - m) * r
+                yi[j] *= r
         else:
             divide_by_sum(yi, s)
 
@@ -71,7 +91,7 @@ def build(dtype, red) -> dict:
                 e = math.exp(-abs(v))
                 out[i, j] = one / (one + e) if v >= 0 else e / (one + e)
             if normalize:
-                normalize_exp_like_row(x[i], one, out[i])
+                normalize_exp_like_row(x[i], one, out[i], False)
 
     @cuda.jit
     def _softplus(x, out, beta, normalize):
@@ -81,7 +101,7 @@ def build(dtype, red) -> dict:
                 z = x[i, j] * b
                 out[i, j] = max(x[i, j], zero) + math.log1p(math.exp(-abs(z))) / b
             if normalize:
-                normalize_exp_like_row(x[i], b, out[i])
+                normalize_exp_like_row(x[i], b, out[i], True)
 
     @cuda.jit
     def _arctan(x, out, normalize):
