@@ -63,6 +63,23 @@ class RowsBase:
             del shape[self.axis]
         return tuple(shape)
 
+    def host_operand(self, arr, name: str, dtype=None) -> np.ndarray:
+        """``arr`` broadcast to the input's shape as C-contiguous ``(count, n)`` host
+        rows, in ``dtype`` (default: the compute dtype, after checking ``arr``'s)."""
+        arr = np.asarray(arr)
+        if dtype is None:
+            dtypes_for(arr.dtype, self.func)
+            dtype = self.compute_dtype
+        try:
+            arr = np.broadcast_to(arr, self.shape)
+        except ValueError:
+            raise ValueError(
+                f"{self.func}(): {name} has shape {arr.shape}, which does not broadcast "
+                f"to the input's shape {self.shape}"
+            ) from None
+        moved = arr.reshape(-1) if self.flattened else np.moveaxis(arr, self.axis, -1)
+        return np.ascontiguousarray(moved.reshape(self.count, self.n), dtype=dtype)
+
     def pooled_shape(self, length: int) -> tuple[int, ...]:
         """The input's shape with the axis of length ``length`` (maxout's groups)."""
         shape = list(self.shape)
@@ -110,21 +127,7 @@ class HostRows(RowsBase):
     # ------------------------------------------------------------------ operands
     def operand(self, arr, name: str, dtype=None) -> np.ndarray:
         """Another array of the input's shape (or broadcastable to it), as rows."""
-        arr = np.asarray(arr)
-        if dtype is None:
-            dtypes_for(arr.dtype, self.func)
-            dtype = self.compute_dtype
-        try:
-            arr = np.broadcast_to(arr, self.shape)
-        except ValueError:
-            raise ValueError(
-                f"{self.func}(): {name} has shape {arr.shape}, which does not broadcast "
-                f"to the input's shape {self.shape}"
-            ) from None
-        if self.flattened:
-            arr = arr.reshape(-1)
-        moved = np.moveaxis(arr, self.axis, -1).reshape(self.count, self.n)
-        return np.ascontiguousarray(moved, dtype=dtype)
+        return self.host_operand(arr, name, dtype)
 
     def to_host(self, buffer) -> np.ndarray:
         """``buffer`` as a NumPy array (it already is one)."""

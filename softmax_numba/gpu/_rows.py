@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_numba._api import dtypes_for
 from softmax_numba._rows import RowsBase
 from softmax_numba.gpu import _runtime
 
@@ -63,19 +62,7 @@ class DeviceRows(RowsBase):
                     f"{self.func}(): {name} on the GPU must be C-contiguous with shape {self.shape}"
                 )
             return arr.reshape(self.count, self.n)
-        arr = np.asarray(arr)
-        if dtype is None:
-            dtypes_for(arr.dtype, self.func)
-            dtype = self.compute_dtype
-        try:
-            arr = np.broadcast_to(arr, self.shape)
-        except ValueError:
-            raise ValueError(
-                f"{self.func}(): {name} has shape {arr.shape}, which does not broadcast "
-                f"to the input's shape {self.shape}"
-            ) from None
-        rows = np.ascontiguousarray(arr.reshape(self.count, self.n), dtype=dtype)
-        return _runtime.cuda().to_device(rows)
+        return _runtime.cuda().to_device(self.host_operand(arr, name, dtype))
 
     def to_host(self, buffer) -> np.ndarray:
         """``buffer`` copied to the host."""
