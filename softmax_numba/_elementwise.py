@@ -59,7 +59,7 @@ def sigmoid(
 
     For two classes, ``softmax([a, b])[0] == sigmoid(a - b)``.
 
-    With ``normalize=True``, a row whose sum is below 1 and which holds an entry
+    With ``normalize=True``, a row whose sum is below 1/2 and which holds an entry
     below the smallest normal number (so that ``sigma(x_j)`` lost digits to
     underflow, or all are 0 and the quotient 0/0) is computed as ``w / sum(w)``,
     ``w_j = e^{x_j - m} / (1 + e^{x_j})``, ``m = max(x)``: the same ratios, shifted
@@ -138,7 +138,7 @@ def softplus(
 
     which stays finite where ``beta x`` overflows.  Its outputs are positive but
     not normalized.  With ``normalize=True``, a sum that overflows is taken again
-    over ``y / n``, and a row whose sum is below 1 with an entry below the
+    over ``y / n``, and a row with ``beta sum(y) < log 2`` and an entry below the
     smallest normal number (lost to underflow) is computed as ``w / sum(w)``,
     ``w_j = e^{z_j - max(z)} log1p(e^{z_j}) / e^{z_j}``, ``z = beta x``: the same
     ratios, shifted by the max.

@@ -169,10 +169,11 @@ def cross_entropy(
     return loss
 
 
-def _normalized(y, axis, normalize, rescaled=None):
+def _normalized(y, axis, normalize, rescaled=None, limit=0.5, total_scale=1):
     """``y / sum(y)`` along ``axis`` (if ``normalize``).  A sum that overflowed is
     taken again over ``y / n`` (softplus near the largest float).  A row with
-    ``sum(y) < 1`` and an entry below the smallest normal number is ``w / sum(w)``
+    ``total_scale * sum(y) < limit`` and an entry below the smallest normal number
+    is ``w / sum(w)``
     with ``w = rescaled()``, the same ratios shifted by the row's max so that none
     underflows early (``softmax_numba.cpu.elementwise.underflowed``)."""
     if not normalize:
@@ -185,7 +186,7 @@ def _normalized(y, axis, normalize, rescaled=None):
         if rescaled is None:
             return result
         tiny = np.finfo(y.dtype).tiny
-        redo = (total < 1) & np.any(y < tiny, axis=axis, keepdims=True)
+        redo = (total * total_scale < limit) & np.any(y < tiny, axis=axis, keepdims=True)
         if np.any(redo):
             w = rescaled()
             result = np.where(redo, w / np.sum(w, axis=axis, keepdims=True), result)
@@ -219,7 +220,7 @@ def softplus(x, beta=1.0, axis=-1, normalize=False):
         small = np.where(t == 0, 1, np.log1p(t) / np.where(t == 0, 1, t))
         return _shift(z, axis) * np.where(z > 0, (z + np.log1p(t)) * t, small)
 
-    return _normalized(y, axis, normalize, rescaled)
+    return _normalized(y, axis, normalize, rescaled, limit=np.log(2), total_scale=beta)
 
 
 def arctan(x, axis=-1, normalize=False):

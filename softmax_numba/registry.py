@@ -361,12 +361,12 @@ def _gaussian_normalized_bound(args, ref=None):
 
 def _exp_like_normalized_bound(direct, exact_map):
     """A normalized sigmoid or softplus (``beta = 1``): ``direct`` on most rows; a
-    row with ``sum(y) < 1`` and an entry below the smallest normal number, which
-    every engine rescales by its max (``softmax_numba.cpu.elementwise.underflowed``),
-    gets the larger of ``direct`` and the softmax bound plus the ratio's rounding
-    (``(8 + sigma(n) + 2 spread) u``).  ``exact_map`` evaluates the map in extended
-    precision, to find those rows (with a margin: the engines decide on rounded
-    values)."""
+    row with ``sum(y)`` below the map's value at 0 (1/2, log 2) and an entry below
+    the smallest normal number, which every engine rescales by its max
+    (``softmax_numba.cpu.elementwise.underflowed``), gets the larger of ``direct``
+    and the softmax bound plus the ratio's rounding (``(8 + sigma(n) + 2 spread)
+    u``).  ``exact_map`` evaluates the map in extended precision, to find those rows
+    (with a margin: the engines decide on rounded values)."""
     rescaled = shifted_bound(8.0, spreads=2.0)
 
     def bound(args, ref=None):
@@ -377,7 +377,7 @@ def _exp_like_normalized_bound(direct, exact_map):
         tiny = np.finfo(np.float64 if x.dtype == np.float64 else np.float32).tiny
         finite = np.where(np.isnan(y), np.inf, y)
         lost = np.min(finite, axis=-1, initial=np.inf) < 2 * tiny
-        either = (np.sum(finite, axis=-1) < 1.01) & lost
+        either = (np.sum(finite, axis=-1) < 0.7) & lost
         ordinary = direct(args)
         return np.where(either, np.maximum(ordinary, rescaled(args)), ordinary)
 

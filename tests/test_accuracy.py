@@ -117,6 +117,8 @@ def test_normalized_maps_on_rows_mixing_normal_and_underflowed_values(entry, bac
         [
             [-10.0, -edge - 2, -edge - 5, -edge - 9, -edge + 3, -30.0, -edge - 40],
             [-3.0, -edge - 1, -edge - 8, -1.0, -edge - 12, -edge, -np.inf],
+            # a sum just below 1 (not rescaled: shifting by 16 would underflow -edge + 10)
+            [16.0, -edge + 10, -edge - 50, -np.inf, -30.0, -edge + 5, -edge - 3],
         ],
         dtype=dtype,
     )

@@ -151,7 +151,13 @@ def test_normalized_maps_whose_values_underflow(entry, dtype, offset, rng):
 def test_normalized_maps_on_rows_mixing_normal_and_underflowed_values(entry, dtype):
     """As on the CPU engines (``test_accuracy``): the row is rescaled by its max."""
     edge = -np.log(np.finfo(dtype).tiny)
-    x = np.array([[-10.0, -edge - 2, -edge - 5, -edge + 3, -30.0, -edge - 40, -np.inf]], dtype)
+    x = np.array(
+        [
+            [-10.0, -edge - 2, -edge - 5, -edge + 3, -30.0, -edge - 40, -np.inf],
+            [16.0, -edge + 10, -edge - 50, -np.inf, -30.0, -edge + 5, -edge - 3],
+        ],
+        dtype,
+    )
     check_within_bounds(entry, "cuda", (x,))
 
 

@@ -23,12 +23,15 @@ from softmax_numba.cpu.softmax import maximum, scale_into
 
 
 @jit
-def underflowed(y, s):
-    """Whether ``y / s`` (``s = sum(y)``) needs the rescaled form: ``s < 1`` and some
-    ``y_j`` below the smallest normal number.  There ``y_j / s`` may be a normal
+def underflowed(y, s, limit):
+    """Whether ``y / s`` (``s = sum(y)``) needs the rescaled form: ``s < limit`` and
+    some ``y_j`` below the smallest normal number.  There ``y_j / s`` may be a normal
     number although ``y_j`` lost its digits to underflow (or is 0, and 0/0 when all
-    are); a row with ``s >= 1`` has no such entry to score."""
-    if not s < in_dtype_of(y, 1.0):
+    are).  ``limit`` is the map's value at 0 (1/2 for sigmoid, ``log 2`` for ``beta``
+    times softplus): below it every ``z_j < 0``, so the rescaled form's
+    ``ratio(max z)`` is near 1; above it ``y / s`` loses less than a bit, in the
+    entries ``y_j`` within a factor 2 of the smallest normal."""
+    if not s < limit:
         return False
     tiny = in_dtype_of(y, np.finfo(y.dtype).tiny)
     for j in range(y.size):
@@ -114,7 +117,7 @@ def _sigmoid(x, out, normalize):
             y = one / (one + e) if v >= 0 else e / (one + e)
             yi[j] = y
             s += y
-        if normalize and underflowed(yi, s):
+        if normalize and underflowed(yi, s, in_dtype_of(xi, 0.5)):
             rescaled_sigmoid_into(xi, yi)
         elif normalize:
             normalize_into(yi, s)
@@ -134,7 +137,7 @@ def _softplus(x, out, beta, normalize):
             y = max(xi[j], in_dtype_of(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
             yi[j] = y
             s += y
-        if normalize and underflowed(yi, s):
+        if normalize and underflowed(yi, s * b, in_dtype_of(xi, math.log(2.0))):
             rescaled_softplus_into(xi, b, yi)
         elif normalize:
             normalize_into(yi, s)

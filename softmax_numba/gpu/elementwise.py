@@ -59,7 +59,8 @@ def build(dtype, red) -> dict:
     @cuda.jit(device=True)
     def normalize_exp_like_row(xi, beta, yi, softplus):
         """Normalize ``y = sigmoid(x)`` or ``log1p(e^{beta x}) / beta``; a row with
-        ``sum(y) < 1`` and an entry below the smallest normal number is rescaled by
+        ``beta sum(y)`` below the map's value at 0 and an entry below the smallest
+        normal number is rescaled by
         its max, ``w_j = e^{z_j - max(z)} ratio(z_j)``, ``z = beta x``
         (``softmax_numba.cpu.elementwise.underflowed``)."""
         s = row_sum(yi)  # the same value in every thread: the branches are uniform
@@ -69,7 +70,8 @@ def build(dtype, red) -> dict:
             if yi[j] < tiny:
                 lost = one
             top = max(top, xi[j] * beta)
-        if s < one and block_max(lost) > zero:
+        limit = dtype(math.log(2.0)) if softplus else half  # the map at 0 (see cpu)
+        if s * beta < limit and block_max(lost) > zero:
             top = block_max(top)
             t = zero
             for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
