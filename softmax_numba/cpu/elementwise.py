@@ -3,7 +3,8 @@
 
 Each kernel maps ``x`` to ``y`` entry by entry in one read and one write, summing
 the row as it goes; with ``normalize`` it then divides the row by that sum while it
-is still in cache (a row that sums to 0 gives NaN, 0/0).
+is still in cache.  Sigmoid and softplus rescale a row whose values underflow
+(:func:`underflowed`); arctan and the Gaussian (shifted by its nearest entry) need not.
 """
 
 from __future__ import annotations
