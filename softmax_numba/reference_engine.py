@@ -20,7 +20,7 @@ def _softmax(algorithm: str):
     return kernel
 
 
-def _log_softmax(x, out, stream=False):
+def _log_softmax(x, out):
     out[...] = reference.log_softmax(x)
 
 
@@ -40,9 +40,10 @@ def _log_softmax_backward(y, dy, dx):
     dx[...] = reference.log_softmax_backward(y, dy)
 
 
-def _cross_entropy(x, target, ignore_index, smoothing, scale, return_grad, losses, grad):
-    """Both targets: class indices or probabilities (``ignore_index=None``).  The
-    wrapper passes ``-1`` for "none ignored", which no validated index equals."""
+def _cross_entropy_index(x, target, ignore_index, smoothing, scale, return_grad, losses, grad):
+    """Class-index targets (the wrapper passes ``ignore_index = -1`` for "none
+    ignored", which no validated index equals) or, from
+    :func:`_cross_entropy_probability`, probabilities with ``ignore_index=None``."""
     loss, g = reference.cross_entropy(
         x,
         target,
@@ -56,12 +57,8 @@ def _cross_entropy(x, target, ignore_index, smoothing, scale, return_grad, losse
         grad[...] = g * g.dtype.type(scale)
 
 
-def _cross_entropy_index(x, labels, ignore_index, smoothing, scale, return_grad, losses, grad):
-    _cross_entropy(x, labels, ignore_index, smoothing, scale, return_grad, losses, grad)
-
-
 def _cross_entropy_probability(x, q, smoothing, scale, return_grad, losses, grad):
-    _cross_entropy(x, q, None, smoothing, scale, return_grad, losses, grad)
+    _cross_entropy_index(x, q, None, smoothing, scale, return_grad, losses, grad)
 
 
 def _sigmoid(x, out, normalize):

@@ -43,7 +43,7 @@ def underflowed(y, s, limit):
 
 @jit
 def sigmoid_ratio(v):
-    """``sigmoid(v) / e^v = 1 / (1 + e^v)`` (``v`` below 40 where it is used)."""
+    """``sigmoid(v) / e^v = 1 / (1 + e^v)`` (``v < 0`` where it is used)."""
     return in_dtype_of(v, 1.0) / (in_dtype_of(v, 1.0) + exp(v))
 
 

@@ -60,18 +60,21 @@ def build(dtype, red) -> dict:
     def normalize_exp_like_row(xi, beta, yi, softplus):
         """Normalize ``y = sigmoid(x)`` or ``log1p(e^{beta x}) / beta``; a row with
         ``beta sum(y)`` below the map's value at 0 and an entry below the smallest
-        normal number is rescaled by
-        its max, ``w_j = e^{z_j - max(z)} ratio(z_j)``, ``z = beta x``
-        (``softmax_numba.cpu.elementwise.underflowed``)."""
+        normal number is rescaled by its max, ``w_j = e^{z_j - max(z)} ratio(z_j)``,
+        ``z = beta x`` (``softmax_numba.cpu.elementwise.underflowed``).  Only such a
+        row pays the extra passes."""
         s = row_sum(yi)  # the same value in every thread: the branches are uniform
-        lost = zero
-        top = dtype(-math.inf)
-        for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
-            if yi[j] < tiny:
-                lost = one
-            top = max(top, xi[j] * beta)
         limit = dtype(math.log(2.0)) if softplus else half  # the map at 0 (see cpu)
-        if s * beta < limit and block_max(lost) > zero:
+        lost = zero
+        if s * beta < limit:
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                if yi[j] < tiny:
+                    lost = one
+            lost = block_max(lost)
+        if lost > zero:
+            top = dtype(-math.inf)
+            for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
+                top = max(top, xi[j] * beta)
             top = block_max(top)
             t = zero
             for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
