@@ -7,12 +7,13 @@ from scipy.special import xlogy
 
 from experiments.lowprec import Format, ulp
 from softmax_numba import registry
+from softmax_numba.error_metrics import scaled_error
 
 
 def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
     """Metrics of one computation (all errors in units of the format's u).
 
-    - ``max_error_u``: largest per-row normwise error (``registry.scaled_error``)
+    - ``max_error_u``: largest per-row normwise error (``scaled_error``)
       over the rows whose non-finite pattern matches the reference;
     - ``max_rel_error_u``: largest componentwise error of the first output
       (``Entry.errors``: relative to each exact entry, or to the scale the entry
@@ -38,7 +39,7 @@ def error_metrics(entry: registry.Entry, got, ref, args, fmt: Format) -> dict:
         )
     first_err, first_bound = pairs[0]
     errors = [
-        registry.scaled_error(kind, g, r, args)
+        scaled_error(kind, g, r, args)
         for kind, g, r in zip(entry.kinds, got_all, ref_all, strict=False)
     ]
     err = np.concatenate([e.ravel() for e in errors]) if errors else np.zeros(0)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import bounds, reference
 from softmax_numba._api import run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import elementwise as kernels
+from softmax_numba.declaration import Entry
 
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
@@ -328,3 +330,23 @@ def gaussian(
         mu,
         sigma,
     )
+
+
+# --------------------------------------------------------------------------- declarations
+
+#: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
+ENTRIES = tuple(
+    Entry(
+        function.__name__,
+        "normalized" if normalize else "-",
+        function,
+        getattr(reference, function.__name__),
+        ("elementwise",),
+        {"normalize": normalize},
+        {"normalize": normalize},
+        bounds=(bounds.ELEMENTWISE[function.__name__][normalize],),
+        study={"alternative"},
+    )
+    for function in (sigmoid, softplus, arctan, gaussian)
+    for normalize in (False, True)
+)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import bounds, reference
 from softmax_numba._api import check_choice, is_device_array, run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import losses as kernels
+from softmax_numba.declaration import CORE, Entry, with_distributions, with_targets
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -211,3 +213,52 @@ def cross_entropy(
     if not return_grad:
         return loss
     return loss, rows.restore(grad, grad_out)
+
+
+# --------------------------------------------------------------------------- declarations
+
+_PER_ROW = {"reduction": "none", "return_grad": True}
+_SMOOTHED = {**_PER_ROW, "label_smoothing": 0.1}
+
+#: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
+ENTRIES = (
+    Entry(
+        "cross_entropy",
+        "-",
+        cross_entropy,
+        reference.cross_entropy,
+        ("log", "gradient"),
+        _PER_ROW,
+        _PER_ROW,
+        with_targets,
+        bounds=(bounds.LOG_DOMAIN, bounds.with_ref(bounds.shifted_bound(6.0, spreads=2.0))),
+        scales=(bounds.relative, bounds.gradient_scale()),
+        study=CORE,
+    ),
+    Entry(
+        "cross_entropy",
+        "smoothed",
+        cross_entropy,
+        reference.cross_entropy,
+        ("log", "gradient"),
+        _SMOOTHED,
+        _SMOOTHED,
+        with_targets,
+        bounds=bounds.SOFT_TARGET_LOSS,
+        scales=(bounds.relative, bounds.gradient_scale(0.1)),
+        study={"offsets"},
+    ),
+    Entry(
+        "cross_entropy",
+        "probability",
+        cross_entropy,
+        reference.cross_entropy,
+        ("log", "gradient"),
+        _PER_ROW,
+        _PER_ROW,
+        with_distributions,
+        bounds=bounds.SOFT_TARGET_LOSS,
+        scales=(bounds.relative, bounds.gradient_scale()),
+        study={"offsets"},
+    ),
+)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import bounds, reference
 from softmax_numba._api import run
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import maxout as kernels
+from softmax_numba.declaration import Entry
 
 
 def maxout(
@@ -84,3 +86,23 @@ def maxout(
     result = rows.empty((rows.count, groups))
     run(kernels.MAXOUT, engine, rows.data, int(pool_size), result)
     return rows.restore(result, out, length=groups)
+
+
+# --------------------------------------------------------------------------- declarations
+
+#: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
+ENTRIES = (
+    Entry(
+        "maxout",
+        "pool=4",
+        maxout,
+        reference.maxout,
+        ("elementwise",),
+        {"pool_size": 4},
+        {"pool_size": 4},
+        divisor=4,
+        bytes_factor=1.25,
+        bounds=(bounds.constant(0),),
+        study={"alternative"},
+    ),
+)

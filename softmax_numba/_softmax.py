@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import bounds, reference
 from softmax_numba._api import (
     check_choice,
     dtypes_for,
@@ -17,6 +18,7 @@ from softmax_numba._api import (
 from softmax_numba._backward import vjp
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import softmax as kernels
+from softmax_numba.declaration import CORE, Entry, backward_of
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
 #: What ``algorithm="auto"`` runs: the three-pass shifted algorithm keeps the row in
@@ -477,3 +479,74 @@ def log_softmax_backward(
         out,
         kernels.LOG_SOFTMAX_BACKWARD,
     )
+
+
+# --------------------------------------------------------------------------- declarations
+
+#: Every softmax algorithm is judged against the exact value, computed by the
+#: shifted formula in higher precision (the naive one would overflow there too).
+_SOFTMAX_BOUNDS = {
+    "naive": bounds.SOFTMAX,
+    "shifted": bounds.SOFTMAX,
+    "division_free": bounds.division_free_bound,
+    "online": bounds.SOFTMAX,
+}
+
+#: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
+ENTRIES = (
+    *(
+        Entry(
+            "softmax",
+            alg,
+            softmax,
+            reference.softmax,
+            ("probability",),
+            {"algorithm": alg},
+            {"algorithm": "shifted"},
+            bounds=(bound,),
+            study=CORE if alg == AUTO_SOFTMAX_ALGORITHM else {"family"},
+        )
+        for alg, bound in _SOFTMAX_BOUNDS.items()
+    ),
+    Entry(
+        "log_softmax",
+        "-",
+        log_softmax,
+        reference.log_softmax,
+        ("log",),
+        bounds=(bounds.LOG_DOMAIN,),
+        study=CORE,
+    ),
+    Entry(
+        "logsumexp",
+        "-",
+        logsumexp,
+        reference.logsumexp,
+        ("log",),
+        bytes_factor=1.0,
+        bounds=(bounds.logsumexp_bound,),
+        study=CORE,
+    ),
+    Entry(
+        "softmax_backward",
+        "-",
+        softmax_backward,
+        reference.softmax_backward,
+        ("vjp",),
+        arguments=backward_of(softmax),
+        bytes_factor=3.0,
+        bounds=(bounds.sum_bound(3),),
+        scales=(bounds.softmax_vjp_scale,),
+    ),
+    Entry(
+        "log_softmax_backward",
+        "-",
+        log_softmax_backward,
+        reference.log_softmax_backward,
+        ("vjp",),
+        arguments=backward_of(log_softmax),
+        bytes_factor=3.0,
+        bounds=(bounds.sum_bound(4),),
+        scales=(bounds.log_softmax_vjp_scale,),
+    ),
+)

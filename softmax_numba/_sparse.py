@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import bounds, reference
 from softmax_numba._api import check_choice, run
 from softmax_numba._backward import vjp
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import sparse as kernels
+from softmax_numba.declaration import Entry, backward_of
 
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
 
@@ -374,3 +376,66 @@ def entmax15_backward(
         out,
         kernels.ENTMAX15_BACKWARD,
     )
+
+
+# --------------------------------------------------------------------------- declarations
+
+_SPARSE = {"bounds": (bounds.SPARSE,), "scales": (bounds.sparse_scale,)}
+
+#: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
+ENTRIES = (
+    *(
+        Entry(
+            "sparsemax",
+            alg,
+            sparsemax,
+            reference.sparsemax,
+            ("probability",),
+            {"algorithm": alg},
+            **_SPARSE,
+            study={"alternative"},
+        )
+        for alg in ("pivot", "sort")
+    ),
+    Entry(
+        "entmax15",
+        "-",
+        entmax15,
+        reference.entmax15,
+        ("probability",),
+        **_SPARSE,
+        study={"alternative"},
+    ),
+    Entry(
+        "entmax_bisect",
+        "alpha=1.5",
+        entmax_bisect,
+        reference.entmax15,
+        ("probability",),
+        {"alpha": 1.5},
+        **_SPARSE,
+        study={"alternative"},
+    ),
+    Entry(
+        "sparsemax_backward",
+        "-",
+        sparsemax_backward,
+        reference.sparsemax_backward,
+        ("vjp",),
+        arguments=backward_of(sparsemax),
+        bytes_factor=3.0,
+        bounds=(bounds.sum_bound(4),),
+        scales=(bounds.support_vjp_scale,),
+    ),
+    Entry(
+        "entmax15_backward",
+        "-",
+        entmax15_backward,
+        reference.entmax15_backward,
+        ("vjp",),
+        arguments=backward_of(entmax15),
+        bytes_factor=3.0,
+        bounds=(bounds.sum_bound(6),),
+        scales=(bounds.entmax_vjp_scale,),
+    ),
+)

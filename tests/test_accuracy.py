@@ -1,7 +1,7 @@
 """Every registered (op, algorithm) on every engine against the NumPy oracle,
 evaluated in at least twice the working precision from the same rounded input.
 
-Each output's componentwise error (``registry.componentwise_error``, relative to the
+Each output's componentwise error (``error_metrics.componentwise_error``, relative to the
 scale the entry declares, by default the exact value itself) must stay within the
 entry's own bound (``Entry.bounds``: a function of the row length, the dtype and the
 input, from the analysis), over scales *and* offsets of the logits: softmax is
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from softmax_numba import registry
+from softmax_numba import error_metrics, registry
 
 SCALES = (1e-3, 1.0, 1e2, 1e4)
 #: A common offset of the logits: ``x = c + scale z``.  ``x - logsumexp(x)`` loses
@@ -77,7 +77,7 @@ def test_bounds_are_tighter_than_the_old_blanket_tolerance(entry, rng):
     _, args = _case(entry, np.float32, (4, 52), 1.0, 0.0, rng)
     ref = registry.outputs(entry.reference(registry.oracle_args(args)))
     for bound, r in zip(entry.bounds, ref, strict=True):
-        assert np.all(registry.allowed_u(bound, args, r, np.float32) < 64)
+        assert np.all(error_metrics.allowed_u(bound, args, r, np.float32) < 64)
 
 
 EXP_LIKE_NORMALIZED = [

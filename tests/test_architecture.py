@@ -60,3 +60,48 @@ def test_a_kernel_must_name_its_outputs():
 
     with pytest.raises(TypeError, match="names no output parameter"):
         _compile.engines(_no_outputs)
+
+
+def test_every_public_function_is_declared_once_by_its_module():
+    """An op is declared beside its function (``ENTRIES``) and the registry collects
+    every declaring module: an exported function with no entry, an entry of a
+    function that is not exported, or a module with ``ENTRIES`` that the registry
+    does not read would each leave an op untested and out of the study."""
+    import importlib
+
+    import softmax_numba
+    from softmax_numba import registry
+
+    declared = {e.op: e.function for e in registry.ENTRIES}
+    exported = {name: getattr(softmax_numba, name) for name in softmax_numba.__all__}
+    assert declared == exported
+    for entry in registry.ENTRIES:
+        assert entry.function.__module__ in registry.DECLARING_MODULES, entry.name
+    with_entries = {
+        f"softmax_numba.{p.stem}"
+        for p in (ROOT / "softmax_numba").glob("_*.py")
+        if hasattr(importlib.import_module(f"softmax_numba.{p.stem}"), "ENTRIES")
+    }
+    assert with_entries == set(registry.DECLARING_MODULES)
+
+
+def test_a_declaration_with_an_unknown_tag_or_a_missing_bound_is_refused():
+    from softmax_numba import bounds, reference, softmax
+    from softmax_numba.declaration import Entry
+
+    args = ("softmax", "-", softmax, reference.softmax, ("probability",))
+    with pytest.raises(ValueError, match="unknown study tags"):
+        Entry(*args, bounds=(bounds.SOFTMAX,), study={"familly"})
+    with pytest.raises(ValueError, match="a bound per output"):
+        Entry(*args)
+
+
+def test_peers_name_registered_ops():
+    from experiments import peers
+    from softmax_numba import registry
+
+    ops = {e.op for e in registry.ENTRIES}
+    for peer, table in peers.available().items():
+        assert set(table) <= ops, peer
+    for peer, table in peers.results_available().items():
+        assert set(table) <= ops, peer

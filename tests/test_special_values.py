@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from softmax_numba import registry
+from softmax_numba import declaration, registry
 
 
 def special_rows(dtype) -> np.ndarray:
@@ -36,7 +36,7 @@ def special_rows(dtype) -> np.ndarray:
 def special_args(entry, x):
     """The entry's arguments from ``x`` with fixed targets ``i mod n`` (so that the
     +inf and the -inf entries are targets of some rows and not of others)."""
-    if entry.arguments is registry._with_targets:
+    if entry.arguments is declaration.with_targets:
         return (x, np.arange(x.shape[0]) % x.shape[1])
     return entry.arguments(x, np.random.default_rng(0))
 

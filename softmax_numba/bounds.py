@@ -1,0 +1,265 @@
+"""Error bounds, in units of u, and the scales each output's error is measured against.
+
+A bound is ``bound(args, ref=None) -> per-row bound in u`` on the componentwise
+error (:func:`softmax_numba.error_metrics.componentwise_error`) of one output,
+from the first-order analysis of its algorithm (Blanchard, Higham & Higham,
+"Accurately computing the log-sum-exp and softmax functions", IMA J. Numer. Anal.
+41(4), 2021; Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+SIAM, 2002).  A scale is ``scale(args, ref_outputs, index)``: what each entry's
+error is relative to (:func:`relative`, the exact value itself, unless the output
+cancels).  The op declarations (``ENTRIES`` of each public module) pick theirs here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softmax_numba import reference
+from softmax_numba.error_metrics import as_rows, unit_roundoff
+
+
+def summation_bound(n: int) -> float:
+    """Bound, in u, on the relative error of a sum of ``n`` non-negative terms in any
+    of the package's summation orders (16-lane vectors unrolled four times, NumPy's
+    pairwise blocks of eight accumulators, blocks of 256 merged in order, a CUDA
+    block's tree): ``n / 8 + log2(n) + 4``."""
+    return n / 8 + np.log2(max(n, 1)) + 4
+
+
+def underflow_range(dtype) -> float:
+    """``|t|`` beyond which ``exp(-|t|)`` underflows in the compute dtype: a term
+    that far below the max adds nothing, so its error does not count."""
+    return 746.0 if np.dtype(dtype) == np.float64 else 104.0
+
+
+def spread(x) -> np.ndarray:
+    """Per row, ``min(max_j |x_j - max(x)|, T)`` over the finite entries: the largest
+    argument of ``exp`` in a shifted sum that matters, whose rounding (``u |x_j - m|``)
+    becomes a relative error of its term (:func:`underflow_range`)."""
+    rows = as_rows(np.asarray(x, dtype=np.float64))
+    finite = np.isfinite(rows)
+    hi = np.max(np.where(finite, rows, -np.inf), axis=-1, initial=-np.inf)
+    lo = np.min(np.where(finite, rows, np.inf), axis=-1, initial=np.inf)
+    gap = np.where(np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0)
+    return np.minimum(gap, underflow_range(np.asarray(x).dtype))
+
+
+def _n(x) -> int:
+    return np.asarray(x).shape[-1] if np.ndim(x) else 1
+
+
+def constant(c: float):
+    """A bound of ``c`` u for every row."""
+
+    def bound(args, ref=None):
+        return np.full(as_rows(args[0]).shape[0], float(c))
+
+    return bound
+
+
+def shifted_bound(c: float, spreads: float = 1.0, sums: float = 1.0):
+    """``c + sums * sigma(n) + spreads * spread(x)`` u: the bound of the formulas
+    built on ``m = max(x)`` and ``s = sum_{j != k} exp(x_j - m)`` (``sigma``:
+    :func:`summation_bound`).  ``log_softmax = (x_i - m) - log1p(s)`` and the loss
+    ``(m - x_t) + log1p(s)`` add two terms of one sign: rounding ``x_i - m`` (u),
+    ``exp`` (2 u), ``log1p`` (2 u) and the last operation (u) give ``c = 6``, and
+    ``log1p``'s condition ``s / ((1 + s) log1p(s)) <= 1`` passes on the error of
+    ``s``; softmax ``exp(x_i - m) / (1 + s)`` has ``c = 4`` and its own argument's
+    rounding (``spreads = 2``)."""
+
+    def bound(args):
+        x = args[0]
+        return c + sums * summation_bound(_n(x)) + spreads * spread(x)
+
+    return bound
+
+
+def logsumexp_bound(args, ref=None):
+    """``u + (5 + sigma(n) + spread) u max(1, log1p(s) / |lse|)``: ``m + log1p(s)``
+    cancels when ``m < 0 < log1p(s)`` (Blanchard, Higham & Higham 2021, Thm 2.2)."""
+    x = args[0]
+    base = 5 + summation_bound(_n(x)) + spread(x)
+    if ref is None:
+        return 1 + base
+    rows = as_rows(np.asarray(x, dtype=np.float64))
+    m = np.max(np.where(np.isnan(rows), -np.inf, rows), axis=-1, initial=-np.inf)
+    lse = np.asarray(ref, dtype=np.float64).reshape(m.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(np.isfinite(m) & (lse != 0), (lse - m) / np.abs(lse), 1.0)
+    return 1 + base * np.maximum(np.nan_to_num(factor, nan=1.0), 1.0)
+
+
+def division_free_bound(args, ref=None):
+    """``exp(x_i - lse)``: ``(|lse| + spread + sigma(n) + 4) u`` (Blanchard, Higham &
+    Higham 2021, Thm 3.3): the rounding of ``x_i - lse`` is ``u |lse|``."""
+    x = args[0]
+    rows = as_rows(np.asarray(x, dtype=np.float64))
+    hi = np.max(np.where(np.isfinite(rows), np.abs(rows), 0), axis=-1, initial=0)
+    return hi + spread(x) + summation_bound(_n(x)) + 8
+
+
+def with_ref(bound):
+    """Bounds that do not look at the exact result."""
+    return lambda args, ref=None: bound(args)
+
+
+# --------------------------------------------------------------------------- scales
+
+
+def relative(args, ref, index):
+    """Each entry's error relative to its exact value (componentwise)."""
+    return np.abs(np.asarray(ref[index], dtype=np.longdouble))
+
+
+def sparse_scale(args, ref, index):
+    """``max|x| + 1`` of the row: ``p_i = x_i - tau`` cancels, so its error is
+    absolute, of order ``u`` times the size of ``x`` and ``tau``."""
+    rows = as_rows(np.abs(np.asarray(args[0], dtype=np.longdouble)))
+    big = np.max(np.where(np.isfinite(rows), rows, 0), axis=-1, keepdims=True, initial=0) + 1
+    return np.broadcast_to(big, rows.shape).reshape(np.shape(ref[index]))
+
+
+def gradient_scale(smoothing: float = 0.0):
+    """``sum(q) p_j + q_j``: the two terms the gradient ``sum(q) p - q`` subtracts,
+    with ``p = softmax(x)`` in higher precision, ``q`` the (one-hot, or given)
+    target smoothed as ``(1 - eps) q + eps / n``."""
+
+    def scale(args, ref, index):
+        x, target = (np.asarray(a) for a in args[:2])
+        p = reference.softmax(x.astype(np.longdouble))
+        if np.issubdtype(target.dtype, np.integer):
+            q = (np.arange(x.shape[-1]) == target[..., None]).astype(np.longdouble)
+        else:
+            q = target.astype(np.longdouble)
+        q = (1 - smoothing) * q + smoothing / x.shape[-1]
+        return p * q.sum(axis=-1, keepdims=True) + q
+
+    return scale
+
+
+def softmax_vjp_scale(args, ref, index):
+    """``|y_i| (|dy_i| + sum_j |y_j dy_j|)`` for ``dx = y (dy - <y, dy>)``."""
+    y, dy = (np.abs(np.asarray(a, dtype=np.longdouble)) for a in args[:2])
+    return y * (dy + np.sum(y * dy, axis=-1, keepdims=True))
+
+
+def log_softmax_vjp_scale(args, ref, index):
+    """``|dy_i| + exp(y_i) sum_j |dy_j|`` for ``dx = dy - exp(y) sum(dy)``."""
+    y, dy = (np.asarray(a, dtype=np.longdouble) for a in args[:2])
+    return np.abs(dy) + np.exp(y) * np.sum(np.abs(dy), axis=-1, keepdims=True)
+
+
+def support_vjp_scale(args, ref, index):
+    """``|dy_i| + mean_support |dy|`` (sparsemax's and entmax's backward ops)."""
+    y, dy = (np.asarray(a, dtype=np.longdouble) for a in args[:2])
+    support = y > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.sum(np.abs(dy) * support, -1, keepdims=True) / np.sum(support, -1, keepdims=True)
+    return np.abs(dy) + np.nan_to_num(mean)
+
+
+def sum_bound(c: float):
+    """``c + sigma(n)`` u: a formula with one sum of ``n`` terms (vjps, normalized maps)."""
+    return with_ref(shifted_bound(c, spreads=0.0))
+
+
+def softplus_bound(args, ref=None):
+    """``(7 + min(|beta x|, T)) u`` per row (``beta = 1`` in the registry): rounding
+    ``z = beta x`` is a relative error ``u |z|`` of ``exp(-|z|)``."""
+    x = as_rows(np.asarray(args[0], dtype=np.float64))
+    big = np.max(np.where(np.isfinite(x), np.abs(x), 0), axis=-1, initial=0)
+    return 7 + np.minimum(big, underflow_range(np.asarray(args[0]).dtype))
+
+
+def gaussian_bound(args, ref=None):
+    """``exp(-a)``, ``a = x^2 / 2``: ``(3 + 2a) u``, ``a`` up to the underflow range."""
+    x = as_rows(np.asarray(args[0], dtype=np.float64))
+    a = np.max(np.where(np.isfinite(x), x * x / 2, 0), axis=-1, initial=0)
+    return 3 + 2 * np.minimum(a, underflow_range(np.asarray(args[0]).dtype))
+
+
+def gaussian_normalized_bound(args, ref=None):
+    """``softmax(a)``, ``a = -x^2 / 2``: the softmax bound applied to ``a``, plus the
+    rounding of ``a`` itself (``2 u |a|`` absolute, in every exponent: ``4 max|a|``).
+    The map is that ill-conditioned: far from ``mu`` the exponent's error ``b u``
+    exceeds 1, and the relative error of ``exp`` is ``expm1(b u)``, not ``b u``."""
+    x = np.asarray(args[0])
+    with np.errstate(over="ignore"):
+        a = -(x.astype(np.float64) ** 2) / 2
+    biggest = np.max(np.where(np.isfinite(a), -a, 0), axis=-1, initial=0).reshape(-1)
+    first_order = shifted_bound(6.0, spreads=2.0)((a.astype(x.dtype),)) + 4 * biggest
+    u = unit_roundoff(x.dtype)
+    with np.errstate(over="ignore"):
+        return np.expm1(first_order * u) / u
+
+
+def exp_like_normalized_bound(direct, exact_map):
+    """A normalized sigmoid or softplus (``beta = 1``): ``direct`` on most rows; a
+    row with ``sum(y)`` below the map's value at 0 (1/2, log 2) and an entry below
+    the smallest normal number, which every engine rescales by its max
+    (``softmax_numba.cpu.elementwise.underflowed``), gets the larger of ``direct``
+    and the softmax bound plus the ratio's rounding (``(8 + sigma(n) + 2 spread)
+    u``).  ``exact_map`` evaluates the map in extended precision, to find those rows
+    (with a margin: the engines decide on rounded values)."""
+    rescaled = shifted_bound(8.0, spreads=2.0)
+
+    def bound(args, ref=None):
+        x = np.asarray(args[0])
+        with np.errstate(all="ignore"):
+            y = exact_map(as_rows(x).astype(np.longdouble))
+        # the engines compute float16 and bfloat16 in float32
+        tiny = np.finfo(np.float64 if x.dtype == np.float64 else np.float32).tiny
+        finite = np.where(np.isnan(y), np.inf, y)
+        lost = np.min(finite, axis=-1, initial=np.inf) < 2 * tiny
+        either = (np.sum(finite, axis=-1) < 0.7) & lost
+        ordinary = direct(args)
+        return np.where(either, np.maximum(ordinary, rescaled(args)), ordinary)
+
+    return bound
+
+
+def _exact_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _exact_softplus(x):
+    return np.logaddexp(0, x)
+
+
+#: Per elementwise map: (bound without normalization, bound with it).
+ELEMENTWISE = {
+    "sigmoid": (constant(4), exp_like_normalized_bound(sum_bound(9), _exact_sigmoid)),
+    "softplus": (
+        softplus_bound,
+        exp_like_normalized_bound(
+            lambda a, r=None: softplus_bound(a) + sum_bound(2)(a), _exact_softplus
+        ),
+    ),
+    "arctan": (constant(10), sum_bound(12)),
+    "gaussian": (gaussian_bound, gaussian_normalized_bound),
+}
+
+LOG_DOMAIN = with_ref(shifted_bound(6.0))
+#: Smoothed or probability targets: ``sum_j q_j ((m - x_j) + log1p(s))``, a second
+#: sum of ``n`` non-negative terms and the rounding of ``q_j``; the gradient as the
+#: one-hot one's, plus ``q``'s rounding.
+SOFT_TARGET_LOSS = (
+    with_ref(shifted_bound(9.0, sums=2.0)),
+    with_ref(shifted_bound(8.0, spreads=2.0)),
+)
+SOFTMAX = with_ref(shifted_bound(4.0, spreads=2.0))
+SPARSE = with_ref(shifted_bound(16.0, spreads=0.0, sums=2.0))
+
+
+def entmax_vjp_scale(args, ref, index):
+    """``g |dy| + g sum(g |dy|) / sum(g)``, ``g = sqrt(y)``: the terms of
+    ``dx = g dy - g sum(g dy) / sum(g)``."""
+    y, dy = (np.asarray(a, dtype=np.longdouble) for a in args[:2])
+    g = np.sqrt(np.maximum(y, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.sum(g * np.abs(dy), -1, keepdims=True) / np.sum(g, -1, keepdims=True)
+    return g * np.abs(dy) + g * np.nan_to_num(q)
+
+
+#: The study's tags: ``family``, the softmax family of the accuracy and speed
+#: sweeps; ``alternative``, the maps the article offers instead of softmax;
