@@ -31,7 +31,9 @@ def _options(parallel: bool, reassociate: bool = True) -> dict:
 
 def _renamed(func, name: str):
     """A copy of ``func`` under another name (Numba keys its disk cache by name)."""
-    clone = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__)
+    clone = types.FunctionType(
+        func.__code__, func.__globals__, name, func.__defaults__, func.__closure__
+    )
     clone.__qualname__ = name
     clone.__module__ = func.__module__
     clone.__doc__ = func.__doc__
@@ -41,9 +43,11 @@ def _renamed(func, name: str):
 @functools.cache
 def _cpu_sources_digest() -> str:
     """SHA-1 of the source files of :mod:`softmax_numba.cpu` (the kernels and the
-    helpers they inline)."""
+    helpers they inline) and of :mod:`softmax_numba.state_algebra`, which they
+    compile."""
     sha = hashlib.sha1()
-    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+    here = pathlib.Path(__file__).parent
+    for path in [*sorted(here.glob("*.py")), here.parent / "state_algebra.py"]:
         sha.update(path.read_bytes())
     return sha.hexdigest()
 

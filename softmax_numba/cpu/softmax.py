@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import prange
 
-from softmax_numba import config
+from softmax_numba import config, state_algebra
 from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
@@ -32,6 +32,20 @@ from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu._stream import stream_fence, stream_log_probability
 
 # --------------------------------------------------------------------------- row pieces
+
+#: The state algebra (:mod:`softmax_numba.state_algebra`) compiled for the CPU engines.
+_STATE = state_algebra.build(jit, jit(reassociate=False), exp, log1p, in_dtype_of)
+#: ``(x - m) - log1p(s)``, compiled without ``reassoc``, which would hoist
+#: ``m + log1p(s)`` out of a loop and lose ``u |m|``.
+log_probability = _STATE.log_probability
+#: ``(m - x) + log1p(s)``, the loss of one entry.
+surprisal = _STATE.surprisal
+#: The exact merge of two pieces' states.
+merge_state = _STATE.merge
+#: ``1 / (1 + s)``; NaN for a ``+inf`` max.
+softmax_scale = _STATE.softmax_scale
+#: ``m + log1p(s)`` of a settled state.
+state_logsumexp = _STATE.logsumexp
 
 
 @jit
@@ -140,39 +154,7 @@ def row_logsumexp(x):
     that is empty or all ``-inf`` gives ``-inf``.
     """
     m, s = row_state(x)
-    return m + log1p(s)
-
-
-@jit(reassociate=False)
-def log_probability(x, m, log1p_s):
-    """``(x - m) - log1p(s)``, in this order: both terms are ``<= 0``, so the result
-    is accurate relative to itself (compiled without ``reassoc``, which would hoist
-    ``m + log1p(s)`` out of a loop)."""
-    return (x - m) - log1p_s
-
-
-@jit(reassociate=False)
-def surprisal(x, m, log1p_s):
-    """``-log softmax = (m - x) + log1p(s)``, a sum of two terms ``>= 0``."""
-    return (m - x) + log1p_s
-
-
-@jit
-def merge_state(m1, s1, m2, s2):
-    """The state of the union of two pieces of a row from theirs (exact up to
-    rounding): with ``m1 >= m2``, ``m = m1`` and ``s = s1 + (1 + s2) exp(m2 - m1)``
-    (the piece's own maximum counts 1).  An empty or all ``-inf`` piece (``m2 =
-    -inf``) and any piece beside a ``+inf`` maximum add nothing but their NaN.
-
-    The form of Milakov & Gimelshein (2018), eq. (4), ``d = d1 exp(m1 - m) + d2
-    exp(m2 - m)``, rewritten for ``s = d - 1``, so that a sum far below ``u`` (a
-    near-certain row) is kept rather than rounded into ``d = 1``.
-    """
-    if m2 > m1:
-        m1, s1, m2, s2 = m2, s2, m1, s1
-    if m2 == -np.inf or m1 == np.inf:
-        return m1, s1 + s2 * in_dtype_of(s1, 0.0)
-    return m1, s1 + (in_dtype_of(s1, 1.0) + s2) * exp(m2 - m1)
+    return state_logsumexp(m, s)
 
 
 @jit
@@ -259,14 +241,6 @@ def online_state(x):
         bm, bs = row_state(x[start : start + ONLINE_BLOCK])
         m, s = merge_state(m, s, bm, bs)
     return m, s
-
-
-@jit
-def softmax_scale(m, s):
-    """``1 / (1 + s)``, the factor of ``exp(x_i - m)``; NaN for a ``+inf`` max."""
-    return (
-        in_dtype_of(s, np.nan) if m == np.inf else in_dtype_of(s, 1.0) / (in_dtype_of(s, 1.0) + s)
-    )
 
 
 @jit
@@ -466,7 +440,7 @@ def split_softmax_row(x, out, chunks):
 def split_logsumexp_row(x, chunks):
     """Log-sum-exp of one long row across threads: ``m + log1p(s)``."""
     m, s = split_state(x, chunks)
-    return m + log1p(s)
+    return state_logsumexp(m, s)
 
 
 @jit(parallel=True)

@@ -13,12 +13,21 @@ from types import SimpleNamespace
 
 from numba import cuda
 
-from softmax_numba import config
+from softmax_numba import config, state_algebra
 
 
 def build(dtype) -> SimpleNamespace:
-    """The reductions for one Numba float type (``numba.float32`` or ``float64``)."""
+    """The reductions for one Numba float type (``numba.float32`` or ``float64``), and
+    the state algebra (:mod:`softmax_numba.state_algebra`) compiled for the device."""
     size = config.CUDA_MAX_THREADS_PER_BLOCK
+    device = cuda.jit(device=True)
+
+    @cuda.jit(device=True)
+    def cast(like, value):
+        return dtype(value)
+
+    state = state_algebra.build(device, device, math.exp, math.log1p, cast)
+    merge, add = state.merge, state.add
 
     @cuda.jit(device=True)
     def block_sum(value):
@@ -54,19 +63,6 @@ def build(dtype) -> SimpleNamespace:
         return total
 
     @cuda.jit(device=True)
-    def merge(m1, s1, m2, s2):
-        """Exact merge of two states ``(m, s)``, ``s = sum_{i != k} exp(x_i - m)``:
-        ``s = s1 + (1 + s2) exp(m2 - m1)`` for ``m1 >= m2`` (Milakov & Gimelshein 2018,
-        eq. (4), for ``s = d - 1``); an empty state (``m = -inf``) adds nothing, nor
-        does anything beside a ``+inf`` max (NaNs are flagged apart, see
-        :func:`row_state`)."""
-        if m2 > m1:
-            m1, s1, m2, s2 = m2, s2, m1, s1
-        if m2 != -math.inf and m1 != math.inf:
-            s1 += (dtype(1.0) + s2) * math.exp(m2 - m1)
-        return m1, s1
-
-    @cuda.jit(device=True)
     def block_online(m, d):
         """Block-wide state ``(m, s)`` from each thread's (``d`` holds the ``s`` part)."""
         shm = cuda.shared.array(size, dtype)
@@ -87,17 +83,12 @@ def build(dtype) -> SimpleNamespace:
 
     @cuda.jit(device=True)
     def thread_online(xi):
-        """This thread's state over its strided share of the row (its first maximum
-        counts nothing, every later entry ``exp(x_j - m)``)."""
+        """This thread's state over its strided share of the row, one entry at a time
+        (``state_algebra``'s ``add``)."""
         m = dtype(-math.inf)
         s = dtype(0.0)
         for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            v = xi[j]
-            if v > m:
-                s = (s + dtype(1.0)) * math.exp(m - v)
-                m = v
-            elif v != -math.inf:
-                s += math.exp(v - m)
+            m, s = add(m, s, xi[j])
         return m, s
 
     @cuda.jit(device=True)
@@ -118,17 +109,13 @@ def build(dtype) -> SimpleNamespace:
         return m, s, nan
 
     @cuda.jit(device=True)
-    def softmax_scale(m, s):
-        """``1 / (1 + s)``; NaN for a ``+inf`` max."""
-        return dtype(math.nan) if m == math.inf else dtype(1.0) / (dtype(1.0) + s)
-
-    @cuda.jit(device=True)
     def row_logsumexp(xi):
         """``m + log1p(s)``: scipy's rules (NaN, +inf, all -inf) follow from the state."""
         m, s, _nan = row_state(xi)
-        return m + math.log1p(s)
+        return state.logsumexp(m, s)
 
     return SimpleNamespace(
         block_sum=block_sum, block_max=block_max, block_online=block_online,
-        row_state=row_state, row_logsumexp=row_logsumexp, softmax_scale=softmax_scale,
+        row_state=row_state, row_logsumexp=row_logsumexp,
+        softmax_scale=state.softmax_scale, log_probability=state.log_probability,
     )  # fmt: skip

@@ -20,6 +20,7 @@ def build(dtype, red) -> dict:
     row_logsumexp = red.row_logsumexp
     row_state = red.row_state
     softmax_scale = red.softmax_scale
+    log_probability = red.log_probability
     one, zero = dtype(1.0), dtype(0.0)
 
     @cuda.jit(device=True)
@@ -56,7 +57,7 @@ def build(dtype, red) -> dict:
             m, s, _nan = row_state(x[i])
             log1p_s = math.log1p(s)
             for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = (x[i, j] - m) - log1p_s  # never x - lse: see cpu/softmax.py
+                out[i, j] = log_probability(x[i, j], m, log1p_s)  # never x - lse
 
     @cuda.jit
     def _logsumexp(x, out):
