@@ -45,6 +45,19 @@ def dtypes_for(dtype: np.dtype, func: str) -> tuple[np.dtype, np.dtype]:
     raise TypeError(f"{func}() accepts {ACCEPTED_DTYPES} arrays; got dtype {dtype}")
 
 
+def normalized_axis(axis, ndim: int, func: str) -> int:
+    """``axis`` as an index in ``[0, ndim)``: a ``TypeError`` unless it is an
+    integer, an ``AxisError`` out of range or for a 0-d array."""
+    if ndim == 0:
+        raise np.exceptions.AxisError(
+            f"{func}() needs an array with at least one dimension, got a 0-d array "
+            "(pass axis=None to treat it as a vector of one element)"
+        )
+    if not isinstance(axis, int | np.integer):
+        raise TypeError(f"{func}(): axis must be an int or None, got {axis!r}")
+    return np.lib.array_utils.normalize_axis_index(int(axis), ndim)
+
+
 def is_device_array(x) -> bool:
     """Whether ``x`` lives on a GPU (checked without importing CUDA support)."""
     if not hasattr(x, "__cuda_array_interface__") and "numba.cuda" not in sys.modules:
@@ -98,6 +111,7 @@ def small_rows(x, axis, backend: str) -> np.ndarray | None:
         or backend not in _SERIAL_BACKENDS
         or x.dtype not in _FLOATS
         or x.ndim == 0
+        or not isinstance(axis, int)  # a float axis equal to -1 goes on to be refused
         or (axis != -1 and axis != x.ndim - 1)
         or not 0 < x.size < config.PARALLEL_MIN_ELEMENTS
         or not x.flags.c_contiguous

@@ -6,12 +6,17 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import bounds, reference
-from softmax_numba._api import check_choice, is_device_array, run
+from softmax_numba._api import is_device_array, run
 from softmax_numba._rows import rows_of
+from softmax_numba._targets import (
+    INDEX,
+    check_class_indices,
+    check_loss_options,
+    check_target_shape,
+    target_kind,
+)
 from softmax_numba.cpu import losses as kernels
 from softmax_numba.declaration import CORE, Entry, with_distributions, with_targets
-
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def cross_entropy(
@@ -120,51 +125,24 @@ def cross_entropy(
     array([[-0.1705,  0.1212,  0.0493],
            [ 0.0543, -0.0988,  0.0445]])
     """
-    check_choice("reduction", reduction, REDUCTIONS)
+    check_loss_options(reduction, label_smoothing)
     if grad_out is not None and not return_grad:
         raise ValueError("cross_entropy(): grad_out= needs return_grad=True")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     rows = rows_of(logits, axis, "cross_entropy")
     if grad_out is not None:
         rows.check_out(grad_out, rows.shape, rows.result_dtype, name="grad_out")
     # Targets are validated on the host (a GPU target is copied: one value per row).
     target = target.copy_to_host() if is_device_array(target) else np.asarray(target)
     engine = rows.engine(backend)
-    n_classes = rows.n
-    row_shape = rows.moved_shape[:-1]
-    if np.issubdtype(target.dtype, np.integer):
-        if target.shape != row_shape:
-            raise ValueError(
-                f"cross_entropy(): class-index target must have shape {row_shape} "
-                f"(logits without axis {rows.axis}), got {target.shape}"
-            )
+    kind = target_kind(target.dtype, ignore_index)
+    check_target_shape(kind, target.shape, rows.shape, rows.moved_shape[:-1], rows.axis)
+    if kind == INDEX:
         labels = target.reshape(rows.count).astype(np.int64)
-        valid = labels != ignore_index if ignore_index is not None else np.ones(rows.count, bool)
-        bad = valid & ((labels < 0) | (labels >= n_classes))
-        if bad.any():
-            raise ValueError(
-                f"cross_entropy(): class index {labels[bad][0]} is out of range for "
-                f"{n_classes} classes (valid: 0..{n_classes - 1}"
-                + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")")
-            )
-        count = int(np.count_nonzero(valid))
+        count = int(np.count_nonzero(check_class_indices(labels, rows.n, ignore_index)))
         probabilities = None
-    elif np.issubdtype(target.dtype, np.floating) or target.dtype.name == "bfloat16":
-        if target.shape != rows.shape:
-            raise ValueError(
-                f"cross_entropy(): probability target must have the logits' shape "
-                f"{rows.shape}, got {target.shape}"
-            )
-        if ignore_index is not None:
-            raise ValueError("cross_entropy(): ignore_index applies to class-index targets only")
+    else:
         probabilities = rows.operand(target, "target")
         count = rows.count
-    else:
-        raise TypeError(
-            f"cross_entropy(): target must be integer class indices or floating "
-            f"probabilities, got dtype {target.dtype}"
-        )
     # No row counts (all ignored): the mean loss is NaN below, its gradient zeros.
     scale = {"mean": 1.0 / count if count else 0.0, "sum": 1.0, "none": 1.0}[reduction]
 

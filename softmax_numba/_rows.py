@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_numba._api import dtypes_for, is_device_array, resolve_backend
+from softmax_numba._api import dtypes_for, is_device_array, normalized_axis, resolve_backend
 
 
 def rows_of(x, axis: int | None, func: str):
@@ -107,14 +107,7 @@ class HostRows(RowsBase):
         if axis is None:
             x = x.reshape(-1)
             axis = 0
-        elif x.ndim == 0:
-            raise np.exceptions.AxisError(
-                f"{func}() needs an array with at least one dimension, got a 0-d array "
-                "(pass axis=None to treat it as a vector of one element)"
-            )
-        if not isinstance(axis, int | np.integer):
-            raise TypeError(f"{func}(): axis must be an int or None, got {axis!r}")
-        self.axis = np.lib.array_utils.normalize_axis_index(int(axis), x.ndim)
+        self.axis = normalized_axis(axis, x.ndim, func)
         self.flattened = x.shape != self.shape or len(self.shape) == 0
         moved = np.moveaxis(x, self.axis, -1)
         self.moved_shape = moved.shape

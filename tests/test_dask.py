@@ -224,6 +224,43 @@ def test_cross_entropy_checks_class_indices_when_computed():
         sd.cross_entropy(da.zeros((2, 3)), np.zeros((2, 3)), ignore_index=0)
 
 
+#: Bad arguments of both front ends, as (function, logits, target-or-None, kwargs).
+BAD_CALLS = {
+    "0-d logits": ("softmax", np.float64(1.0), None, {}),
+    "float axis": ("log_softmax", np.ones((2, 3)), None, {"axis": 1.0}),
+    "axis out of range": ("logsumexp", np.ones((2, 3)), None, {"axis": 2}),
+    "complex dtype": ("softmax", np.ones((2, 3), complex), None, {}),
+    "bad reduction": ("cross_entropy", np.ones((2, 3)), np.zeros(2, int), {"reduction": "avg"}),
+    "smoothing > 1": (
+        "cross_entropy",
+        np.ones((2, 3)),
+        np.zeros(2, int),
+        {"label_smoothing": 1.5},
+    ),
+    "index shape": ("cross_entropy", np.ones((2, 3)), np.zeros(3, int), {}),
+    "probability shape": ("cross_entropy", np.ones((2, 3)), np.ones((2, 2)) / 2, {}),
+    "ignore_index with probabilities": (
+        "cross_entropy",
+        np.ones((2, 3)),
+        np.ones((2, 3)) / 3,
+        {"ignore_index": 0},
+    ),
+    "string target": ("cross_entropy", np.ones((2, 3)), np.array(["a", "b"]), {}),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CALLS)
+def test_bad_arguments_are_refused_as_in_memory(case):
+    """The Dask functions share the in-memory checks: the same error, same message."""
+    name, x, target, kwargs = BAD_CALLS[case]
+    args = (x,) if target is None else (x, target)
+    with pytest.raises(Exception) as in_memory:
+        getattr(sn, name)(*args, **kwargs)
+    with pytest.raises(type(in_memory.value)) as lazy:
+        getattr(sd, name)(*args, **kwargs)
+    assert str(lazy.value) == str(in_memory.value)
+
+
 # ----------------------------------------------------------------------------- cluster
 
 

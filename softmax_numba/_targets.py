@@ -1,0 +1,74 @@
+"""The checks of cross-entropy's options and targets, one set for every front end.
+
+The in-memory :func:`softmax_numba.cross_entropy` and the lazy
+:func:`softmax_numba.dask.cross_entropy` take the same arguments and refuse the same
+ones with the same messages; both call these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softmax_numba._api import check_choice
+
+REDUCTIONS = ("mean", "sum", "none")
+#: The two kinds of target (:func:`target_kind`).
+INDEX, PROBABILITY = "index", "probability"
+
+
+def check_loss_options(reduction: str, label_smoothing: float) -> None:
+    """``reduction`` one of :data:`REDUCTIONS`, ``label_smoothing`` in ``[0, 1]``."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def target_kind(dtype, ignore_index) -> str:
+    """:data:`INDEX` for integer class indices, :data:`PROBABILITY` for floating
+    probabilities (bfloat16 included); ``ignore_index`` applies to the first only."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return INDEX
+    if np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16":
+        if ignore_index is not None:
+            raise ValueError("cross_entropy(): ignore_index applies to class-index targets only")
+        return PROBABILITY
+    raise TypeError(
+        f"cross_entropy(): target must be integer class indices or floating "
+        f"probabilities, got dtype {dtype}"
+    )
+
+
+def check_target_shape(kind: str, target_shape, logits_shape, row_shape, axis: int) -> None:
+    """Class indices have the logits' shape without the class axis (``row_shape``),
+    probabilities the logits' shape."""
+    target_shape, logits_shape, row_shape = map(tuple, (target_shape, logits_shape, row_shape))
+    if kind == INDEX and target_shape != row_shape:
+        raise ValueError(
+            f"cross_entropy(): class-index target must have shape {row_shape} "
+            f"(logits without axis {axis}), got {target_shape}"
+        )
+    if kind == PROBABILITY and target_shape != logits_shape:
+        raise ValueError(
+            f"cross_entropy(): probability target must have the logits' shape "
+            f"{logits_shape}, got {target_shape}"
+        )
+
+
+def counted(labels: np.ndarray, ignore_index) -> np.ndarray:
+    """The mask of the rows whose class index is not ``ignore_index``."""
+    return labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
+
+
+def check_class_indices(labels: np.ndarray, n_classes: int, ignore_index) -> np.ndarray:
+    """The mask of the counted rows (:func:`counted`), after checking that each of
+    their class indices lies in ``[0, n_classes)``."""
+    valid = counted(labels, ignore_index)
+    bad = valid & ((labels < 0) | (labels >= n_classes))
+    if bad.any():
+        raise ValueError(
+            f"cross_entropy(): class index {labels[bad].flat[0]} is out of range for "
+            f"{n_classes} classes (valid: 0..{n_classes - 1}"
+            + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")")
+        )
+    return valid
