@@ -61,11 +61,11 @@ bench: $(STAMP)
 
 # On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
 bench-gpu: $(STAMP)
-	$(PY) -m experiments.gpu_bench --out results/gpu
+	$(PY) -m experiments.device.gpu_bench --out results/gpu
 
 # softmax_numba.dask out of core: logits 4x one worker's memory limit, local cluster.
 bench-dask: $(STAMP)
-	$(PY) -m experiments.dask_bench --out results/dask
+	$(PY) -m experiments.measure.dask_bench --out results/dask
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments import inputs, peers, timing
+from experiments.harness import inputs, timing
+from experiments.measure import peers
 from softmax_numba import registry
 
 SHAPES = {

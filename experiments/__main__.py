@@ -52,22 +52,17 @@ import time
 
 import pandas as pd
 
-from experiments import (
-    bench_summary,
+from experiments.harness import grids, metadata, store
+from experiments.measure import (
     bhh,
-    claims,
     claims_measure,
     elementary_paths,
     exp_accuracy,
-    grids,
-    metadata,
     overflow,
-    plots,
-    report,
     roofline,
-    store,
     sweep,
 )
+from experiments.report import bench_summary, claims, plots, readme
 
 STEPS = ("bhh", "exp", "overflow", "accuracy", "speed", "claims")
 #: The tables each step writes; overflow's to claims' are measured cell by cell (resumable).
@@ -118,7 +113,7 @@ def run_step(
     mode: str = "auto",
 ) -> None:
     """Measure one step into ``out`` as ``run`` (a new one if None); ``mode`` as in
-    :func:`experiments.store.plan`."""
+    :func:`experiments.harness.store.plan`."""
     if run is None:
         run = metadata.new_run({"quick": quick, "scheduler": None})
     if step == "bhh":
@@ -196,7 +191,7 @@ def study_runs(out: pathlib.Path, run: dict, mode: str) -> dict[str, dict]:
     last step is done; one left behind lists the runs of an interrupted study.  It
     is continued (the steps whose tables those runs wrote are not measured again)
     if every run in it matches ``run`` (or with ``--keep``), discarded with
-    ``--fresh``, and otherwise refused (:class:`experiments.store.Refused`).
+    ``--fresh``, and otherwise refused (:class:`experiments.harness.store.Refused`).
     """
     path = out / STUDY_MARKER
     if mode == "fresh" or not path.exists():
@@ -249,7 +244,7 @@ def check_tables(out: pathlib.Path, steps, run: dict, mode: str, refused=()) -> 
 def redraw(out: pathlib.Path) -> None:
     made = plots.draw_all(out)
     path = claims.write(out)
-    report.write(out)
+    readme.write(out)
     if (out / "roofline.csv").exists():
         roofline.write_report(out)
     _log(f"plots: {len(made)} figures; verdicts in {path}; summary in {out / 'README.md'}")

@@ -34,7 +34,9 @@ def test_every_library_module_is_on_the_page():
 
 
 def test_study_grids_come_from_the_registry_tags():
-    from experiments import grids, peers, plots, roofline
+    from experiments.harness import grids
+    from experiments.measure import peers, roofline
+    from experiments.report import plots
     from softmax_numba import registry
 
     assert grids.SOFTMAX_FAMILY == registry.tagged("family")
@@ -97,7 +99,7 @@ def test_a_declaration_with_an_unknown_tag_or_a_missing_bound_is_refused():
 
 
 def test_peers_name_registered_ops():
-    from experiments import peers
+    from experiments.measure import peers
     from softmax_numba import registry
 
     ops = {e.op for e in registry.ENTRIES}

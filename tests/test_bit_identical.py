@@ -1,9 +1,9 @@
-"""The bit-identity guard rail (``experiments/bit_identical.py``) is deterministic
+"""The bit-identity guard rail (``experiments/measure/bit_identical.py``) is deterministic
 and its comparison notices a changed digest."""
 
 from __future__ import annotations
 
-from experiments import bit_identical
+from experiments.measure import bit_identical
 
 ENTRIES = ["softmax[shifted]", "cross_entropy", "maxout[pool=4]"]
 CASES = ["normal_8x128", "nonfinite_8x52", "length1_4x1"]

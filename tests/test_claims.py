@@ -12,8 +12,8 @@ import pathlib
 import pandas as pd
 import pytest
 
-from experiments import claims
-from experiments.claims import FAILS, HOLDS, QUALIFIED, UNTESTED
+from experiments.report import claims
+from experiments.report.claims import FAILS, HOLDS, QUALIFIED, UNTESTED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

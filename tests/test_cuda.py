@@ -126,7 +126,7 @@ def test_device_arrays_need_the_last_axis(rng):
 @pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end(tmp_path):
     """``make bench-gpu``'s code path on tiny shapes (on the simulator: no timing value)."""
-    from experiments import gpu_bench
+    from experiments.device import gpu_bench
 
     table = gpu_bench.run(tmp_path, quick=True)
     assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.meta.json").exists()

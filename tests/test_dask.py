@@ -25,8 +25,9 @@ from conftest import unit_roundoff  # noqa: E402
 
 import softmax_numba as sn  # noqa: E402
 import softmax_numba.dask as sd  # noqa: E402
-from experiments import dask_bench, store, sweep  # noqa: E402
 from experiments.__main__ import run_step  # noqa: E402
+from experiments.harness import store  # noqa: E402
+from experiments.measure import dask_bench, sweep  # noqa: E402
 
 INF, NAN = np.inf, np.nan
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import bhh, lowprec, store, sweep
+from experiments.harness import store
+from experiments.measure import bhh, lowprec, sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -134,7 +135,8 @@ def test_bad_grid_is_an_error_before_anything_runs(kwargs, match):
 SLOW_SWEEP = textwrap.dedent(
     """
     import sys, time
-    from experiments import sweep, store
+    from experiments.measure import sweep
+    from experiments.harness import store
     cells = sweep.accuracy_cells(["softmax[shifted]", "log_softmax"], ["float32", "float16"],
                                  ["mnist", "imagenet"], [1e-3, 1.0, 1e2], ["normal"],
                                  elements=256)
@@ -249,7 +251,8 @@ def test_missing_data_set_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow  # times every engine and peer
 def test_roofline_measures_ours_the_copy_and_peers_in_one_table(tmp_path):
-    from experiments import plots, roofline
+    from experiments.measure import roofline
+    from experiments.report import plots
 
     rows = roofline.measure("softmax[shifted]", 8, 100, "float32", rounds=2)
     engines = {r["engine"] for r in rows}
@@ -264,7 +267,7 @@ def test_roofline_measures_ours_the_copy_and_peers_in_one_table(tmp_path):
 
 
 def test_roofline_small_size_checks_report_their_figures():
-    from experiments import roofline
+    from experiments.measure import roofline
 
     overhead = roofline.call_overhead(rounds=2)
     assert overhead["public_us"] > overhead["kernel_us"] > 0

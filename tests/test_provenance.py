@@ -11,17 +11,8 @@ import pandas as pd
 import pytest
 
 from experiments import __main__ as cli
-from experiments import (
-    bhh,
-    claims_measure,
-    elementary_paths,
-    exp_accuracy,
-    grids,
-    metadata,
-    overflow,
-    store,
-    sweep,
-)
+from experiments.harness import grids, metadata, store
+from experiments.measure import bhh, claims_measure, elementary_paths, exp_accuracy, overflow, sweep
 
 TABLES = [name for names in cli.STEP_TABLES.values() for name in names]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from experiments import inputs, overflow, settings
+from experiments.harness import inputs, settings
+from experiments.measure import overflow
 from softmax_numba import registry
 
 #: The entries of each part of the study come from their tags in the registry.
@@ -19,7 +20,7 @@ MB = 1 << 20
 
 
 def accuracy(quick: bool) -> list[dict]:
-    from experiments.sweep import accuracy_cells
+    from experiments.measure.sweep import accuracy_cells
 
     if quick:
         return accuracy_cells(
@@ -58,7 +59,7 @@ def offset_sweep() -> list[dict]:
     """Logits ``c + scale z`` over :data:`OFFSETS`: the log-domain family against
     the peers at four row lengths, and every registered op at one (an offset the
     alternatives are not invariant to, but their error must stay within bound)."""
-    from experiments.sweep import accuracy_cells
+    from experiments.measure.sweep import accuracy_cells
 
     family = accuracy_cells(
         OFFSET_FAMILY,
@@ -76,7 +77,7 @@ def offset_sweep() -> list[dict]:
 
 
 def speed(quick: bool) -> list[dict]:
-    from experiments.sweep import speed_cells
+    from experiments.measure.sweep import speed_cells
 
     engines = ("numpy", "cpu", "parallel", *PEERS)
     if quick:

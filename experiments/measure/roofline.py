@@ -29,9 +29,10 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from experiments import inputs, metadata, peers, settings, timing
-from experiments.store import Table
-from experiments.sweep import entry as registered
+from experiments.harness import inputs, metadata, settings, timing
+from experiments.harness.store import Table
+from experiments.measure import peers
+from experiments.measure.sweep import entry as registered
 from softmax_numba import registry
 
 #: The shapes of the speed targets (rows, row length).

@@ -6,7 +6,7 @@ study's own accuracy and speed measurements and print them as JSON.  The table
 ``elementary_paths.csv`` puts the two side by side: error in units of u against the
 higher-precision oracle, and GB/s with the parallel copy of the same array.
 
-    python -m experiments.elementary_paths   # one path, the one in the environment
+    python -m experiments.measure.elementary_paths   # one path, the one in the environment
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ COLUMNS = [
 
 def measure(quick: bool) -> list[dict]:
     """The cells on the path this process was started with."""
-    from experiments import sweep
+    from experiments.measure import sweep
     from softmax_numba import config
 
     rows, n = (64, 1000) if quick else (4096, 1000)
@@ -74,7 +74,7 @@ def rows(quick: bool) -> list[dict]:
     result = []
     for path in ("fast", "libm"):
         env = {**os.environ, "SOFTMAX_NUMBA_EXP": path}
-        command = [sys.executable, "-m", "experiments.elementary_paths"]
+        command = [sys.executable, "-m", "experiments.measure.elementary_paths"]
         if quick:
             command.append("--quick")
         done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)

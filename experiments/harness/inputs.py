@@ -35,7 +35,7 @@ def numpy_dtype(name: str) -> np.dtype:
 
 @functools.cache
 def _mnist_logits() -> np.ndarray:
-    from experiments.bhh import load_logits
+    from experiments.measure.bhh import load_logits
 
     return load_logits()
 

@@ -2,7 +2,7 @@
 
 Rows of ``offset + N(0, 1)`` logits are rounded to the format and pushed through
 each algorithm, both in the format's own arithmetic (fp16 and bf16 simulated with
-a rounding after every operation, :mod:`experiments.lowprec`) and through the
+a rounding after every operation, :mod:`experiments.measure.lowprec`) and through the
 package's kernels (which compute fp16 and bf16 in float32).  The table records,
 per offset, the fraction of rows that come out non-finite and the error of the
 others against a float64 (longdouble for fp64) reference.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import inputs
-from experiments.lowprec import DTYPE_FORMATS, Arithmetic, Format
+from experiments.harness import inputs
+from experiments.measure.lowprec import DTYPE_FORMATS, Arithmetic, Format
 from softmax_numba import reference, softmax
 
 ALGORITHMS = ("naive", "shifted", "online", "division_free")

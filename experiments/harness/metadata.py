@@ -3,7 +3,7 @@
 A *run* is one ``python -m experiments`` command: :func:`new_run` gives it an id and
 records the code (git commit, local changes, a hash of the sources), the machine,
 the package versions and the settings.  Every row a run writes carries its id (the
-``run_id`` column, :mod:`experiments.store`), and ``name.meta.json`` beside
+``run_id`` column, :mod:`experiments.harness.store`), and ``name.meta.json`` beside
 ``name.csv`` lists, under ``runs``, the record of every run whose rows are in the
 table, with its row count; ``complete`` is false while the table is being
 measured.  The top-level fields summarise the runs: a field on which they disagree
@@ -87,7 +87,8 @@ def source_hash() -> str:
     import softmax_numba
 
     digest = hashlib.sha256()
-    for package in (pathlib.Path(softmax_numba.__file__).parent, pathlib.Path(__file__).parent):
+    harness = pathlib.Path(__file__).resolve().parents[1]  # experiments/, every subpackage
+    for package in (pathlib.Path(softmax_numba.__file__).parent, harness):
         for path in sorted(package.rglob("*.py")):
             digest.update(f"{package.name}/{path.relative_to(package)}\0".encode())
             digest.update(path.read_bytes())

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import softmax_numba as sn
-from experiments import metadata, timing
+from experiments.harness import metadata, timing
 from softmax_numba import config
 from softmax_numba.gpu import _runtime
 
@@ -114,7 +114,9 @@ def run(out: pathlib.Path, quick: bool) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.gpu_bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.device.gpu_bench", description=__doc__
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/gpu"))
     parser.add_argument("--quick", action="store_true", help="tiny shapes (simulator smoke run)")
     args = parser.parse_args(argv)

@@ -7,22 +7,22 @@ hashed (sha256 of its dtype, shape and bytes).  Write the fingerprints of one tr
 write those of another, compare: a refactor that claims "same bits" must show no
 differing cell.
 
-    python -m experiments.bit_identical write FILE.json [--entry NAME ...] [--case NAME ...]
-    python -m experiments.bit_identical compare BEFORE.json AFTER.json
+    python -m experiments.measure.bit_identical write FILE.json [--entry NAME ...] [--case NAME ...]
+    python -m experiments.measure.bit_identical compare BEFORE.json AFTER.json
 
 To fingerprint another checkout (say a worktree of the commit before a change),
 run this file by its path with that tree first on ``PYTHONPATH``; the package is
 imported from there, not from the editable install::
 
     git worktree add /tmp/bitbase HEAD
-    cd /tmp/bitbase && PYTHONPATH=/tmp/bitbase python /path/to/experiments/bit_identical.py \\
-        write /tmp/base.json
-    cd /path/to/checkout && python -m experiments.bit_identical write /tmp/new.json
-    python -m experiments.bit_identical compare /tmp/base.json /tmp/new.json
+    cd /tmp/bitbase && PYTHONPATH=/tmp/bitbase \\
+        python /path/to/experiments/measure/bit_identical.py write /tmp/base.json
+    cd /path/to/checkout && python -m experiments.measure.bit_identical write /tmp/new.json
+    python -m experiments.measure.bit_identical compare /tmp/base.json /tmp/new.json
 
 Notes
 -----
-The inputs are built here (not by :mod:`experiments.inputs`), from fixed seeds, so
+The inputs are built here (not by :mod:`experiments.harness.inputs`), from fixed seeds, so
 that both trees see the same bytes whatever else changed; the arguments an entry
 builds from them (targets, upstream gradients) are fingerprinted too, under the
 engine name ``inputs``, so a change there shows as such and not as a kernel's.
@@ -110,7 +110,7 @@ CASES: tuple[Case, ...] = (
 
 
 def _logits(case: Case, dtype: str) -> np.ndarray:
-    """The case's ``(rows, n)`` logits in ``dtype`` (as :func:`experiments.inputs.logits`
+    """The case's ``(rows, n)`` logits in ``dtype`` (as :func:`experiments.harness.inputs.logits`
     draws them, plus ``nonfinite``: rows with NaN, +inf and -inf, all-(-inf), all-inf)."""
     rng = np.random.default_rng(case.seed)
     shape = (case.rows, case.n)
@@ -427,7 +427,7 @@ def _short(value: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.bit_identical", description=__doc__.splitlines()[0]
+        prog="python -m experiments.measure.bit_identical", description=__doc__.splitlines()[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="fingerprint this tree into a JSON file")
@@ -452,7 +452,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     if not __package__:
-        # Run as a file: its folder (experiments/) is not a place to import from;
+        # Run as a file: its folder (experiments/measure/) is not a place to import from;
         # softmax_numba comes from PYTHONPATH (or the installed package).
         here = os.path.dirname(os.path.abspath(__file__))
         sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]

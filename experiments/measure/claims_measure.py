@@ -2,7 +2,7 @@
 
 The sweeps answer most claims; these measure what they do not: invariances,
 monotonicity, ratios, gradients, the two-class case, saturation, the fused loss.
-Every value is a number with its unit in ``quantity``; :mod:`experiments.claims`
+Every value is a number with its unit in ``quantity``; :mod:`experiments.report.claims`
 turns them into verdicts.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 import scipy.special
 
 import softmax_numba as sn
-from experiments import timing
-from experiments.bhh import load_logits
+from experiments.harness import timing
+from experiments.measure.bhh import load_logits
 
 COLUMNS = ["claim", "quantity", "value", "detail"]
 U32, U64 = 2.0**-24, 2.0**-53

@@ -2,7 +2,7 @@
 
 A grid is a list of cells (dicts of configuration values).  ``run`` skips the
 cells whose key is already in the table, measures the others under a progress
-bar and appends each row at once (see :mod:`experiments.store`), so an
+bar and appends each row at once (see :mod:`experiments.harness.store`), so an
 interrupted sweep resumes where it stopped and never duplicates a row.
 
 Given a ``dask.distributed`` client, ``run`` submits each missing cell as a task,
@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from experiments import inputs, peers, settings, timing
-from experiments.lowprec import DTYPE_FORMATS
-from experiments.metrics import error_metrics
-from experiments.store import Table
+from experiments.harness import inputs, settings, timing
+from experiments.harness.store import Table
+from experiments.measure import peers
+from experiments.measure.lowprec import DTYPE_FORMATS
+from experiments.measure.metrics import error_metrics
 from softmax_numba import registry
 
 ACCURACY_KEY = [
@@ -109,7 +110,7 @@ def accuracy_cells(
     """Every combination that makes sense (``mnist_logits`` needs rows of 10; maxout
     needs rows its pool size divides), the logits ``offset + scale z``.  A backend
     may be a peer (scipy, torch, jax): it is scored on the entries of
-    :data:`experiments.peers.PEER_ENTRIES` in float32 and float64 only, and only
+    :data:`experiments.measure.peers.PEER_ENTRIES` in float32 and float64 only, and only
     where installed.  Raises ``ValueError`` for unknown names."""
     for name in entries:
         entry(name)
@@ -278,7 +279,7 @@ def run(
     With a ``distributed.Client``, the cells are measured as Dask tasks on its
     workers (``measure`` must be importable there) and ``table`` needs a
     :data:`WORKER` column.  Either way the rows are appended here, so a table
-    opened for a run (:func:`experiments.store.open_run`) stamps each with the
+    opened for a run (:func:`experiments.harness.store.open_run`) stamps each with the
     run's id.
     """
     done = table.done_keys()

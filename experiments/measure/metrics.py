@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-from experiments.lowprec import Format, ulp
+from experiments.measure.lowprec import Format, ulp
 from softmax_numba import registry
 from softmax_numba.error_metrics import scaled_error
 

@@ -32,9 +32,9 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from experiments import metadata
+from experiments.harness import metadata
 
-#: The column naming the run that measured a row (see :mod:`experiments.metadata`).
+#: The column naming the run that measured a row (see :mod:`experiments.harness.metadata`).
 RUN_ID = "run_id"
 #: The folder, beside the finished tables, of the tables being measured.
 PARTIAL = ".partial"
@@ -204,11 +204,11 @@ def plan(path, run: dict, mode: str = "auto") -> tuple[str, str]:
     path : path-like
         The finished table, ``name.csv``.
     run : dict
-        This run's record (:func:`experiments.metadata.new_run`).
+        This run's record (:func:`experiments.harness.metadata.new_run`).
     mode : {"auto", "fresh", "keep"}
         ``"auto"``: measure every cell, but resume an interrupted run's rows
         (``.partial/name.csv``) if every run that measured them matches ``run``
-        on :data:`experiments.metadata.FINGERPRINT`; refuse any other.
+        on :data:`experiments.harness.metadata.FINGERPRINT`; refuse any other.
         ``"fresh"``: measure every cell, discarding an interrupted run's rows.
         ``"keep"``: keep the rows of an interrupted run, else of the finished
         table, whatever measured them, and measure only the missing cells.

@@ -2,7 +2,7 @@
 and softmax functions", IMA J. Numer. Anal. 41(4), 2021, Section 6 (MNIST logits).
 
 Each of the 2500 pre-softmax vectors is rounded to fp16 (and, separately, bf16) and
-evaluated with every operation rounded to that format (:mod:`experiments.lowprec`):
+evaluated with every operation rounded to that format (:mod:`experiments.measure.lowprec`):
 
 - basic: ``s = sum exp(x_i)``, ``lse = log(s)``, ``g_i = exp(x_i) / s``,
   ``h_i = exp(x_i - lse)``;
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from experiments.lowprec import BF16, FP16, Arithmetic, Format
+from experiments.measure.lowprec import BF16, FP16, Arithmetic, Format
 
 #: The published data set, vendored with its BSD licence (LICENSE.txt beside it) so
 #: that a clean clone reproduces the experiment with nothing else at hand.
-DATA = pathlib.Path(__file__).resolve().parent / "data" / "blanchard-higham-higham"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "blanchard-higham-higham"
 ALGORITHMS = (
     "lse_basic",
     "lse_shifted",

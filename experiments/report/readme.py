@@ -8,7 +8,7 @@ import pathlib
 
 import pandas as pd
 
-from experiments import claims
+from experiments.report import claims
 
 
 def _markdown(table: pd.DataFrame, floatfmt: str = ".3g") -> str:

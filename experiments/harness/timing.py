@@ -8,7 +8,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from experiments import settings
+from experiments.harness import settings
 
 
 def _no_sync() -> None:
