@@ -17,3 +17,11 @@ def test_readme_examples_run(monkeypatch):
     assert len(blocks) >= 3
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
+
+
+def test_the_table_of_operations_names_every_public_function():
+    import softmax_numba
+
+    table = "\n".join(line for line in README.read_text().splitlines() if line.startswith("|"))
+    missing = [name for name in softmax_numba.__all__ if f"`{name}" not in table]
+    assert not missing, f"README's table of operations does not list {missing}"
