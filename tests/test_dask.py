@@ -28,6 +28,7 @@ import softmax_numba.dask as sd  # noqa: E402
 from experiments.__main__ import run_step  # noqa: E402
 from experiments.harness import store  # noqa: E402
 from experiments.measure import dask_bench, sweep  # noqa: E402
+from softmax_numba import registry  # noqa: E402
 
 INF, NAN = np.inf, np.nan
 
@@ -98,6 +99,37 @@ def test_dtype_policy_follows_the_in_memory_functions(rng):
     np.testing.assert_allclose(got_ints, sn.log_softmax(ints), rtol=1e-13)
     with pytest.raises(TypeError, match="accepts"):
         sd.softmax(da.from_array(np.ones((2, 2), complex)))
+
+
+#: The declared entries that the Dask functions compute (``softmax`` by the merged
+#: online state, so its naive and division-free algorithms are not among them).
+DASK_ENTRIES = [
+    e
+    for e in registry.ENTRIES
+    if e.op in sd.__all__ and e.algorithm in ("-", "online", "smoothed", "probability")
+]
+
+
+@pytest.mark.parametrize("entry", DASK_ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0.0, -1e4, 1e4])
+def test_declared_ops_within_their_bounds_on_chunked_rows(entry, dtype, offset):
+    """Each op's declaration (its arguments, oracle and per-output bound) judges the
+    Dask result as it judges the in-memory one, componentwise, at large offsets, with
+    the class axis in 8 chunks merged by a tree of depth 3 (``split_every=2``): each
+    level adds the rounding of one merge, ``s_1 + (1 + s_2) exp(m_2 - m_1)`` (the
+    ``exp``, 2 u, the product and the sum), 4 u, to the sum's bound."""
+    rng = np.random.default_rng(abs(hash((entry.name, str(dtype)))) % 2**32)
+    x = (offset + 3 * rng.standard_normal((6, 1000))).astype(dtype)
+    args = entry.arguments(x, np.random.default_rng(1))
+    kwargs = {k: v for k, v in entry.kwargs.items() if k != "algorithm"}
+    with dask.config.set({"split_every": 2}):
+        lazy = getattr(sd, entry.op)(da.from_array(args[0], chunks=(3, 125)), *args[1:], **kwargs)
+        got = registry.outputs(_compute(*registry.outputs(lazy)))
+    ref = registry.outputs(entry.reference(registry.oracle_args(args)))
+    merges = 3 * 4  # u
+    for index, (err, bound) in enumerate(entry.errors(args, got, ref)):
+        assert np.all(err <= bound + merges), (index, float(np.max(err - bound)))
 
 
 #: Rows with non-finite entries, as in test_nonfinite.py, placed across chunks.
