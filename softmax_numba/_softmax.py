@@ -57,6 +57,33 @@ def _broadcast_with_weights(x: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(x, shape).astype(dtype, copy=False), np.broadcast_to(b, shape)
 
 
+def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, streaming=False):
+    """The path of an op that maps each row to a row from the row's state (softmax,
+    log_softmax): the small-array fast path, the rows, the ``where`` mask, the
+    split-row path of the parallel engine for short stacks of long rows
+    (``split_row(row, out_row, pieces)``, ``None`` for algorithms never split), else
+    ``kernel`` on the chosen engine (``streaming``: the CPU kernels take whether to
+    write with streaming stores); excluded entries are set to ``excluded``."""
+    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
+        result = np.empty_like(data)
+        kernel.cpu(data, result, *((False,) if streaming else ()))
+        return result.reshape(x.shape)
+    rows = rows_of(x, axis, name)
+    engine = rows.engine(backend)
+    data, mask = _masked_rows(rows, where)
+    result = rows.new_rows(out)
+    chunks = split_chunks(engine, rows.count, rows.n)
+    if chunks > 1 and split_row is not None:
+        for i in range(rows.count):
+            split_row(data[i], result[i], chunks)
+    else:
+        extra = (streams(engine, result.nbytes),) if streaming else ()
+        run(kernel, engine, data, result, cpu_extra=extra)
+    if mask is not None:
+        result[~mask] = excluded
+    return rows.restore(result, out)
+
+
 def softmax(
     x: npt.ArrayLike,
     /,
@@ -159,23 +186,8 @@ def softmax(
     check_choice("algorithm", algorithm, SOFTMAX_ALGORITHMS)
     if algorithm == "auto":
         algorithm = AUTO_SOFTMAX_ALGORITHM
-    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
-        result = np.empty_like(data)
-        kernels.SOFTMAX[algorithm].cpu(data, result)
-        return result.reshape(x.shape)
-    rows = rows_of(x, axis, "softmax")
-    engine = rows.engine(backend)
-    data, mask = _masked_rows(rows, where)
-    result = rows.new_rows(out)
-    chunks = split_chunks(engine, rows.count, rows.n)
-    if chunks > 1 and algorithm in ("shifted", "online"):
-        for i in range(rows.count):
-            kernels.split_softmax_row(data[i], result[i], chunks)
-    else:
-        run(kernels.SOFTMAX[algorithm], engine, data, result)
-    if mask is not None:
-        result[~mask] = 0
-    return rows.restore(result, out)
+    split = kernels.split_softmax_row if algorithm in ("shifted", "online") else None
+    return _row_map("softmax", x, axis, where, backend, out, kernels.SOFTMAX[algorithm], split, 0)
 
 
 def log_softmax(
@@ -235,23 +247,18 @@ def log_softmax(
     >>> log_softmax(np.array([1e4, 1e4 + 1.0]))  # no cancellation of 1e4
     array([-1.31326169, -0.31326169])
     """
-    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
-        result = np.empty_like(data)
-        kernels.LOG_SOFTMAX.cpu(data, result, False)
-        return result.reshape(x.shape)
-    rows = rows_of(x, axis, "log_softmax")
-    engine = rows.engine(backend)
-    data, mask = _masked_rows(rows, where)
-    result = rows.new_rows(out)
-    chunks = split_chunks(engine, rows.count, rows.n)
-    if chunks > 1:
-        for i in range(rows.count):
-            kernels.split_log_softmax_row(data[i], result[i], chunks)
-    else:
-        run(kernels.LOG_SOFTMAX, engine, data, result, cpu_extra=(streams(engine, result.nbytes),))
-    if mask is not None:
-        result[~mask] = -np.inf
-    return rows.restore(result, out)
+    return _row_map(
+        "log_softmax",
+        x,
+        axis,
+        where,
+        backend,
+        out,
+        kernels.LOG_SOFTMAX,
+        kernels.split_log_softmax_row,
+        -np.inf,
+        streaming=True,
+    )
 
 
 def logsumexp(
