@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast bench bench-gpu bench-dask study study-quick plots lint format clean
+.PHONY: install test test-fast bench bench-gpu gpu-compile bench-dask study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench: $(STAMP)
 	$(PY) -m experiments bench-summary
 	$(PY) -m experiments roofline
 	$(PY) -m experiments plots
+
+# Every CUDA kernel compiled for sm_90 (NVVM, then ptxas -v) with no GPU: the table of
+# registers, shared memory, spills, vector loads, shuffles and barriers (make test checks it).
+gpu-compile: $(STAMP)
+	env -u NUMBA_ENABLE_CUDASIM $(PY) -m experiments.device.compile_gate --out results/gpu
 
 # On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
 bench-gpu: $(STAMP)

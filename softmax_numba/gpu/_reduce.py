@@ -4,6 +4,15 @@ Every thread of the block calls these with its partial value and gets the block'
 result.  They use shared memory and ``syncthreads`` only, so the CUDA simulator
 runs them; the tree halves ``s`` active slots as ``ceil(s / 2)``, so a block of 5
 or 7 threads reduces correctly.
+
+Linking for a real GPU (NVVM; ``experiments/device/compile_gate.py`` checks it):
+the three block reductions, which hold the shared arrays, are separate device
+functions; every other device function is inlined (``inline="always"``), so that
+the kernel calls the reductions itself and links each one once.  A reduction
+reached through two device functions was linked twice, and NVVM refused the kernel
+("Linking globals named '_cudapy_smem_N': symbol multiply defined"); the simulator
+does not link, and ran it.  Inlining a reduction instead would give each call site
+its own shared array (float64 sparsemax then needs more than 48 KiB).
 """
 
 from __future__ import annotations
@@ -20,14 +29,15 @@ def build(dtype) -> SimpleNamespace:
     """The reductions for one Numba float type (``numba.float32`` or ``float64``), and
     the state algebra (:mod:`softmax_numba.state_algebra`) compiled for the device."""
     size = config.CUDA_MAX_THREADS_PER_BLOCK
-    device = cuda.jit(device=True)
+    device = cuda.jit(device=True, inline="always")
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def cast(like, value):
         return dtype(value)
 
     state = state_algebra.build(device, device, math.exp, math.log1p, cast)
-    merge, add = state.merge, state.add
+    # Device functions must be plain closure names for Numba to type them.
+    merge, add, logsumexp = state.merge, state.add, state.logsumexp
 
     @cuda.jit(device=True)
     def block_sum(value):
@@ -81,7 +91,7 @@ def build(dtype) -> SimpleNamespace:
         cuda.syncthreads()
         return m, d
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def thread_online(xi):
         """This thread's state over its strided share of the row, one entry at a time
         (``state_algebra``'s ``add``)."""
@@ -91,7 +101,7 @@ def build(dtype) -> SimpleNamespace:
             m, s = add(m, s, xi[j])
         return m, s
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def row_state(xi):
         """``(m, s, nan)``: the row's max ``m = x_k``, ``s = sum_{i != k} exp(x_i - m)``
         and whether it has a NaN; ``s`` is NaN with a NaN, else 0 for ``m = +-inf``."""
@@ -108,11 +118,11 @@ def build(dtype) -> SimpleNamespace:
             s = dtype(math.nan)
         return m, s, nan
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def row_logsumexp(xi):
         """``m + log1p(s)``: scipy's rules (NaN, +inf, all -inf) follow from the state."""
         m, s, _nan = row_state(xi)
-        return state.logsumexp(m, s)
+        return logsumexp(m, s)
 
     return SimpleNamespace(
         block_sum=block_sum, block_max=block_max, block_online=block_online,

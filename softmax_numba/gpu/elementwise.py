@@ -18,14 +18,14 @@ def build(dtype, red) -> dict:
     # the smallest normal number: an entry below it may have lost its digits
     tiny = dtype(np.finfo(str(dtype)).tiny)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def row_sum(yi):
         s = zero
         for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
             s += yi[j]
         return block_sum(s)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def divide_by_sum(yi, s):
         """``y / s``; a sum that overflowed is taken again over ``y / n``."""
         if s == math.inf:
@@ -41,11 +41,11 @@ def build(dtype, red) -> dict:
             for j in range(cuda.threadIdx.x, yi.size, cuda.blockDim.x):
                 yi[j] *= r
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def normalize_row(yi):
         divide_by_sum(yi, row_sum(yi))
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def ratio(z, softplus):
         """``y / e^z``: ``1 / (1 + e^z)`` for sigmoid, ``log1p(e^z) / e^z`` for softplus
         (see ``softmax_numba.cpu.elementwise.softplus_ratio``)."""
@@ -56,7 +56,7 @@ def build(dtype, red) -> dict:
             return (z + math.log1p(t)) * t
         return one if t == zero else math.log1p(t) / t
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def normalize_exp_like_row(xi, beta, yi, softplus):
         """Normalize ``y = sigmoid(x)`` or ``log1p(e^{beta x}) / beta``; a row with
         ``beta sum(y)`` below the map's value at 0 and an entry below the smallest

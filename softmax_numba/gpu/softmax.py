@@ -23,7 +23,7 @@ def build(dtype, red) -> dict:
     log_probability = red.log_probability
     one, zero = dtype(1.0), dtype(0.0)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def write_scaled_exp(xi, oi, shift, scale):
         for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
             oi[j] = math.exp(xi[j] - shift) * scale

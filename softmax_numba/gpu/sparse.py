@@ -26,7 +26,7 @@ def build(dtype, red) -> dict:
     row_state = red.row_state
     one, zero, half = dtype(1.0), dtype(0.0), dtype(0.5)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def undefined(xi, oi):
         """NaN-fill rows with a NaN, a +inf or nothing above -inf; True if so."""
         m, _d, nan = row_state(xi)
@@ -36,7 +36,7 @@ def build(dtype, red) -> dict:
             return True, m
         return False, m
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def power_sum(xi, shift, scale, tau, power):
         """``sum_j max(z_j - tau, 0)^power`` with ``z = (x - shift) * scale``."""
         s = zero
@@ -45,7 +45,7 @@ def build(dtype, red) -> dict:
             s += d * d if power == 2 else (d if power == 1 else d**power)
         return block_sum(s)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def bisect(xi, shift, scale, power, steps):
         """``tau`` in ``[-1, 0]`` bracketed from below: ``sum max(z - tau, 0)^power >= 1``
         with ``z = (x - max) * scale``, whose largest entry is 0."""
@@ -57,7 +57,7 @@ def build(dtype, red) -> dict:
                 tau = tau + width
         return tau
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def support_moments(xi, shift, scale, tau):
         """Size, sum and sum of squares of ``z = (x - shift) * scale`` above ``tau``."""
         k, s1, s2 = zero, zero, zero
@@ -69,7 +69,7 @@ def build(dtype, red) -> dict:
                 s2 += z * z
         return block_sum(k), block_sum(s1), block_sum(s2)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def write_clipped(xi, oi, shift, scale, tau, power):
         count = zero
         for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
