@@ -63,6 +63,12 @@ SPLIT_MIN_PIECE: int = 1024
 CUDA_THREADS_PER_BLOCK: int = 256
 CUDA_MAX_BLOCKS: int = 65535
 
+#: Per call.  CUDA rows of at most this many entries go to the warp-per-row kernels
+#: (softmax, log_softmax, logsumexp), ``CUDA_WARP_ROWS_PER_BLOCK`` warps (rows) per
+#: block; longer rows take a block each.  0 turns the warp kernels off.
+CUDA_WARP_ROW_MAX_LENGTH: int = 1024
+CUDA_WARP_ROWS_PER_BLOCK: int = 8
+
 #: Compile time (CUDA, on the first launch in a process).  The largest block the
 #: shared-memory reductions are sized for; ``CUDA_THREADS_PER_BLOCK`` may not exceed it.
 CUDA_MAX_THREADS_PER_BLOCK: int = 1024

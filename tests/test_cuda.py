@@ -33,8 +33,67 @@ def _launch(monkeypatch, threads, blocks):
 
 @pytest.fixture(autouse=True)
 def tiny_launch(monkeypatch):
-    """5 threads per block, 3 blocks: partial blocks and several rows per block."""
+    """5 threads per block, 3 blocks: partial blocks and several rows per block; the
+    block-per-row kernels at every row length (the warp-per-row ones have their own
+    tests below)."""
     _launch(monkeypatch, 5, 3)
+    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 0)
+
+
+#: The ops with a warp-per-row kernel for short rows.
+WARP_ENTRIES = [
+    e
+    for e in registry.ENTRIES
+    if e.name in ("softmax[shifted]", "softmax[online]", "log_softmax", "logsumexp")
+]
+
+
+@pytest.mark.parametrize("entry", WARP_ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 13, 70])
+def test_warp_per_row_kernels_within_their_bounds(entry, dtype, n, rng, monkeypatch):
+    """2 warps (rows) per block and 2 blocks for 7 rows: a warp with no row in the last
+    pass, rows shorter and longer than the 32 lanes."""
+    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 1024)
+    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 2)
+    _launch(monkeypatch, 5, 2)
+    x = (rng.standard_normal((7, n)) * 3 + 100).astype(dtype)
+    check_within_bounds(entry, "cuda", entry.arguments(x, rng))
+
+
+@pytest.mark.parametrize("entry", WARP_ENTRIES, ids=lambda e: e.name)
+def test_warp_per_row_kernels_follow_the_non_finite_rules(entry, monkeypatch):
+    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 1024)
+    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 1)
+    inf, nan = np.inf, np.nan
+    x = np.array(
+        [
+            [nan, 1.0, 2.0, 0.0],
+            [inf, 1.0, 2.0, 0.0],
+            [inf, inf, 0.0, 1.0],
+            [-inf, -inf, -inf, -inf],
+            [-inf, 1.0, 2.0, -inf],
+            [inf, -inf, 0.0, 1.0],
+        ]
+    )
+    with np.errstate(all="ignore"):
+        want = entry.run((x,), backend="cpu")
+    np.testing.assert_array_equal(entry.run((x,), backend="cuda"), want)
+
+
+def test_the_launcher_picks_the_warp_kernel_for_short_rows_only(monkeypatch):
+    from softmax_numba.gpu import _runtime
+    from softmax_numba.gpu.softmax import WARP_SUFFIX
+
+    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 64)
+    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 4)
+    kernels = {"_log_softmax": "block", "_log_softmax" + WARP_SUFFIX: "warp", "_maxout": "m"}
+    assert _runtime._launch_shape(kernels, "_log_softmax", (10, 64), 5) == ("warp", 3, 128)
+    assert _runtime._launch_shape(kernels, "_log_softmax", (10, 65), 5) == ("block", 3, 5)
+    assert _runtime._launch_shape(kernels, "_maxout", (10, 8), 5) == ("m", 3, 5)
+    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 64)
+    with pytest.raises(ValueError, match="CUDA_WARP_ROWS_PER_BLOCK"):
+        _runtime._launch_shape(kernels, "_log_softmax", (10, 8), 5)
 
 
 #: sparsemax's sort and pivot algorithms are one threshold-search kernel on the GPU.

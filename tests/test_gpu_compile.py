@@ -35,6 +35,13 @@ def table(tmp_path_factory):
     return pd.read_csv(path, keep_default_na=False), done
 
 
+def test_the_warp_kernels_reduce_with_shuffles_and_no_barrier(table):
+    frame, _ = table
+    warp = frame[frame.kernel.str.endswith("__warp_per_row")]
+    assert len(warp) and (warp.shuffles > 0).all() and (warp.barriers == 0).all()
+    assert (warp.shared_bytes == 0).all()
+
+
 def test_every_kernel_compiles_for_sm90_without_spills(table):
     frame, done = table
     bad = frame[(frame.status != "ok") | (frame.spill_stores > 0) | (frame.spill_loads > 0)]
@@ -44,10 +51,12 @@ def test_every_kernel_compiles_for_sm90_without_spills(table):
 
 def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
     from softmax_numba.cpu import _compile, elementwise, losses, maxout, softmax, sparse
+    from softmax_numba.gpu.softmax import WARP_SUFFIX
 
     frame, _ = table
     assert set(frame.dtype) == {"float32", "float64"}
-    names = set(frame.kernel)
+    names = {name.removesuffix(WARP_SUFFIX) for name in frame.kernel}
+    assert any(name.endswith(WARP_SUFFIX) for name in frame.kernel)
     # every kernel the CPU engines register has its CUDA twin compiled here
 
     cpu = {

@@ -155,6 +155,7 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
     from numba import cuda
 
     from softmax_numba.gpu import _runtime
+    from softmax_numba.gpu.softmax import WARP_SUFFIX
 
     if _runtime.simulated():
         raise RuntimeError(
@@ -170,7 +171,8 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
                 # The CPU kernel may take trailing CPU-only arguments (``_api.run``'s
                 # ``cpu_extra``, such as the streaming-store flag): drop them.
                 count = kernel.py_func.__code__.co_argcount
-                sigs = [s[:count] for s in signatures.get(name, []) if str(s[0].dtype) == dtype]
+                twin = name.removesuffix(WARP_SUFFIX)  # a variant takes its kernel's arguments
+                sigs = [s[:count] for s in signatures.get(twin, []) if str(s[0].dtype) == dtype]
                 if not sigs:
                     rows.append(row | {"status": "no-signature", "error": "no CPU call"})
                     continue

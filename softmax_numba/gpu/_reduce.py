@@ -124,8 +124,89 @@ def build(dtype) -> SimpleNamespace:
         m, s, _nan = row_state(xi)
         return logsumexp(m, s)
 
+    warp_online = _warp_online(dtype, merge, size)
+
+    @cuda.jit(device=True, inline="always")
+    def warp_row_state(x, i, lane):
+        """:func:`row_state` of row ``i`` of ``x`` for the 32 lanes of one warp (a
+        warp per row, for short rows).  Every lane of the warp calls it, also for a
+        row ``i`` past the end (then with the empty state), so that the reduction
+        runs in step across the block; every lane gets lane 0's state."""
+        m = dtype(-math.inf)
+        s = dtype(0.0)
+        nan = dtype(0.0)
+        if i < x.shape[0]:
+            for j in range(lane, x.shape[1], WARP):
+                v = x[i, j]
+                m, s = add(m, s, v)
+                if v != v:
+                    nan = dtype(1.0)
+        m, s, nan = warp_online(m, s, nan)
+        if math.isinf(m):
+            s = dtype(0.0)
+        if nan > 0:
+            s = dtype(math.nan)
+        return m, s, nan > 0
+
     return SimpleNamespace(
         block_sum=block_sum, block_max=block_max, block_online=block_online,
-        row_state=row_state, row_logsumexp=row_logsumexp,
+        row_state=row_state, row_logsumexp=row_logsumexp, warp_row_state=warp_row_state,
         softmax_scale=state.softmax_scale, log_probability=state.log_probability,
+        logsumexp=logsumexp,
     )  # fmt: skip
+
+
+#: Threads in a warp.
+WARP = 32
+#: All 32 lanes of a warp take part in a shuffle.
+FULL_MASK = 0xFFFFFFFF
+
+
+def _warp_online(dtype, merge, size):
+    """``warp_online(m, s, nan)``: the warp's merged state and NaN flag, lane 0's
+    result on every lane.  On a GPU, a butterfly of warp shuffles (no shared memory,
+    no barrier); the merge is not symmetric to the last bit when two maxima tie, so
+    lane 0's result is broadcast.  The CUDA simulator has no shuffles: there the same
+    tree runs through shared memory and block barriers, which every thread of the
+    block reaches in step (the kernels call it uniformly)."""
+    from softmax_numba.gpu import _runtime
+
+    if not _runtime.simulated():
+
+        @cuda.jit(device=True)
+        def warp_online(m, s, nan):
+            offset = WARP // 2
+            while offset > 0:
+                m2 = cuda.shfl_xor_sync(FULL_MASK, m, offset)
+                s2 = cuda.shfl_xor_sync(FULL_MASK, s, offset)
+                nan = max(nan, cuda.shfl_xor_sync(FULL_MASK, nan, offset))
+                m, s = merge(m, s, m2, s2)
+                offset //= 2
+            m = cuda.shfl_sync(FULL_MASK, m, 0)
+            s = cuda.shfl_sync(FULL_MASK, s, 0)
+            return m, s, nan
+
+        return warp_online
+
+    @cuda.jit(device=True)
+    def warp_online(m, s, nan):
+        shm = cuda.shared.array(size, dtype)
+        shs = cuda.shared.array(size, dtype)
+        shn = cuda.shared.array(size, dtype)
+        t = cuda.threadIdx.x
+        lane = t % WARP
+        shm[t], shs[t], shn[t] = m, s, nan
+        cuda.syncthreads()
+        offset = WARP // 2
+        while offset > 0:
+            if lane < offset:
+                shm[t], shs[t] = merge(shm[t], shs[t], shm[t + offset], shs[t + offset])
+                shn[t] = max(shn[t], shn[t + offset])
+            cuda.syncthreads()
+            offset //= 2
+        base = t - lane
+        m, s, nan = shm[base], shs[base], shn[base]
+        cuda.syncthreads()
+        return m, s, nan
+
+    return warp_online

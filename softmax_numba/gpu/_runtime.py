@@ -80,6 +80,27 @@ def _blocks(rows: int) -> int:
     return max(1, min(rows, config.CUDA_MAX_BLOCKS))
 
 
+def _launch_shape(kernels: dict, name: str, shape, threads: int):
+    """``(kernel, blocks, threads)``: the warp-per-row variant of ``name`` for rows of
+    at most ``config.CUDA_WARP_ROW_MAX_LENGTH`` entries, where there is one
+    (``config.CUDA_WARP_ROWS_PER_BLOCK`` warps, a row each, per block), else the
+    block-per-row kernel with ``threads`` threads."""
+    from softmax_numba.gpu._reduce import WARP
+    from softmax_numba.gpu.softmax import WARP_SUFFIX
+
+    rows, n = shape[0], shape[1] if len(shape) > 1 else 1
+    warp_kernel = kernels.get(name + WARP_SUFFIX)
+    if warp_kernel is not None and n <= config.CUDA_WARP_ROW_MAX_LENGTH:
+        per_block = config.CUDA_WARP_ROWS_PER_BLOCK
+        if not 1 <= per_block * WARP <= config.CUDA_MAX_THREADS_PER_BLOCK:
+            raise ValueError(
+                f"config.CUDA_WARP_ROWS_PER_BLOCK={per_block} must be in "
+                f"1..{config.CUDA_MAX_THREADS_PER_BLOCK // WARP}"
+            )
+        return warp_kernel, _blocks(-(-rows // per_block)), WARP * per_block
+    return kernels[name], _blocks(rows), threads
+
+
 def launch(kernels, *args) -> None:
     """Run the CUDA kernel of the CPU kernels ``kernels`` (a
     ``softmax_numba.cpu._compile.Engines``) on ``args``, their arguments."""
@@ -106,6 +127,7 @@ def launch(kernels, *args) -> None:
                 copy_back.append((arg, on_device))
         else:
             device_args.append(arg)
-    built(dtype.name)[kernels.name][_blocks(rows), threads](*device_args)
+    kernel, blocks, threads = _launch_shape(built(dtype.name), kernels.name, first.shape, threads)
+    kernel[blocks, threads](*device_args)
     for host, device in copy_back:
         device.copy_to_host(host)

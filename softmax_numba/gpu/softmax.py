@@ -1,9 +1,12 @@
 """Softmax, log-softmax, log-sum-exp and backward ops as CUDA kernels.
 
 One block per row (a grid-stride loop over rows), the threads striding over the
-row.  The row's ``(max, sum)`` comes from each thread's online state merged across
-the block (Milakov & Gimelshein 2018), so the input is read once for the
-statistics and once to write: two reads and one write in all.
+row; for rows of at most ``config.CUDA_WARP_ROW_MAX_LENGTH`` entries, softmax,
+log-softmax and log-sum-exp have a variant with one warp per row, reduced by warp
+shuffles (no shared memory, no block barrier).  The row's ``(max, sum)`` comes from
+each thread's online state merged across the block or the warp (Milakov & Gimelshein
+2018), so the input is read once for the statistics and once to write: two reads
+and one write in all.
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ from __future__ import annotations
 import math
 
 from numba import cuda
+
+from softmax_numba.gpu import _reduce
+
+#: The name suffix of a kernel's warp-per-row variant (``_runtime.launch`` picks it
+#: for short rows).
+WARP_SUFFIX = "__warp_per_row"
 
 
 def build(dtype, red) -> dict:
@@ -21,6 +30,8 @@ def build(dtype, red) -> dict:
     row_state = red.row_state
     softmax_scale = red.softmax_scale
     log_probability = red.log_probability
+    logsumexp = red.logsumexp
+    warp_row_state = red.warp_row_state
     one, zero = dtype(1.0), dtype(0.0)
 
     @cuda.jit(device=True, inline="always")
@@ -104,7 +115,56 @@ def build(dtype, red) -> dict:
             for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
                 dx[i, j] = dy[i, j] - math.exp(y[i, j]) * total
 
+    # ----------------------------------------------------------------- a warp per row
+    # For short rows (``config.CUDA_WARP_ROW_MAX_LENGTH``): each warp of a block takes
+    # one row, its lanes striding over it; the block's warps take consecutive rows,
+    # and every warp of a block runs the same number of iterations (the rows past the
+    # end with an empty state), so that the warp reduction runs in step.
+
+    @cuda.jit(device=True, inline="always")
+    def warp_rows():
+        """``(first row of this block, row step, this warp, this lane)``."""
+        per_block = cuda.blockDim.x // _reduce.WARP
+        warp = cuda.threadIdx.x // _reduce.WARP
+        lane = cuda.threadIdx.x % _reduce.WARP
+        return cuda.blockIdx.x * per_block, cuda.gridDim.x * per_block, warp, lane
+
+    @cuda.jit
+    def _softmax_online_warp(x, out):
+        start, step, warp, lane = warp_rows()
+        for base in range(start, x.shape[0], step):
+            i = base + warp
+            m, s, _nan = warp_row_state(x, i, lane)
+            if i < x.shape[0]:
+                r = softmax_scale(m, s)
+                for j in range(lane, x.shape[1], _reduce.WARP):
+                    out[i, j] = math.exp(x[i, j] - m) * r
+
+    @cuda.jit
+    def _log_softmax_warp(x, out):
+        start, step, warp, lane = warp_rows()
+        for base in range(start, x.shape[0], step):
+            i = base + warp
+            m, s, _nan = warp_row_state(x, i, lane)
+            if i < x.shape[0]:
+                log1p_s = math.log1p(s)
+                for j in range(lane, x.shape[1], _reduce.WARP):
+                    out[i, j] = log_probability(x[i, j], m, log1p_s)
+
+    @cuda.jit
+    def _logsumexp_warp(x, out):
+        start, step, warp, lane = warp_rows()
+        for base in range(start, x.shape[0], step):
+            i = base + warp
+            m, s, _nan = warp_row_state(x, i, lane)
+            if i < x.shape[0] and lane == 0:
+                out[i] = logsumexp(m, s)
+
     return {
+        "_softmax_shifted" + WARP_SUFFIX: _softmax_online_warp,
+        "_softmax_online" + WARP_SUFFIX: _softmax_online_warp,
+        "_log_softmax" + WARP_SUFFIX: _log_softmax_warp,
+        "_logsumexp" + WARP_SUFFIX: _logsumexp_warp,
         "_softmax_naive": _softmax_naive,
         "_softmax_shifted": _softmax_online,  # on a GPU the online form is the shifted one
         "_softmax_online": _softmax_online,
