@@ -126,6 +126,23 @@ class HostRows(RowsBase):
         """``buffer`` as a NumPy array (it already is one)."""
         return buffer
 
+    # ------------------------------------------------------------------ buffer ops
+    def where(self, buffer, mask, fill) -> np.ndarray:
+        """``buffer`` where ``mask``, else ``fill``, in the compute dtype (a new array)."""
+        return np.where(mask, buffer, fill).astype(self.compute_dtype, copy=False)
+
+    def fill_where_not(self, buffer, mask, fill) -> None:
+        """``buffer[~mask] = fill``."""
+        buffer[~mask] = fill
+
+    def nan_where_negative(self, buffer, sign) -> None:
+        """``buffer[sign < 0] = NaN`` (a weighted sum's log without its sign)."""
+        buffer[sign < 0] = np.nan
+
+    def sign_of_logsumexp(self, lse) -> np.ndarray:
+        """The sign of each unweighted sum from its log: NaN, 0 for ``-inf``, else 1."""
+        return np.where(np.isnan(lse), np.nan, np.where(lse == -np.inf, 0.0, 1.0)).astype(lse.dtype)
+
     # ------------------------------------------------------------------ outputs
     def check_out(self, out, shape, dtype, name: str = "out") -> None:
         """Raise unless ``out`` is a NumPy array of ``shape`` and ``dtype``; ``name``

@@ -27,14 +27,13 @@ SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
 AUTO_SOFTMAX_ALGORITHM = "shifted"
 
 
-def _masked_rows(rows, where) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rows with masked-out entries set to ``-inf``, and the mask as rows."""
+def _masked_rows(rows, where):
+    """The rows with masked-out entries set to ``-inf``, and the mask as rows (on the
+    device for GPU rows)."""
     if where is None:
         return rows.data, None
-    if rows.device:
-        raise NotImplementedError("where= is not supported for GPU arrays yet")
     mask = rows.operand(where, "where", dtype=bool)
-    return np.where(mask, rows.data, -np.inf).astype(rows.compute_dtype, copy=False), mask
+    return rows.where(rows.data, mask, -np.inf), mask
 
 
 def _broadcast_with_weights(x: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +79,7 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
         extra = (streams(engine, result.nbytes),) if streaming else ()
         run(kernel, engine, data, result, cpu_extra=extra)
     if mask is not None:
-        result[~mask] = excluded
+        rows.fill_where_not(result, mask, excluded)
     return rows.restore(result, out)
 
 
@@ -344,14 +343,12 @@ def logsumexp(
     engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)
     sign = None
-    if rows.device and (b is not None or return_sign):
-        raise NotImplementedError("b= and return_sign= are not supported for GPU arrays yet")
     if b is not None:
         weights = rows.operand(b, "b")
-        sign = np.empty_like(result)
+        sign = rows.empty(rows.count)
         run(kernels.LOGSUMEXP_WEIGHTED, engine, rows.data, weights, result, sign)
         if not return_sign:
-            result[sign < 0] = np.nan
+            rows.nan_where_negative(result, sign)
     elif (chunks := split_chunks(engine, rows.count, rows.n)) > 1:
         for i in range(rows.count):
             result[i] = kernels.split_logsumexp_row(rows.data[i], chunks)
@@ -361,8 +358,8 @@ def logsumexp(
     if not return_sign:
         return lse
     if sign is None:
-        sign = np.where(np.isnan(result), np.nan, np.where(result == -np.inf, 0.0, 1.0))
-    return lse, rows.restore_reduced(sign.astype(result.dtype), keepdims=keepdims)
+        sign = rows.sign_of_logsumexp(result)
+    return lse, rows.restore_reduced(sign, keepdims=keepdims)
 
 
 def softmax_backward(

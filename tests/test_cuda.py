@@ -48,8 +48,12 @@ WARP_ENTRIES = [
 ]
 
 
+#: float64 runs in ``make test``; ``make test-fast`` keeps float32.
+DTYPES_FAST_FLOAT32 = [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)]
+
+
 @pytest.mark.parametrize("entry", WARP_ENTRIES, ids=lambda e: e.name)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES_FAST_FLOAT32)
 @pytest.mark.parametrize("n", [1, 13, 70])
 def test_warp_per_row_kernels_within_their_bounds(entry, dtype, n, rng, monkeypatch):
     """2 warps (rows) per block and 2 blocks for 7 rows: a warp with no row in the last
@@ -241,3 +245,70 @@ def test_special_values_as_the_cpu_engines(entry):
         assert not bad.any(), (entry.name, np.flatnonzero(bad))
         for same in (np.isnan, np.isposinf, np.isneginf):
             np.testing.assert_array_equal(same(g), same(c))
+
+
+# ----------------------------------------------------------------------------- device options
+
+
+@pytest.mark.parametrize("dtype", DTYPES_FAST_FLOAT32)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("mask_on_device", [False, True])
+def test_where_on_device_arrays_within_the_bound(name, dtype, mask_on_device, rng):
+    """Masked entries give 0 (``-inf`` under log_softmax), a fully masked row as the
+    host path gives it, the other entries within the op's bound on the masked row,
+    and the result stays on the device."""
+    x = (rng.standard_normal((6, 11)) * 3).astype(dtype)
+    where = rng.random((6, 11)) > 0.4
+    where[2] = False
+    func = getattr(sn, name)
+    got = func(cuda.to_device(x), where=cuda.to_device(where) if mask_on_device else where)
+    assert is_device_array(got)
+    got = got.copy_to_host()
+    with np.errstate(all="ignore"):
+        want = func(x, where=where, backend="numpy")
+    np.testing.assert_array_equal(got[2], want[2])
+    entry = registry.entries(name)[0 if name == "log_softmax" else 1]  # softmax[shifted]
+    kept = [i for i in range(6) if where[i].any()]
+    args = (np.where(where, x, -np.inf).astype(dtype)[kept],)
+    ref = registry.outputs(entry.reference(registry.oracle_args(args)))
+    for err, bound in entry.errors(args, (got[kept],), ref):
+        assert np.all(err <= bound), (err, bound)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weights_on_device", [False, True])
+def test_logsumexp_weights_and_sign_on_device_arrays(dtype, weights_on_device, rng):
+    x = rng.standard_normal((5, 9)).astype(dtype)
+    b = rng.standard_normal((5, 9)).astype(dtype)  # both signs: some sums are negative
+    d_b = cuda.to_device(b) if weights_on_device else b
+    lse, sign = sn.logsumexp(cuda.to_device(x), b=d_b, return_sign=True)
+    assert is_device_array(lse) and is_device_array(sign)
+    want_lse, want_sign = sn.logsumexp(x, b=b, return_sign=True, backend="cpu")
+    np.testing.assert_array_equal(sign.copy_to_host(), want_sign)
+    # The weighted sum may cancel: log|s| is accurate to (n + 4) u relative to
+    # sum_i |b_i| e^(x_i - a) over |s|, absolutely; GPU and CPU may each be that far off.
+    u = np.finfo(dtype).eps / 2
+    t = b.astype(np.float64) * np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
+    condition = np.sum(np.abs(t), -1) / np.abs(np.sum(t, -1))
+    error = np.abs(lse.copy_to_host().astype(np.float64) - want_lse)
+    assert np.all(error <= 2 * (9 + 4) * u * condition)
+    no_sign = sn.logsumexp(cuda.to_device(x), b=d_b).copy_to_host()
+    np.testing.assert_array_equal(np.isnan(no_sign), want_sign < 0)
+
+
+def test_logsumexp_sign_without_weights_on_device_arrays():
+    inf, nan = np.inf, np.nan
+    x = np.array([[0.0, 1.0], [-inf, -inf], [nan, 0.0], [inf, 0.0]])
+    lse, sign = sn.logsumexp(cuda.to_device(x), return_sign=True)
+    with np.errstate(all="ignore"):
+        want_lse, want_sign = sn.logsumexp(x, return_sign=True, backend="cpu")
+    np.testing.assert_array_equal(sign.copy_to_host(), want_sign)
+    np.testing.assert_array_equal(lse.copy_to_host(), want_lse)
+
+
+def test_device_options_refuse_a_mismatched_device_operand():
+    x = cuda.to_device(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="C-contiguous with shape"):
+        sn.softmax(x, where=cuda.to_device(np.ones((3, 2), bool)))
+    with pytest.raises(TypeError, match="must have dtype bool"):
+        sn.softmax(x, where=cuda.to_device(np.ones((2, 3))))

@@ -128,6 +128,23 @@ def cpu_signatures() -> dict[str, list[tuple]]:
     return found
 
 
+def buffer_kernels(dtype: str) -> dict[str, tuple]:
+    """The elementwise kernels of ``softmax_numba.gpu.buffers`` and their argument
+    types (1-D views of the rows, a bool mask, a scalar fill)."""
+    from numba import types
+
+    from softmax_numba.gpu import buffers
+
+    f = getattr(types, dtype)
+    vec, mask = types.Array(f, 1, "C"), types.Array(types.boolean, 1, "C")
+    return {
+        "buffers._where": (buffers._where, (vec, mask, f, vec)),
+        "buffers._fill_where_not": (buffers._fill_where_not, (vec, mask, f)),
+        "buffers._nan_where_negative": (buffers._nan_where_negative, (vec, vec)),
+        "buffers._sign_of_logsumexp": (buffers._sign_of_logsumexp, (vec, vec)),
+    }
+
+
 def _ptx_counts(ptx: str) -> dict:
     return {
         "vector4_loads": len(re.findall(r"\bld\.global(?:\.\w+)*\.v4\b", ptx)),
@@ -166,18 +183,23 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, _target(cc):
         for dtype in DTYPES:
+            jobs = {}
             for name, kernel in sorted(_runtime.built(dtype).items()):
-                row = dict.fromkeys(COLUMNS, 0) | {"kernel": name, "dtype": dtype, "error": ""}
                 # The CPU kernel may take trailing CPU-only arguments (``_api.run``'s
                 # ``cpu_extra``, such as the streaming-store flag): drop them.
                 count = kernel.py_func.__code__.co_argcount
                 twin = name.removesuffix(WARP_SUFFIX)  # a variant takes its kernel's arguments
                 sigs = [s[:count] for s in signatures.get(twin, []) if str(s[0].dtype) == dtype]
-                if not sigs:
+                jobs[name] = (kernel.py_func, sigs[0] if sigs else None)
+            for name, (kernel, sig) in buffer_kernels(dtype).items():
+                jobs[name] = (kernel.py_func, sig)
+            for name, (py_func, sig) in jobs.items():
+                row = dict.fromkeys(COLUMNS, 0) | {"kernel": name, "dtype": dtype, "error": ""}
+                if sig is None:
                     rows.append(row | {"status": "no-signature", "error": "no CPU call"})
                     continue
                 try:
-                    ptx, _ = cuda.compile_ptx(kernel.py_func, sigs[0], cc=cc)
+                    ptx, _ = cuda.compile_ptx(py_func, sig, cc=cc)
                 except Exception as exc:  # NVVM's and the typing's errors alike
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     rows.append(row | {"status": "nvvm-error", "error": first[:300]})

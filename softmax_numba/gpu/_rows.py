@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from softmax_numba._rows import RowsBase
-from softmax_numba.gpu import _runtime
+from softmax_numba.gpu import _runtime, buffers
 
 
 class DeviceRows(RowsBase):
@@ -61,12 +61,33 @@ class DeviceRows(RowsBase):
                 raise ValueError(
                     f"{self.func}(): {name} on the GPU must be C-contiguous with shape {self.shape}"
                 )
+            want = self.compute_dtype if dtype is None else np.dtype(dtype)
+            if np.dtype(arr.dtype) != want:
+                raise TypeError(f"{self.func}(): {name} on the GPU must have dtype {want}")
             return arr.reshape(self.count, self.n)
         return _runtime.cuda().to_device(self.host_operand(arr, name, dtype))
 
     def to_host(self, buffer) -> np.ndarray:
         """``buffer`` copied to the host."""
         return buffer.copy_to_host()
+
+    # ------------------------------------------------------------------ buffer ops
+    # The host path's NumPy one-liners, as kernels on the device (``gpu.buffers``).
+    def where(self, buffer, mask, fill):
+        """``buffer`` where ``mask``, else ``fill`` (a new device array)."""
+        return buffers.where(buffer, mask, fill)
+
+    def fill_where_not(self, buffer, mask, fill) -> None:
+        """``buffer[~mask] = fill``."""
+        buffers.fill_where_not(buffer, mask, fill)
+
+    def nan_where_negative(self, buffer, sign) -> None:
+        """``buffer[sign < 0] = NaN``."""
+        buffers.nan_where_negative(buffer, sign)
+
+    def sign_of_logsumexp(self, lse):
+        """The sign of each unweighted sum from its log: NaN, 0 for ``-inf``, else 1."""
+        return buffers.sign_of_logsumexp(lse)
 
     # ------------------------------------------------------------------ outputs
     def check_out(self, out, shape, dtype, name: str = "out") -> None:
