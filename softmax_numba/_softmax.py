@@ -141,7 +141,9 @@ def softmax(
     ``(m, s)`` in one pass (the online algorithm, blocks merged in order) and merge
     the pieces' states exactly ([2]_, eq. (4)): the same formula and bound, in the
     online algorithm's summation order.  ``"naive"`` and ``"division_free"`` are
-    never split.
+    never split.  With ``backend="cuda"``, ``"shifted"`` and ``"online"`` run one
+    kernel: each thread's online state, merged across the block (or, for rows of at
+    most ``config.CUDA_WARP_ROW_MAX_LENGTH``, the warp), then one pass to write.
 
     Error bound, after the analysis of Blanchard, Higham & Higham [1]_ (first
     order, componentwise: relative to each ``p_i``, in units of the unit roundoff

@@ -37,7 +37,8 @@ def sparsemax(
         ``"sort"``: sort the row, Martins & Astudillo [1]_ Algorithm 1,
         O(n log n).  ``"pivot"``: randomized-pivot selection of the threshold,
         Duchi et al. [2]_ Fig. 2: expected O(n), no sort.  ``"auto"`` is
-        ``"pivot"``.
+        ``"pivot"``.  With ``backend="cuda"`` both run one kernel, which sorts
+        nothing: a bisection of the threshold, then its exact value on the support.
     return_support_size : bool
         Also return the number of nonzero entries per row (int64, the shape of
         ``x`` without ``axis``).
@@ -118,7 +119,8 @@ def entmax15(
     algorithm : {"auto", "pivot", "sort"}
         How the support is found: ``"pivot"`` by randomized-pivot selection
         (expected O(n), as sparsemax's after [2]_; the default), ``"sort"`` by sorting
-        (O(n log n), [1]_ Algorithm 2).
+        (O(n log n), [1]_ Algorithm 2).  With ``backend="cuda"`` both run one
+        threshold search with no sort, as :func:`sparsemax`'s.
 
     Returns
     -------
