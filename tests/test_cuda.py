@@ -87,7 +87,7 @@ def test_warp_per_row_kernels_follow_the_non_finite_rules(entry, monkeypatch):
 
 def test_the_launcher_picks_the_warp_kernel_for_short_rows_only(monkeypatch):
     from softmax_numba.gpu import _runtime
-    from softmax_numba.gpu.softmax import WARP_SUFFIX
+    from softmax_numba.gpu._runtime import WARP_SUFFIX
 
     monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 64)
     monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 4)

@@ -51,7 +51,7 @@ def test_every_kernel_compiles_for_sm90_without_spills(table):
 
 def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
     from softmax_numba.cpu import _compile, elementwise, losses, maxout, softmax, sparse
-    from softmax_numba.gpu.softmax import WARP_SUFFIX
+    from softmax_numba.gpu._runtime import WARP_SUFFIX
 
     frame, _ = table
     assert set(frame.dtype) == {"float32", "float64"}

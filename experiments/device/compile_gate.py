@@ -172,7 +172,7 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
     from numba import cuda
 
     from softmax_numba.gpu import _runtime
-    from softmax_numba.gpu.softmax import WARP_SUFFIX
+    from softmax_numba.gpu._runtime import WARP_SUFFIX
 
     if _runtime.simulated():
         raise RuntimeError(

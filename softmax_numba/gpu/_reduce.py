@@ -23,6 +23,8 @@ from types import SimpleNamespace
 from numba import cuda
 
 from softmax_numba import config, state_algebra
+from softmax_numba.gpu import _runtime
+from softmax_numba.gpu._runtime import WARP
 
 
 def build(dtype) -> SimpleNamespace:
@@ -156,8 +158,6 @@ def build(dtype) -> SimpleNamespace:
     )  # fmt: skip
 
 
-#: Threads in a warp.
-WARP = 32
 #: All 32 lanes of a warp take part in a shuffle.
 FULL_MASK = 0xFFFFFFFF
 
@@ -169,8 +169,6 @@ def _warp_online(dtype, merge, size):
     lane 0's result is broadcast.  The CUDA simulator has no shuffles: there the same
     tree runs through shared memory and block barriers, which every thread of the
     block reaches in step (the kernels call it uniformly)."""
-    from softmax_numba.gpu import _runtime
-
     if not _runtime.simulated():
 
         @cuda.jit(device=True)

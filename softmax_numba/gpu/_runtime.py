@@ -76,6 +76,13 @@ def built(dtype_name: str) -> dict:
     return built
 
 
+#: Threads in a warp.
+WARP = 32
+#: The name suffix of a kernel's warp-per-row variant in :func:`built`
+#: (:func:`_launch_shape` picks it for short rows).
+WARP_SUFFIX = "__warp_per_row"
+
+
 def _blocks(rows: int) -> int:
     return max(1, min(rows, config.CUDA_MAX_BLOCKS))
 
@@ -85,9 +92,6 @@ def _launch_shape(kernels: dict, name: str, shape, threads: int):
     at most ``config.CUDA_WARP_ROW_MAX_LENGTH`` entries, where there is one
     (``config.CUDA_WARP_ROWS_PER_BLOCK`` warps, a row each, per block), else the
     block-per-row kernel with ``threads`` threads."""
-    from softmax_numba.gpu._reduce import WARP
-    from softmax_numba.gpu.softmax import WARP_SUFFIX
-
     rows, n = shape[0], shape[1] if len(shape) > 1 else 1
     warp_kernel = kernels.get(name + WARP_SUFFIX)
     if warp_kernel is not None and n <= config.CUDA_WARP_ROW_MAX_LENGTH:

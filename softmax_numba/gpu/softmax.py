@@ -15,11 +15,7 @@ import math
 
 from numba import cuda
 
-from softmax_numba.gpu import _reduce
-
-#: The name suffix of a kernel's warp-per-row variant (``_runtime.launch`` picks it
-#: for short rows).
-WARP_SUFFIX = "__warp_per_row"
+from softmax_numba.gpu._runtime import WARP, WARP_SUFFIX
 
 
 def build(dtype, red) -> dict:
@@ -124,9 +120,9 @@ def build(dtype, red) -> dict:
     @cuda.jit(device=True, inline="always")
     def warp_rows():
         """``(first row of this block, row step, this warp, this lane)``."""
-        per_block = cuda.blockDim.x // _reduce.WARP
-        warp = cuda.threadIdx.x // _reduce.WARP
-        lane = cuda.threadIdx.x % _reduce.WARP
+        per_block = cuda.blockDim.x // WARP
+        warp = cuda.threadIdx.x // WARP
+        lane = cuda.threadIdx.x % WARP
         return cuda.blockIdx.x * per_block, cuda.gridDim.x * per_block, warp, lane
 
     @cuda.jit
@@ -137,7 +133,7 @@ def build(dtype, red) -> dict:
             m, s, _nan = warp_row_state(x, i, lane)
             if i < x.shape[0]:
                 r = softmax_scale(m, s)
-                for j in range(lane, x.shape[1], _reduce.WARP):
+                for j in range(lane, x.shape[1], WARP):
                     out[i, j] = math.exp(x[i, j] - m) * r
 
     @cuda.jit
@@ -148,7 +144,7 @@ def build(dtype, red) -> dict:
             m, s, _nan = warp_row_state(x, i, lane)
             if i < x.shape[0]:
                 log1p_s = math.log1p(s)
-                for j in range(lane, x.shape[1], _reduce.WARP):
+                for j in range(lane, x.shape[1], WARP):
                     out[i, j] = log_probability(x[i, j], m, log1p_s)
 
     @cuda.jit
