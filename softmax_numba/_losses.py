@@ -62,7 +62,9 @@ def cross_entropy(
     grad_out : ndarray, optional
         With ``return_grad``: an array of the logits' shape and result dtype to write
         the gradient into (a training loop's buffer, written without the page faults
-        of a new array).
+        of a new array).  It may be ``logits`` itself, when the step needs the logits
+        no more: each row is read before its gradient is written over it, so the
+        results are those of a separate buffer, and the memory of one is saved.
 
     Returns
     -------

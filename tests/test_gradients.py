@@ -86,6 +86,44 @@ def test_cross_entropy_writes_its_gradient_into_grad_out(backend, axis, probabil
         np.testing.assert_array_equal(got_loss, loss)
 
 
+def overwrite_cases(rng, dtype=np.float32):
+    """Logits with a +-inf max, a NaN and an overflowing gap beside ordinary rows, and
+    the argument sets that write the gradient over them: class indices (plain,
+    smoothed, one row ignored) and probabilities (plain, smoothed)."""
+    x = (rng.standard_normal((7, 9)) * 3).astype(dtype)
+    x[1, 4] = np.inf
+    x[2, :] = -np.inf
+    x[3, 2] = np.nan
+    x[4, 0], x[4, 5] = np.finfo(dtype).max / 2, -np.finfo(dtype).max / 2
+    labels = rng.integers(0, 9, 7)
+    q = sn.softmax(rng.standard_normal(x.shape).astype(dtype))
+    options = [
+        (labels, {}),
+        (labels, {"label_smoothing": 0.1}),
+        (labels, {"ignore_index": int(labels[5])}),
+        (q, {}),
+        (q, {"label_smoothing": 0.2}),
+    ]
+    return x, options
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_cross_entropy_gradient_may_overwrite_the_logits(backend, rng):
+    """``grad_out=logits`` (a training step that needs the logits no more): the loss
+    and the gradient are those of a call that keeps the logits, bit for bit, with the
+    logits read before anything is written over them."""
+    x, options = overwrite_cases(rng)
+    for target, extra in options:
+        kwargs = dict(reduction="none", return_grad=True, backend=backend, **extra)
+        with np.errstate(all="ignore"):
+            loss, grad = sn.cross_entropy(x, target, **kwargs)
+            logits = x.copy()
+            got_loss, got = sn.cross_entropy(logits, target, grad_out=logits, **kwargs)
+        assert got is logits
+        np.testing.assert_array_equal(got, grad, err_msg=str(extra))
+        np.testing.assert_array_equal(got_loss, loss, err_msg=str(extra))
+
+
 def test_cross_entropy_grad_out_is_checked():
     x, target = np.zeros((3, 4), np.float32), np.array([0, 1, 2])
     with pytest.raises(ValueError, match="needs return_grad=True"):

@@ -12,9 +12,13 @@ and the sum doubled, and the mean of ``a - x_j`` that label smoothing needs is
 summed as ``sum_j (a/2 - x_j/2) / n``: nothing overflows unless the loss does (a
 sum of raw logits does, near the largest float).  The input is read twice, the gradient written
 once (the loss alone reads it twice and writes nothing but one number per row).
+The gradient may be written over the logits (``grad_out=logits``): each kernel
+reads what the loss needs of a row before it writes the row's gradient.
 """
 
 from __future__ import annotations
+
+import math
 
 from numba import prange
 
@@ -89,6 +93,12 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                     grad[i, :] = 0
                 m = maximum(following)
                 continue
+            # What the loss needs of the row, read before the gradient is written:
+            # ``grad`` may be ``x`` itself (``grad_out=logits``).
+            half = in_dtype_of(xi, 0.5)
+            x_t = xi[t]
+            gap = half_mean_gap(xi, m) if smoothing != 0 else in_dtype_of(xi, 0.0)
+            s_at_inf = settled(xi, m, in_dtype_of(xi, 0.0))
             if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
                 if pending >= 0:
@@ -96,12 +106,13 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 pending, pending_r = i, in_dtype_of(x, scale) * softmax_scale(m, s)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
+            if math.isinf(m):
+                s = s_at_inf
             # Every term halved (exactly) and the sum doubled: m - x_t can overflow.
-            half = in_dtype_of(xi, 0.5)
-            log1p_half = log1p(settled(xi, m, s)) * half
-            value = (in_dtype_of(xi, 1.0) - eps) * surprisal(xi[t] * half, m * half, log1p_half)
+            log1p_half = log1p(s) * half
+            value = (in_dtype_of(xi, 1.0) - eps) * surprisal(x_t * half, m * half, log1p_half)
             if smoothing != 0:
-                value += eps * (half_mean_gap(xi, m) + log1p_half)
+                value += eps * (gap + log1p_half)
             loss[i] = value + value
             m = m_next
         if pending >= 0:
