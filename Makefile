@@ -64,9 +64,12 @@ bench: $(STAMP)
 gpu-compile: $(STAMP)
 	env -u NUMBA_ENABLE_CUDASIM $(PY) -m experiments.device.compile_gate --out results/gpu
 
-# On a machine with an NVIDIA GPU (and numba-cuda; PyTorch and CuPy when present).
+# On a machine with an NVIDIA GPU: the CUDA tests on the GPU (not the simulator), then
+# our kernels against a device-to-device copy, PyTorch and a Triton softmax where they
+# are installed (results/gpu/speed.csv and speed.png; under 8 minutes on an H200).
 bench-gpu: $(STAMP)
-	$(PY) -m experiments.device.gpu_bench --out results/gpu
+	env -u NUMBA_ENABLE_CUDASIM $(PY) -m pytest tests/test_cuda.py -q -x
+	env -u NUMBA_ENABLE_CUDASIM $(PY) -m experiments.device.gpu_bench --out results/gpu
 
 # softmax_numba.dask out of core: logits 4x one worker's memory limit, local cluster.
 bench-dask: $(STAMP)

@@ -69,6 +69,21 @@ CUDA_MAX_BLOCKS: int = 65535
 CUDA_WARP_ROW_MAX_LENGTH: int = 1024
 CUDA_WARP_ROWS_PER_BLOCK: int = 8
 
+#: Per call.  CUDA rows of at most this many bytes go to the block-per-row kernels
+#: that keep the row in dynamic shared memory (read from global memory once); 0 turns
+#: them off.  A block gets 48 KiB of shared memory without opting in to more.
+CUDA_ROW_IN_SHARED_MAX_BYTES: int = 32 * 1024
+
+#: Per call.  When a call has fewer CUDA rows than the device holds blocks at once,
+#: rows are cut into pieces of at least this many entries, a block each (the pieces'
+#: states merged exactly); 0 turns splitting off.
+CUDA_SPLIT_MIN_LENGTH: int = 16384
+
+#: Per call.  Blocks the device holds at once (the largest grid, and the target of
+#: row splitting); ``None`` reads it off the device: multiprocessors times the blocks
+#: of ``CUDA_THREADS_PER_BLOCK`` threads each holds.
+CUDA_RESIDENT_BLOCKS: int | None = None
+
 #: Compile time (CUDA, on the first launch in a process).  The largest block the
 #: shared-memory reductions are sized for; ``CUDA_THREADS_PER_BLOCK`` may not exceed it.
 CUDA_MAX_THREADS_PER_BLOCK: int = 1024

@@ -31,53 +31,86 @@ def _launch(monkeypatch, threads, blocks):
     monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", blocks)
 
 
+def _buckets_off(monkeypatch):
+    for name in (
+        "CUDA_WARP_ROW_MAX_LENGTH",
+        "CUDA_ROW_IN_SHARED_MAX_BYTES",
+        "CUDA_SPLIT_MIN_LENGTH",
+    ):
+        monkeypatch.setattr(config, name, 0)
+
+
 @pytest.fixture(autouse=True)
 def tiny_launch(monkeypatch):
     """5 threads per block, 3 blocks: partial blocks and several rows per block; the
-    block-per-row kernels at every row length (the warp-per-row ones have their own
-    tests below)."""
+    plain block-per-row kernels at every row length (the other row-length buckets
+    have their own tests below)."""
     _launch(monkeypatch, 5, 3)
-    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 0)
-
-
-#: The ops with a warp-per-row kernel for short rows.
-WARP_ENTRIES = [
-    e
-    for e in registry.ENTRIES
-    if e.name in ("softmax[shifted]", "softmax[online]", "log_softmax", "logsumexp")
-]
+    _buckets_off(monkeypatch)
 
 
 #: float64 runs in ``make test``; ``make test-fast`` keeps float32.
 DTYPES_FAST_FLOAT32 = [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("entry", WARP_ENTRIES, ids=lambda e: e.name)
+#: The ops with a kernel for each row-length bucket (``gpu._runtime.plan``).
+BUCKETED = ("softmax[shifted]", "softmax[online]", "log_softmax", "logsumexp")
+BUCKETED_ENTRIES = [e for e in registry.ENTRIES if e.name in BUCKETED]
+
+
+def _warp_per_row(monkeypatch, rows_per_block=2):
+    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 1024)
+    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", rows_per_block)
+
+
+def _row_in_shared(monkeypatch):
+    monkeypatch.setattr(config, "CUDA_ROW_IN_SHARED_MAX_BYTES", 48 * 1024)
+
+
+def _split_row(monkeypatch):
+    """Rows cut into pieces of at least 4 entries to fill 8 resident blocks."""
+    monkeypatch.setattr(config, "CUDA_SPLIT_MIN_LENGTH", 4)
+    monkeypatch.setattr(config, "CUDA_RESIDENT_BLOCKS", 8)
+
+
+#: Each bucket, and the kernel-name suffix that :func:`_runtime.plan` must pick in it.
+BUCKETS = {
+    "warp_per_row": (_warp_per_row, "__warp_per_row"),
+    "row_in_shared": (_row_in_shared, "__row_in_shared"),
+    "split_row": (_split_row, "__split_row"),
+    "block_per_row": (lambda monkeypatch: None, ""),
+}
+
+
+@pytest.mark.parametrize("bucket", BUCKETS)
+@pytest.mark.parametrize("entry", BUCKETED_ENTRIES, ids=lambda e: e.name)
 @pytest.mark.parametrize("dtype", DTYPES_FAST_FLOAT32)
 @pytest.mark.parametrize("n", [1, 13, 70])
-def test_warp_per_row_kernels_within_their_bounds(entry, dtype, n, rng, monkeypatch):
-    """2 warps (rows) per block and 2 blocks for 7 rows: a warp with no row in the last
-    pass, rows shorter and longer than the 32 lanes."""
-    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 1024)
-    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 2)
+def test_every_row_length_bucket_within_the_bound(bucket, entry, dtype, n, rng, monkeypatch):
+    """Each bucket forced at rows of 1, 13 and 70 (shorter and longer than a warp, a
+    single piece and several): 7 rows on 2 blocks of 5 threads (2 warps of a row each
+    for the warp kernels: a warp with no row in the last pass; pieces shorter than the
+    block and an empty last piece for the split rows)."""
+    BUCKETS[bucket][0](monkeypatch)
     _launch(monkeypatch, 5, 2)
     x = (rng.standard_normal((7, n)) * 3 + 100).astype(dtype)
     check_within_bounds(entry, "cuda", entry.arguments(x, rng))
 
 
-@pytest.mark.parametrize("entry", WARP_ENTRIES, ids=lambda e: e.name)
-def test_warp_per_row_kernels_follow_the_non_finite_rules(entry, monkeypatch):
-    monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 1024)
-    monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 1)
+@pytest.mark.parametrize("bucket", BUCKETS)
+@pytest.mark.parametrize("entry", BUCKETED_ENTRIES, ids=lambda e: e.name)
+def test_every_row_length_bucket_follows_the_non_finite_rules(bucket, entry, monkeypatch):
+    BUCKETS[bucket][0](monkeypatch)
     inf, nan = np.inf, np.nan
     x = np.array(
         [
-            [nan, 1.0, 2.0, 0.0],
-            [inf, 1.0, 2.0, 0.0],
-            [inf, inf, 0.0, 1.0],
-            [-inf, -inf, -inf, -inf],
-            [-inf, 1.0, 2.0, -inf],
-            [inf, -inf, 0.0, 1.0],
+            [nan, 1.0, 2.0, 0.0, 3.0, 1.0, 0.5, 1.0, 2.0],
+            [inf, 1.0, 2.0, 0.0, 3.0, 1.0, 0.5, 1.0, 2.0],
+            [inf, inf, 0.0, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0],
+            [-inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf],
+            [-inf, 1.0, 2.0, -inf, -inf, -inf, -inf, -inf, -inf],
+            [inf, -inf, 0.0, 1.0, 3.0, 1.0, 0.5, 1.0, nan],
+            [1.0, 2.0, 0.0, 1.0, 3.0, 1.0, 0.5, 1.0, inf],
         ]
     )
     with np.errstate(all="ignore"):
@@ -85,19 +118,53 @@ def test_warp_per_row_kernels_follow_the_non_finite_rules(entry, monkeypatch):
     np.testing.assert_array_equal(entry.run((x,), backend="cuda"), want)
 
 
-def test_the_launcher_picks_the_warp_kernel_for_short_rows_only(monkeypatch):
+@pytest.mark.parametrize("bucket", BUCKETS)
+def test_the_launcher_picks_each_bucket_where_it_applies(bucket, monkeypatch):
     from softmax_numba.gpu import _runtime
-    from softmax_numba.gpu._runtime import WARP_SUFFIX
 
+    BUCKETS[bucket][0](monkeypatch)
+    suffix = BUCKETS[bucket][1]
+    kernels = _runtime.built("float32")
+    how = _runtime.plan(kernels, "_log_softmax", (6, 70), 4, 5)
+    assert how.kernel is kernels["_log_softmax" + suffix]
+    assert (how.shared_bytes > 0) == (bucket == "row_in_shared")
+    assert (how.pieces > 1) == (bucket == "split_row")
+    # an op without the variant keeps its kernel
+    assert _runtime.plan(kernels, "_maxout", (6, 70), 4, 5).kernel is kernels["_maxout"]
+
+
+def test_the_launcher_sizes_the_buckets(monkeypatch):
+    from softmax_numba.gpu import _runtime
+
+    kernels = {
+        "_log_softmax": "block",
+        "_log_softmax__warp_per_row": "warp",
+        "_log_softmax__row_in_shared": "shared",
+        "_log_softmax__split_row_state": "state",
+        "_log_softmax__split_row": "split",
+    }
+    monkeypatch.setattr(config, "CUDA_RESIDENT_BLOCKS", 100)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 65535)
     monkeypatch.setattr(config, "CUDA_WARP_ROW_MAX_LENGTH", 64)
     monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 4)
-    kernels = {"_log_softmax": "block", "_log_softmax" + WARP_SUFFIX: "warp", "_maxout": "m"}
-    assert _runtime._launch_shape(kernels, "_log_softmax", (10, 64), 5) == ("warp", 3, 128)
-    assert _runtime._launch_shape(kernels, "_log_softmax", (10, 65), 5) == ("block", 3, 5)
-    assert _runtime._launch_shape(kernels, "_maxout", (10, 8), 5) == ("m", 3, 5)
+    monkeypatch.setattr(config, "CUDA_ROW_IN_SHARED_MAX_BYTES", 1024)
+    monkeypatch.setattr(config, "CUDA_SPLIT_MIN_LENGTH", 1000)
+
+    def plan(rows, n):
+        how = _runtime.plan(kernels, "_log_softmax", (rows, n), 4, 5)
+        return how.kernel, how.blocks, how.threads, how.shared_bytes, how.pieces
+
+    assert plan(10, 64) == ("warp", 3, 128, 0, 1)  # 10 rows, 4 a block
+    assert plan(1000, 64)[1] == 100  # a grid of the resident blocks, looping
+    assert plan(10, 65) == ("shared", 10, 5, 260, 1)  # too short to split
+    assert plan(200, 256) == ("shared", 100, 5, 1024, 1)
+    assert plan(200, 257) == ("block", 100, 5, 0, 1)
+    assert plan(10, 8000) == ("split", 80, 5, 0, 8)  # 8 pieces of 1000 (not 10 of 800)
+    assert plan(10, 50_000) == ("split", 100, 5, 0, 10)  # 10 rows fill 100 blocks
+    assert plan(100, 50_000)[0] == "block"  # the rows fill the device already
     monkeypatch.setattr(config, "CUDA_WARP_ROWS_PER_BLOCK", 64)
     with pytest.raises(ValueError, match="CUDA_WARP_ROWS_PER_BLOCK"):
-        _runtime._launch_shape(kernels, "_log_softmax", (10, 8), 5)
+        _runtime.plan(kernels, "_log_softmax", (10, 8), 4, 5)
 
 
 #: sparsemax's sort and pivot algorithms are one threshold-search kernel on the GPU.
@@ -192,9 +259,13 @@ def test_gpu_benchmark_runs_end_to_end(tmp_path):
     from experiments.device import gpu_bench
 
     table = gpu_bench.run(tmp_path, quick=True)
-    assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.meta.json").exists()
+    for name in ("speed.csv", "speed.meta.json", "speed.png"):
+        assert (tmp_path / name).exists(), name
     assert set(table.op) == {"softmax", "log_softmax", "cross_entropy"}
     assert (table.gbps > 0).all() and table.device.nunique() == 1
+    ours = table[table.engine == "softmax_numba"]
+    assert len(ours) == 3 * len(gpu_bench.QUICK_SHAPES)  # float32: no device bfloat16
+    assert ours.within_bound.all(), ours[["op", "n", "error_u", "bound_u"]]
 
 
 EXP_LIKE = ("sigmoid[normalized]", "softplus[normalized]")
@@ -312,3 +383,58 @@ def test_device_options_refuse_a_mismatched_device_operand():
         sn.softmax(x, where=cuda.to_device(np.ones((3, 2), bool)))
     with pytest.raises(TypeError, match="must have dtype bool"):
         sn.softmax(x, where=cuda.to_device(np.ones((2, 3))))
+
+
+def test_cross_entropy_gradient_may_overwrite_device_logits(rng):
+    """``grad_out=logits`` on the device: the loss and gradient of the same call that
+    keeps the logits, bit for bit (the kernel reads x_t before writing over it)."""
+    from test_gradients import overwrite_cases
+
+    x, options = overwrite_cases(rng)
+    for target, extra in options:
+        kwargs = dict(reduction="none", return_grad=True, **extra)
+        loss, grad = sn.cross_entropy(cuda.to_device(x), target, **kwargs)
+        logits = cuda.to_device(x)
+        got_loss, got = sn.cross_entropy(logits, target, grad_out=logits, **kwargs)
+        assert got is logits
+        np.testing.assert_array_equal(got.copy_to_host(), grad.copy_to_host(), str(extra))
+        np.testing.assert_array_equal(got_loss.copy_to_host(), loss.copy_to_host(), str(extra))
+
+
+# ------------------------------------------------------------------ float16 on the device
+
+#: The entries whose kernels read and write float16 device arrays.
+HALF_ENTRIES = [
+    e
+    for e in registry.ENTRIES
+    if e.op in ("softmax", "log_softmax", "logsumexp")
+    or e.name in ("cross_entropy", "cross_entropy[smoothed]")
+]
+
+
+@pytest.mark.parametrize("bucket", BUCKETS)
+@pytest.mark.parametrize("entry", HALF_ENTRIES, ids=lambda e: e.name)
+def test_float16_device_arrays_within_the_bound(bucket, entry, rng, monkeypatch):
+    """A float16 device array is read as float16, computed in float32 and stored in
+    float16 on the device: within the op's bound in float16's u, in every bucket."""
+    BUCKETS[bucket][0](monkeypatch)
+    _launch(monkeypatch, 5, 2)
+    x = (rng.standard_normal((7, 13)) * 3 + 10).astype(np.float16)
+    args = entry.arguments(x, rng)
+    result = entry.run((cuda.to_device(x), *args[1:]), backend="cuda")
+    got = tuple(g.copy_to_host() for g in registry.outputs(result))
+    ref = registry.outputs(entry.reference(registry.oracle_args(args)))
+    for (err, allowed), g in zip(entry.errors(args, got, ref), got, strict=True):
+        assert g.dtype == np.float16
+        assert np.all(err <= allowed), (entry.name, bucket, err.max(), allowed.max())
+
+
+def test_float16_device_arrays_elsewhere_are_refused():
+    x = cuda.to_device(np.zeros((2, 4), np.float16))
+    with pytest.raises(TypeError, match="where= on a float16 GPU array"):
+        sn.softmax(x, where=np.ones((2, 4), bool))
+    with pytest.raises(TypeError, match="accepts float32 or float64, got float16"):
+        sn.sparsemax(x)
+    q = np.full((2, 4), 0.25, np.float32)
+    with pytest.raises(TypeError, match="float16 only for"):
+        sn.cross_entropy(x, q, reduction="none")

@@ -51,13 +51,16 @@ def test_every_kernel_compiles_for_sm90_without_spills(table):
 
 def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
     from softmax_numba.cpu import _compile, elementwise, losses, maxout, softmax, sparse
-    from softmax_numba.gpu._runtime import WARP_SUFFIX
+    from softmax_numba.gpu import _runtime
 
     frame, _ = table
-    assert set(frame.dtype) == {"float32", "float64"}
-    names = {n.removesuffix(WARP_SUFFIX) for n in frame.kernel if not n.startswith("buffers.")}
+    assert set(frame.dtype) == {"float32", "float64", "float16"}
+    names = {_runtime.base_name(n) for n in frame.kernel if not n.startswith("buffers.")}
     assert {n for n in frame.kernel if n.startswith("buffers.")}
-    assert any(name.endswith(WARP_SUFFIX) for name in frame.kernel)
+    for suffix in _runtime.VARIANT_SUFFIXES:  # every row-length bucket is compiled
+        assert any(name.endswith(suffix) for name in frame.kernel), suffix
+    half = {_runtime.base_name(n) for n in frame[frame.dtype == "float16"].kernel}
+    assert half == set(_runtime.HALF_STORAGE)
     # every kernel the CPU engines register has its CUDA twin compiled here
 
     cpu = {

@@ -167,12 +167,44 @@ def _ptxas_counts(report: str) -> dict:
     }
 
 
+def kernel_signature(name: str, kernel, signatures: dict, dtype: str):
+    """The argument types of the CUDA kernel ``name`` on ``dtype`` arrays: its CPU
+    twin's (the same name without the variant suffix), or ``None`` if the twin never
+    ran.  The CPU kernel may take trailing CPU-only arguments (``_api.run``'s
+    ``cpu_extra``, such as the streaming-store flag): they are dropped.  A float16
+    call takes the float32 twin's types with float16 arrays; a split row's two passes
+    take the pieces' states too, in the compute type (``_runtime.launch``)."""
+    from numba import types
+
+    from softmax_numba.gpu._runtime import SPLIT_STATE_SUFFIX, SPLIT_SUFFIX, base_name
+
+    compute = "float32" if dtype == "float16" else dtype
+    count = kernel.py_func.__code__.co_argcount
+    sigs = [s for s in signatures.get(base_name(name), []) if str(s[0].dtype) == compute]
+    if not sigs:
+        return None
+    sig = tuple(sigs[0])
+    if dtype == "float16":
+        sig = tuple(
+            a.copy(dtype=types.float16)
+            if isinstance(a, types.Array) and a.dtype == types.float32
+            else a
+            for a in sig
+        )
+    if name.endswith(SPLIT_STATE_SUFFIX):
+        return (sig[0], *(types.Array(getattr(types, compute), 2, "C"),) * 3)
+    if name.endswith(SPLIT_SUFFIX):
+        pieces = (types.Array(getattr(types, compute), 2, "C"),) * 3
+        return (sig[0], *pieces, *sig[1 : count - 3])
+    return sig[:count]
+
+
 def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
     """One row per CUDA kernel and dtype (:data:`COLUMNS`)."""
     from numba import cuda
 
     from softmax_numba.gpu import _runtime
-    from softmax_numba.gpu._runtime import WARP_SUFFIX
+    from softmax_numba.gpu._runtime import base_name
 
     if _runtime.simulated():
         raise RuntimeError(
@@ -182,17 +214,17 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
     ptxas = ptxas_path()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, _target(cc):
-        for dtype in DTYPES:
+        for dtype in (*DTYPES, "float16"):
             jobs = {}
-            for name, kernel in sorted(_runtime.built(dtype).items()):
-                # The CPU kernel may take trailing CPU-only arguments (``_api.run``'s
-                # ``cpu_extra``, such as the streaming-store flag): drop them.
-                count = kernel.py_func.__code__.co_argcount
-                twin = name.removesuffix(WARP_SUFFIX)  # a variant takes its kernel's arguments
-                sigs = [s[:count] for s in signatures.get(twin, []) if str(s[0].dtype) == dtype]
-                jobs[name] = (kernel.py_func, sigs[0] if sigs else None)
-            for name, (kernel, sig) in buffer_kernels(dtype).items():
-                jobs[name] = (kernel.py_func, sig)
+            # float16 arrays go to the float32 kernels that store them (HALF_STORAGE).
+            compute = "float32" if dtype == "float16" else dtype
+            for name, kernel in sorted(_runtime.built(compute).items()):
+                if dtype == "float16" and base_name(name) not in _runtime.HALF_STORAGE:
+                    continue
+                jobs[name] = (kernel.py_func, kernel_signature(name, kernel, signatures, dtype))
+            if dtype != "float16":
+                for name, (kernel, sig) in buffer_kernels(dtype).items():
+                    jobs[name] = (kernel.py_func, sig)
             for name, (py_func, sig) in jobs.items():
                 row = dict.fromkeys(COLUMNS, 0) | {"kernel": name, "dtype": dtype, "error": ""}
                 if sig is None:

@@ -1,116 +1,269 @@
 """GPU benchmark (``make bench-gpu``): our CUDA kernels against a device-to-device
-copy of the same array (the roofline), PyTorch and CuPy, in one run.
+copy of the same array (the roofline), PyTorch and a Triton softmax, in one run.
 
-Writes ``results/gpu/speed.csv`` (one row per op, engine, dtype and shape, with the
-device's name) and its metadata.  Needs a GPU; with ``--quick`` it runs tiny shapes,
-which also work on the CUDA simulator (a smoke test of the code path, not a
-measurement).
+    python -m experiments.device.gpu_bench [--out results/gpu] [--quick] [--budget-s 420]
+
+Per shape and dtype (:data:`SHAPES`, :data:`PRESETS`; float32 and bfloat16), each
+engine's op is timed with CUDA events around back-to-back calls (median of
+:data:`REPEATS` samples of at least 2 ms), the inputs rotating over enough copies
+that together they exceed twice the L2 cache (so that no call reads its input from
+L2 that the previous one left).  Bytes are the fewest an op must move: softmax and
+log-softmax read and write the array, cross-entropy reads it.  ``ratio_to_copy`` is
+the op's GB/s over the copy's in the same run.
+
+Our float32 results are checked in the same run: the first :data:`CHECK_ROWS` rows
+of the benchmarked call against the float64 oracle, componentwise, within the op's
+bound (``error_u``, ``bound_u``, ``within_bound``).  The engine computes in float32
+and float64 only, so its bfloat16 rows are absent; the peers' are measured.
+
+Writes ``speed.csv`` after every shape (an interrupted run keeps what it measured),
+its ``.meta.json``, and ``speed.png``.  A shape is not started once ``--budget-s``
+has passed.  With ``--quick`` it runs tiny shapes, which also work on the CUDA
+simulator (a test of the code path; the simulator times nothing, so its figures are
+host-clock seconds of Python threads, not measurements).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import pathlib
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 
 import softmax_numba as sn
 from experiments.harness import metadata, timing
-from softmax_numba import config
+from softmax_numba import config, registry
 from softmax_numba.gpu import _runtime
 
-LENGTHS = (128, 512, 1024, 4096, 16384, 65536, 262144)
+#: The issue's shapes: short and many rows, medium, long and few rows.
+SHAPES = ((4096, 1024), (32768, 128), (1024, 32768), (256, 262144), (16384, 4096))
+#: The study's presets (classes), at 4096 rows.
 PRESETS = {"imagenet": 1000, "bert_vocab": 30522, "gpt2_vocab": 50257}
+PRESET_ROWS = 4096
+QUICK_SHAPES = ((8, 16), (3, 40), (5, 70))
+DTYPES = ("float32", "bfloat16")
+#: The entries whose bounds check our float32 results, by op.
+CHECKED = {"softmax": "softmax[shifted]", "log_softmax": "log_softmax",
+           "cross_entropy": "cross_entropy"}  # fmt: skip
+CHECK_ROWS = 32
+REPEATS = 15
+MIN_SAMPLE_S = 2e-3
+#: Bytes the rotated inputs must exceed, over the L2 size.
+L2_FACTOR = 2
+MAX_COPIES = 16
 
 
-def _time(fn, sync, repeats=7) -> float:
-    """Median seconds per call, each sample at least 5 ms long, the GPU synchronized."""
-    return timing.time_call(fn, repeats=repeats, min_sample_s=5e-3, sync=sync)["median_s"]
+def all_shapes(quick: bool) -> list[tuple[int, int]]:
+    if quick:
+        return list(QUICK_SHAPES)
+    return list(SHAPES) + [(PRESET_ROWS, n) for n in PRESETS.values()]
 
 
-def _ours(cuda, d_x, d_out, d_target):
-    return {
-        "softmax": lambda: sn.softmax(d_x, out=d_out, backend="cuda"),
-        "log_softmax": lambda: sn.log_softmax(d_x, out=d_out, backend="cuda"),
-        "cross_entropy": lambda: sn.cross_entropy(d_x, d_target, reduction="none", backend="cuda"),
-    }
+class Clock:
+    """Median seconds per call: CUDA events on a GPU, the host clock (synchronized)
+    on the simulator, whose events record nothing."""
+
+    def __init__(self, cuda, repeats: int):
+        self.cuda, self.repeats = cuda, repeats
+        self.events = not _runtime.simulated()
+
+    def median_s(self, fn) -> float:
+        """``fn(k)`` called with ``k = 0, 1, 2, ...`` (the input copy to use)."""
+        counter = itertools.count()
+        if not self.events:
+            call = lambda: fn(next(counter))  # noqa: E731
+            return timing.time_call(call, repeats=self.repeats, min_sample_s=0,
+                                    sync=self.cuda.synchronize)["median_s"]  # fmt: skip
+        start, end = self.cuda.event(), self.cuda.event()
+        for _ in range(2):  # compile, allocate, load
+            fn(next(counter))
+        self.cuda.synchronize()
+
+        def sample(inner):
+            start.record()
+            for _ in range(inner):
+                fn(next(counter))
+            end.record()
+            end.synchronize()
+            return self.cuda.event_elapsed_time(start, end) / 1e3 / inner
+
+        inner = max(1, int(MIN_SAMPLE_S / max(sample(1), 1e-7)))
+        return float(np.median([sample(inner) for _ in range(self.repeats)]))
 
 
-def _torch_ops(d_x, target):
+def _copies(nbytes: int, cuda) -> int:
+    """How many input copies rotate: together over ``L2_FACTOR`` times the L2."""
+    if _runtime.simulated():
+        return 2
+    l2 = getattr(cuda.get_current_device(), "L2_CACHE_SIZE", 64 << 20)
+    return int(min(MAX_COPIES, max(2, -(-L2_FACTOR * l2 // nbytes))))
+
+
+def _torch():
     if importlib.util.find_spec("torch") is None:
-        return {}
+        return None
     import torch
 
-    if not torch.cuda.is_available():
-        return {}
-    t = torch.as_tensor(d_x, device="cuda")
-    tt = torch.as_tensor(target, device="cuda")
+    return torch if torch.cuda.is_available() else None
+
+
+def _triton_softmax():
+    if importlib.util.find_spec("triton") is None or _torch() is None:
+        return None
+    from experiments.device import triton_softmax
+
+    return triton_softmax
+
+
+def _ours(cuda, xs, targets):
+    outs = [cuda.device_array_like(x) for x in xs]
+    return {
+        "softmax": lambda k: sn.softmax(xs[k % len(xs)], out=outs[k % len(xs)], backend="cuda"),
+        "log_softmax": lambda k: sn.log_softmax(
+            xs[k % len(xs)], out=outs[k % len(xs)], backend="cuda"
+        ),
+        "cross_entropy": lambda k: sn.cross_entropy(
+            xs[k % len(xs)], targets[k % len(xs)], reduction="none", backend="cuda"
+        ),
+    }
+
+
+def _torch_ops(torch, ts, tts):
     f = torch.nn.functional
     return {
-        "softmax": lambda: torch.softmax(t, -1),
-        "log_softmax": lambda: torch.log_softmax(t, -1),
-        "cross_entropy": lambda: f.cross_entropy(t, tt, reduction="none"),
+        "softmax": lambda k: torch.softmax(ts[k % len(ts)], -1),
+        "log_softmax": lambda k: torch.log_softmax(ts[k % len(ts)], -1),
+        "cross_entropy": lambda k: f.cross_entropy(
+            ts[k % len(ts)], tts[k % len(ts)], reduction="none"
+        ),
     }
 
 
-def _cupy_ops(d_x):
-    if importlib.util.find_spec("cupy") is None:
-        return {}
-    import cupy
-    from cupyx.scipy import special
+def _check(xs, targets, op: str) -> dict:
+    """Our result on the first :data:`CHECK_ROWS` rows of the benchmarked input
+    against the oracle: the worst componentwise error and its bound, in u."""
+    entry = next(e for e in registry.ENTRIES if e.name == CHECKED[op])
+    args = (xs[0],) if op != "cross_entropy" else (xs[0], targets[0])
+    got = registry.outputs(entry.run(args, backend="cuda"))
+    host = lambda a: a.copy_to_host() if _runtime.is_device_array(a) else np.asarray(a)  # noqa: E731
+    rows = tuple(host(a)[:CHECK_ROWS] for a in args)
+    got = tuple(host(g)[:CHECK_ROWS] for g in got)
+    ref = registry.outputs(entry.reference(registry.oracle_args(rows)))
+    worst, bound, ok = 0.0, 0.0, True
+    for err, allowed in entry.errors(rows, got, ref):
+        ok &= bool(np.all(err <= allowed))
+        worst = max(worst, float(np.nanmax(err)))
+        bound = max(bound, float(np.max(allowed)))
+    return {"error_u": worst, "bound_u": bound, "within_bound": ok}
 
-    c = cupy.asarray(d_x)
-    return {
-        "softmax": lambda: special.softmax(c, axis=-1),
-        "log_softmax": lambda: special.log_softmax(c, axis=-1),
-    }
+
+def measure_shape(cuda, clock, device: str, rows: int, n: int, dtype: str, rng) -> list[dict]:
+    """Every engine's ops at one shape and dtype, with the copy of the same array."""
+    torch = _torch()
+    triton = _triton_softmax()
+    itemsize = 2 if dtype == "bfloat16" else 4
+    nbytes = rows * n * itemsize
+    copies = _copies(nbytes, cuda)
+    host = [rng.standard_normal((rows, n), dtype=np.float32) for _ in range(min(copies, 2))]
+    host_targets = [rng.integers(0, n, rows) for _ in host]
+    pick = lambda k: k % len(host)  # noqa: E731 -- at most 2 host draws, copied around
+    engines: dict[str, dict] = {}
+    check: dict[str, dict] = {}
+    if dtype == "float32":
+        xs = [cuda.to_device(host[pick(k)]) for k in range(copies)]
+        targets = [host_targets[pick(k)] for k in range(copies)]
+        engines["softmax_numba"] = _ours(cuda, xs, targets)
+        check = {op: _check(xs, targets, op) for op in CHECKED}
+    if torch is not None:
+        kind = getattr(torch, dtype)
+        ts = [torch.as_tensor(host[pick(k)], device="cuda").to(kind) for k in range(copies)]
+        tts = [torch.as_tensor(host_targets[pick(k)], device="cuda") for k in range(copies)]
+        engines["torch"] = _torch_ops(torch, ts, tts)
+        if triton is not None and n <= triton.MAX_LENGTH:
+            outs = [torch.empty_like(t) for t in ts]
+            engines["triton"] = {
+                "softmax": lambda k: triton.softmax(ts[k % len(ts)], outs[k % len(ts)])
+            }
+    src = [cuda.to_device(np.ones(nbytes, np.uint8)) for _ in range(2)]
+    dst = [cuda.device_array_like(src[0]) for _ in range(2)]
+    copy_s = clock.median_s(lambda k: dst[k % 2].copy_to_device(src[k % 2]))
+    copy_gbps = 2 * nbytes / copy_s / 1e9
+    found = []
+    for engine, ops in engines.items():
+        for op, fn in ops.items():
+            seconds = clock.median_s(fn)
+            moved = nbytes * (1 if op == "cross_entropy" else 2)
+            gbps = moved / seconds / 1e9
+            row = {"device": device, "op": op, "engine": engine, "dtype": dtype,
+                   "rows": rows, "n": n, "bytes": moved, "input_copies": copies,
+                   "median_s": seconds, "gbps": gbps, "copy_gbps": copy_gbps,
+                   "ratio_to_copy": gbps / copy_gbps}  # fmt: skip
+            found.append(row | check.get(op, {}) if engine == "softmax_numba" else row)
+    return found
 
 
-def run(out: pathlib.Path, quick: bool) -> pd.DataFrame:
+def run(out: pathlib.Path, quick: bool, budget_s: float = 420.0) -> pd.DataFrame:
     from numba import cuda
 
-    shapes = (
-        [(8, 16), (3, 40)]
-        if quick
-        else [(4096, n) for n in LENGTHS] + [(4096, n) for n in PRESETS.values()]
-    )
+    began = time.monotonic()
     if _runtime.simulated():  # every simulated thread is a Python thread: keep blocks tiny
         config.CUDA_THREADS_PER_BLOCK = 4
+        config.CUDA_WARP_ROWS_PER_BLOCK = 1
         device = "CUDA simulator"
     else:
         device = cuda.get_current_device().name
     device = device.decode() if isinstance(device, bytes) else str(device)
-    repeats = 1 if quick else 7
-    rows = []
+    clock = Clock(cuda, 1 if quick else REPEATS)
     rng = np.random.default_rng(0)
-    for dtype in (np.float32,):
-        for r, n in shapes:
-            x = rng.standard_normal((r, n)).astype(dtype)
-            target = rng.integers(0, n, r)
-            d_x, d_out = cuda.to_device(x), cuda.device_array_like(x)
-            d_target = cuda.to_device(target)
-            sync = cuda.synchronize
-            copy_s = _time(lambda d_x=d_x, d_out=d_out: d_out.copy_to_device(d_x), sync, repeats)
-            copy_gbps = 2 * x.nbytes / copy_s / 1e9
-            engines = {"softmax_numba": _ours(cuda, d_x, d_out, d_target),
-                       "torch": _torch_ops(d_x, target), "cupy": _cupy_ops(d_x)}  # fmt: skip
-            for engine, ops in engines.items():
-                for op, fn in ops.items():
-                    seconds = _time(fn, sync, repeats)
-                    nbytes = x.nbytes * (1 if op == "cross_entropy" else 2)
-                    rows.append({"device": device, "op": op, "engine": engine,
-                                 "dtype": np.dtype(dtype).name, "rows": r, "n": n,
-                                 "bytes": nbytes, "median_s": seconds,
-                                 "gbps": nbytes / seconds / 1e9, "copy_gbps": copy_gbps,
-                                 "ratio_to_copy": nbytes / seconds / 1e9 / copy_gbps})  # fmt: skip
-    table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "speed.csv", index=False)
+    rows: list[dict] = []
+    table = pd.DataFrame()
+    for (r, n), dtype in itertools.product(all_shapes(quick), DTYPES):
+        if time.monotonic() - began > budget_s:
+            break
+        rows += measure_shape(cuda, clock, device, r, n, dtype, rng)
+        table = pd.DataFrame(rows)
+        table.to_csv(out / "speed.csv", index=False)
     metadata.write_next_to(out / "speed.csv")
+    if len(table):
+        figure(table, out / "speed.png")
     return table
+
+
+def figure(table: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
+    """Each engine's GB/s over the copy's, per op and shape, one panel per dtype."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes = list(dict.fromkeys(table.dtype))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(7 * len(dtypes), 6), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes, strict=True):
+        d = table[table.dtype == dtype].assign(
+            cell=lambda t: t.op + " " + t.rows.astype(str) + "x" + t.n.astype(str)
+        )
+        cells = list(dict.fromkeys(d.cell))
+        engines = list(dict.fromkeys(d.engine))
+        width = 0.8 / len(engines)
+        for k, engine in enumerate(engines):
+            e = d[d.engine == engine].set_index("cell").reindex(cells)
+            ax.barh(np.arange(len(cells)) + k * width, e.ratio_to_copy, height=width, label=engine)
+        ax.axvline(0.9, color="k", ls="--", lw=1)
+        ax.set_yticks(np.arange(len(cells)) + 0.4 - width / 2, cells, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("GB/s over a device-to-device copy's (same run)")
+        ax.set_title(f"{table.device.iloc[0]}, {dtype}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
@@ -119,9 +272,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/gpu"))
     parser.add_argument("--quick", action="store_true", help="tiny shapes (simulator smoke run)")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="start no shape after this many seconds")  # fmt: skip
     args = parser.parse_args(argv)
-    table = run(args.out, args.quick)
-    print(table.to_string(index=False))
+    table = run(args.out, args.quick, args.budget_s)
+    columns = ["op", "engine", "dtype", "rows", "n", "gbps", "ratio_to_copy"]
+    print(table[[c for c in columns if c in table]].to_string(index=False))
     return 0
 
 

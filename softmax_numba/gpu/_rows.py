@@ -2,7 +2,8 @@
 
 Rows are a view of the device array, so the axis must be the last one of a
 C-contiguous array (moving an axis would need a copy on the device); the result
-stays on the device, in the input's dtype (float32 or float64).
+stays on the device, in the input's dtype (float32 or float64; float16 for
+:data:`HALF_FUNCTIONS`, computed in float32).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import numpy as np
 
 from softmax_numba._rows import RowsBase
 from softmax_numba.gpu import _runtime, buffers
+
+#: The functions whose CUDA kernels read and write float16 device arrays
+#: (``_runtime.HALF_STORAGE``; cross-entropy with class-index targets).
+HALF_FUNCTIONS = ("softmax", "log_softmax", "logsumexp", "cross_entropy")
 
 
 class DeviceRows(RowsBase):
@@ -31,8 +36,13 @@ class DeviceRows(RowsBase):
 
     def __init__(self, x, axis: int | None, func: str):
         x = _runtime.as_device(x)
-        if np.dtype(x.dtype) not in (np.float32, np.float64):
-            raise TypeError(f"{func}() on a GPU array accepts float32 or float64, got {x.dtype}")
+        dtype = np.dtype(x.dtype)
+        half = dtype == np.float16 and func in HALF_FUNCTIONS
+        if dtype not in (np.float32, np.float64) and not half:
+            also = " (float16 too)" if func in HALF_FUNCTIONS else ""
+            raise TypeError(
+                f"{func}() on a GPU array accepts float32 or float64{also}, got {dtype}"
+            )
         self.func = func
         self.shape = tuple(x.shape)
         ndim = len(self.shape)
@@ -44,7 +54,9 @@ class DeviceRows(RowsBase):
                 f"{func}(): a GPU array is processed along the last axis of a "
                 "C-contiguous array only; move the axis on the device first"
             )
-        self.compute_dtype = self.result_dtype = np.dtype(x.dtype)
+        # float16 is stored as it is and computed in float32 inside the kernels.
+        self.result_dtype = dtype
+        self.compute_dtype = np.dtype(np.float32) if half else dtype
         self.axis, self.flattened = max(ndim - 1, 0), axis is None and ndim != 1
         self.n = int(np.prod(self.shape, dtype=np.int64)) if axis is None else self.shape[-1]
         self.count = int(np.prod(self.shape, dtype=np.int64)) // max(self.n, 1)
@@ -72,21 +84,33 @@ class DeviceRows(RowsBase):
         return buffer.copy_to_host()
 
     # ------------------------------------------------------------------ buffer ops
-    # The host path's NumPy one-liners, as kernels on the device (``gpu.buffers``).
+    # The host path's NumPy one-liners, as kernels on the device (``gpu.buffers``),
+    # in float32 and float64.
+    def _full_precision(self, option: str) -> None:
+        if self.result_dtype == np.float16:
+            raise TypeError(
+                f"{self.func}(): {option} on a float16 GPU array is not supported; "
+                "pass float32 (or a host array)"
+            )
+
     def where(self, buffer, mask, fill):
         """``buffer`` where ``mask``, else ``fill`` (a new device array)."""
+        self._full_precision("where=")
         return buffers.where(buffer, mask, fill)
 
     def fill_where_not(self, buffer, mask, fill) -> None:
         """``buffer[~mask] = fill``."""
+        self._full_precision("where=")
         buffers.fill_where_not(buffer, mask, fill)
 
     def nan_where_negative(self, buffer, sign) -> None:
         """``buffer[sign < 0] = NaN``."""
+        self._full_precision("b=")
         buffers.nan_where_negative(buffer, sign)
 
     def sign_of_logsumexp(self, lse):
         """The sign of each unweighted sum from its log: NaN, 0 for ``-inf``, else 1."""
+        self._full_precision("return_sign=")
         return buffers.sign_of_logsumexp(lse)
 
     # ------------------------------------------------------------------ outputs
@@ -98,8 +122,9 @@ class DeviceRows(RowsBase):
             raise ValueError(f"{self.func}(): {name} must have shape {shape} and dtype {dtype}")
 
     def empty(self, shape):
-        """An uninitialized device buffer of ``shape`` in the compute dtype."""
-        return _runtime.cuda().device_array(shape, self.compute_dtype)
+        """An uninitialized device buffer of ``shape`` in the input's dtype (the
+        kernels store float16 results as float16)."""
+        return _runtime.cuda().device_array(shape, self.result_dtype)
 
     def new_rows(self, out=None, *, inputs=()):
         """A ``(count, n)`` device buffer: a view of ``out`` if given."""

@@ -2,13 +2,14 @@
 
 ``launch(kernels, *args)`` runs the CUDA kernel registered under the name of a
 CPU kernel (the same arguments: 2-D rows, outputs included; ``kernels.outputs``
-says which).  Host (NumPy) arrays go
+says which), or the variant of it for the row length (:func:`plan`).  Host (NumPy) arrays go
 to the device and the outputs come back into them; device arrays are used as
 they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 
@@ -78,21 +79,104 @@ def built(dtype_name: str) -> dict:
 
 #: Threads in a warp.
 WARP = 32
-#: The name suffix of a kernel's warp-per-row variant in :func:`built`
-#: (:func:`_launch_shape` picks it for short rows).
+#: The name suffixes of a kernel's variants in :func:`built`, one per row-length
+#: bucket (:func:`plan` picks one): a warp per row for short rows; a block per row
+#: kept in shared memory; a row split over several blocks (a pass for the pieces'
+#: states, then one to finish).
 WARP_SUFFIX = "__warp_per_row"
+SHARED_SUFFIX = "__row_in_shared"
+SPLIT_STATE_SUFFIX = "__split_row_state"
+SPLIT_SUFFIX = "__split_row"
+VARIANT_SUFFIXES = (WARP_SUFFIX, SHARED_SUFFIX, SPLIT_STATE_SUFFIX, SPLIT_SUFFIX)
 
 
-def _blocks(rows: int) -> int:
-    return max(1, min(rows, config.CUDA_MAX_BLOCKS))
+def base_name(name: str) -> str:
+    """The CPU kernel's name of a CUDA kernel or of one of its variants."""
+    for suffix in VARIANT_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
-def _launch_shape(kernels: dict, name: str, shape, threads: int):
-    """``(kernel, blocks, threads)``: the warp-per-row variant of ``name`` for rows of
-    at most ``config.CUDA_WARP_ROW_MAX_LENGTH`` entries, where there is one
-    (``config.CUDA_WARP_ROWS_PER_BLOCK`` warps, a row each, per block), else the
-    block-per-row kernel with ``threads`` threads."""
+#: The kernels that take float16 arrays (each entry read into the float32 kernel's
+#: type, the results stored back in float16): 2 bytes a read and a write.
+HALF_STORAGE = frozenset(
+    {
+        "_softmax_naive",
+        "_softmax_shifted",
+        "_softmax_online",
+        "_softmax_division_free",
+        "_log_softmax",
+        "_logsumexp",
+        "_cross_entropy_index",
+    }
+)
+
+
+@functools.cache
+def _device_resident_blocks(threads: int) -> int | None:
+    """Blocks of ``threads`` the current device runs at once (multiprocessors times
+    the blocks each holds by its thread limit), or ``None`` where the device does not
+    say (the simulator)."""
+    device = cuda().get_current_device()
+    try:
+        sms = device.MULTIPROCESSOR_COUNT
+        per_sm = device.MAX_THREADS_PER_MULTI_PROCESSOR // threads
+    except AttributeError:
+        return None
+    return max(1, sms * max(1, per_sm))
+
+
+def resident_blocks(threads: int) -> int:
+    """``config.CUDA_RESIDENT_BLOCKS``, else what the device holds at once of blocks
+    of ``threads`` (``config.CUDA_MAX_BLOCKS`` where the device does not say)."""
+    if config.CUDA_RESIDENT_BLOCKS is not None:
+        return max(1, config.CUDA_RESIDENT_BLOCKS)
+    found = _device_resident_blocks(threads)
+    return config.CUDA_MAX_BLOCKS if found is None else found
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one call runs: ``kernel[blocks, threads, 0, shared_bytes]``, after
+    ``state_kernel`` (a split row's first pass, with ``pieces`` pieces a row)."""
+
+    kernel: object
+    blocks: int
+    threads: int
+    shared_bytes: int = 0
+    state_kernel: object = None
+    pieces: int = 1
+
+
+def _split_pieces(rows: int, n: int, resident: int) -> int:
+    """Pieces per row so that ``rows`` rows fill ``resident`` blocks, none shorter than
+    ``config.CUDA_SPLIT_MIN_LENGTH``; 1 (no split) when the rows fill them already."""
+    if rows >= resident or config.CUDA_SPLIT_MIN_LENGTH <= 0:
+        return 1
+    return max(1, min(-(-resident // rows), n // config.CUDA_SPLIT_MIN_LENGTH))
+
+
+def plan(kernels: dict, name: str, shape, itemsize: int, threads: int) -> Plan:
+    """The kernel for the CPU kernel ``name`` on rows of ``shape``, by row length:
+
+    1. rows of at most ``config.CUDA_WARP_ROW_MAX_LENGTH``: the warp-per-row variant
+       (``config.CUDA_WARP_ROWS_PER_BLOCK`` warps, a row each, per block);
+    2. fewer rows than the device holds blocks, long enough to cut into pieces of
+       ``config.CUDA_SPLIT_MIN_LENGTH``: the split-row variant;
+    3. rows of at most ``config.CUDA_ROW_IN_SHARED_MAX_BYTES``: the block-per-row
+       variant that keeps the row in shared memory;
+    4. otherwise the block-per-row kernel, ``threads`` threads a block.
+
+    A bucket applies where ``kernels`` has the variant.  The grid is at most the
+    blocks the device holds at once (:func:`resident_blocks`), the kernels looping
+    over the work (a grid-stride loop)."""
     rows, n = shape[0], shape[1] if len(shape) > 1 else 1
+    resident = resident_blocks(threads)
+
+    def blocks(units):
+        return max(1, min(units, resident, config.CUDA_MAX_BLOCKS))
+
     warp_kernel = kernels.get(name + WARP_SUFFIX)
     if warp_kernel is not None and n <= config.CUDA_WARP_ROW_MAX_LENGTH:
         per_block = config.CUDA_WARP_ROWS_PER_BLOCK
@@ -101,8 +185,21 @@ def _launch_shape(kernels: dict, name: str, shape, threads: int):
                 f"config.CUDA_WARP_ROWS_PER_BLOCK={per_block} must be in "
                 f"1..{config.CUDA_MAX_THREADS_PER_BLOCK // WARP}"
             )
-        return warp_kernel, _blocks(-(-rows // per_block)), WARP * per_block
-    return kernels[name], _blocks(rows), threads
+        return Plan(warp_kernel, blocks(-(-rows // per_block)), WARP * per_block)
+    if name + SPLIT_SUFFIX in kernels:
+        pieces = _split_pieces(rows, n, resident)
+        if pieces > 1:
+            return Plan(
+                kernels[name + SPLIT_SUFFIX],
+                blocks(rows * pieces),
+                threads,
+                state_kernel=kernels[name + SPLIT_STATE_SUFFIX],
+                pieces=pieces,
+            )
+    shared_kernel = kernels.get(name + SHARED_SUFFIX)
+    if shared_kernel is not None and n * itemsize <= config.CUDA_ROW_IN_SHARED_MAX_BYTES:
+        return Plan(shared_kernel, blocks(rows), threads, shared_bytes=n * itemsize)
+    return Plan(kernels[name], blocks(rows), threads)
 
 
 def launch(kernels, *args) -> None:
@@ -117,8 +214,13 @@ def launch(kernels, *args) -> None:
         )
     first = args[0]
     dtype = np.dtype(first.dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"the CUDA kernels compute in float32 or float64, got {dtype}")
+    if dtype == np.float16 and base_name(kernels.name) in HALF_STORAGE:
+        dtype = np.dtype(np.float32)  # read and written in float16, computed in float32
+    elif dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"the CUDA kernel {kernels.name} takes float32 or float64 arrays, got {dtype} "
+            "(float16 only for softmax, log_softmax, logsumexp and class-index cross_entropy)"
+        )
     rows = first.shape[0]
     if rows == 0:
         return
@@ -131,7 +233,11 @@ def launch(kernels, *args) -> None:
                 copy_back.append((arg, on_device))
         else:
             device_args.append(arg)
-    kernel, blocks, threads = _launch_shape(built(dtype.name), kernels.name, first.shape, threads)
-    kernel[blocks, threads](*device_args)
+    how = plan(built(dtype.name), kernels.name, first.shape, dtype.itemsize, threads)
+    if how.state_kernel is not None:
+        parts = [numba_cuda.device_array((rows, how.pieces), dtype) for _ in range(3)]
+        how.state_kernel[how.blocks, how.threads](device_args[0], *parts)
+        device_args = [device_args[0], *parts, *device_args[1:]]
+    how.kernel[how.blocks, how.threads, 0, how.shared_bytes](*device_args)
     for host, device in copy_back:
         device.copy_to_host(host)

@@ -1,4 +1,13 @@
-"""Cross-entropy with its fused gradient as CUDA kernels (one block per row)."""
+"""Cross-entropy with its fused gradient as CUDA kernels (one block per row).
+
+The gradient may be written over the logits (``grad_out=logits``): each entry of a
+row is read only by the thread that writes its gradient (the thread whose stride
+holds the target ``t`` computes the loss from ``x_t``), so no thread writes an
+entry that another still has to read.
+
+Index targets take float16 logits as well (``_runtime.HALF_STORAGE``): each entry
+is read in the kernel's float type, and the loss and gradient stored in float16.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +43,12 @@ def build(dtype, red) -> dict:
             if smoothing != 0:
                 w = one / dtype(n)
                 for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
-                    gap += (m * half - x[i, j] * half) * w
+                    gap += (m * half - dtype(x[i, j]) * half) * w
                 gap = block_sum(gap)
-            if cuda.threadIdx.x == 0:
-                value = (one - eps) * ((m * half - x[i, t] * half) + log1p_s * half)
+            # The thread whose entries hold x_t writes the loss, reading x_t before it
+            # writes its share of the gradient (``grad`` may be ``x``: grad_out=logits).
+            if cuda.threadIdx.x == t % cuda.blockDim.x:
+                value = (one - eps) * ((m * half - dtype(x[i, t]) * half) + log1p_s * half)
                 if smoothing != 0:
                     value += eps * (gap + log1p_s * half)
                 loss[i] = value + value
@@ -46,7 +57,7 @@ def build(dtype, red) -> dict:
                 floor = eps / dtype(n) * sc
                 r = sc * softmax_scale(m, s)
                 for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
-                    g = math.exp(x[i, j] - m) * r - floor
+                    g = math.exp(dtype(x[i, j]) - m) * r - floor
                     if j == t:
                         g -= (one - eps) * sc
                     grad[i, j] = g
