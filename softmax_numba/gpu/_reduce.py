@@ -237,6 +237,18 @@ def _simulated_warp_tree(dtype, combine, width: int):
     same values in the same order as with shuffles) through shared memory, with a
     block barrier after each step.  Every thread of the block must call it."""
     size = config.CUDA_MAX_THREADS_PER_BLOCK
+
+    @cuda.jit(device=True, inline="always")
+    def first_offset():
+        """The largest power of two below the block's widest warp: the steps from 16
+        down to it fold nothing in a block of fewer than 32 threads, and each step
+        costs a block barrier of Python threads here."""
+        widest = min(WARP, cuda.blockDim.x)
+        offset = 1
+        while offset * 2 < widest:
+            offset *= 2
+        return offset if widest > 1 else 0
+
     if width == 1:
 
         @cuda.jit(device=True)
@@ -246,7 +258,7 @@ def _simulated_warp_tree(dtype, combine, width: int):
             lane = t % WARP
             sh[t] = v
             cuda.syncthreads()
-            offset = WARP // 2
+            offset = first_offset()
             while offset > 0:
                 if lane < offset and lane + offset < lanes:
                     sh[t] = combine(sh[t], sh[t + offset])
@@ -267,7 +279,7 @@ def _simulated_warp_tree(dtype, combine, width: int):
         lane = t % WARP
         sha[t], shb[t], shc[t] = a, b, c
         cuda.syncthreads()
-        offset = WARP // 2
+        offset = first_offset()
         while offset > 0:
             if lane < offset and lane + offset < lanes:
                 o = t + offset
