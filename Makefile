@@ -14,15 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Spread over the cores with pytest-xdist (tests sharing a module fixture, the compile
+# gate and the dask cluster, stay in one worker); Numba's on-disk cache is safe to
+# share between the workers.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 # The edit loop: every test but those marked `slow` (the whole quick study, the other
 # scales of the accuracy grid, the large shapes, the dask cluster sweeps, the
 # subprocess compile checks...): under two minutes with a warm Numba cache.  Every op
 # and engine is still checked; CI runs `make test`, which runs the slow ones too.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

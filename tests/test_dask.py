@@ -310,6 +310,7 @@ def client():
         yield client
 
 
+@pytest.mark.xdist_group("dask_cluster")
 def test_chunked_softmax_on_a_local_cluster(client, rng):
     x = rng.standard_normal((64, 4000)).astype(np.float32)
     dx = da.from_array(x, chunks=(16, 1000))
@@ -319,6 +320,7 @@ def test_chunked_softmax_on_a_local_cluster(client, rng):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask_cluster")
 def test_benchmark_runs_on_a_small_array(client, tmp_path):
     x = dask_bench.logits(rows=8, vocab=1000, chunk_rows=4, vocab_chunks=3)
     assert x.numblocks == (2, 3)
@@ -331,6 +333,7 @@ def test_benchmark_runs_on_a_small_array(client, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask_cluster")
 def test_sweep_on_the_cluster_writes_the_same_table(client, tmp_path):
     run_step("overflow", tmp_path / "local", quick=True, progress=False)
     run_step("overflow", tmp_path / "cluster", quick=True, progress=False, client=client)
@@ -356,6 +359,7 @@ def slow_measure(cell: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask_cluster")
 def test_sweep_survives_a_worker_killed_midway(client, tmp_path):
     import cloudpickle
 
