@@ -58,6 +58,28 @@ def normalized_axis(axis, ndim: int, func: str) -> int:
     return np.lib.array_utils.normalize_axis_index(int(axis), ndim)
 
 
+def normalized_axes(axis, ndim: int, func: str, multiple: bool) -> tuple[int, ...]:
+    """``axis`` (an int, or a tuple of ints when ``multiple``) as sorted indices in
+    ``[0, ndim)``: a ``TypeError`` for a tuple where one axis is expected or for a
+    non-integer entry, an ``AxisError`` out of range, a ``ValueError`` for a
+    repeated axis, as NumPy's reductions.  ``axis=()`` names no axis: each entry
+    is then a group of its own."""
+    if multiple and not isinstance(axis, tuple | int | np.integer):
+        raise TypeError(f"{func}(): axis must be an int, a tuple of ints or None, got {axis!r}")
+    if not isinstance(axis, tuple):
+        return (normalized_axis(axis, ndim, func),)
+    if not multiple:
+        raise TypeError(f"{func}(): axis must be an int or None, got the tuple {axis!r}")
+    if not all(isinstance(a, int | np.integer) for a in axis):
+        raise TypeError(f"{func}(): axis must be an int, a tuple of ints or None, got {axis!r}")
+    try:
+        return tuple(sorted(np.lib.array_utils.normalize_axis_tuple(axis, ndim)))
+    except ValueError as error:
+        if isinstance(error, np.exceptions.AxisError):
+            raise
+        raise ValueError(f"{func}(): axis {axis!r} repeats an axis") from None
+
+
 def is_device_array(x) -> bool:
     """Whether ``x`` lives on a GPU (checked without importing CUDA support)."""
     if not hasattr(x, "__cuda_array_interface__") and "numba.cuda" not in sys.modules:

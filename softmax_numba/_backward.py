@@ -8,10 +8,10 @@ from softmax_numba._api import is_device_array, run
 from softmax_numba._rows import rows_of
 
 
-def vjp(name, y, dy, axis, backend, out, kernel_pair):
+def vjp(name, y, dy, axis, backend, out, kernel_pair, multiple=False):
     """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
-    same shape."""
-    rows = rows_of(y, axis, name)
+    same shape (``multiple``: whether ``axis`` may be a tuple, as in the forward op)."""
+    rows = rows_of(y, axis, name, multiple=multiple)
     dy = dy if is_device_array(dy) else np.asarray(dy)
     if tuple(dy.shape) != rows.shape:
         raise ValueError(f"{name}(): dy has shape {tuple(dy.shape)}, y has shape {rows.shape}")

@@ -8,13 +8,14 @@ import numpy.typing as npt
 
 from softmax_numba import bounds, reference
 from softmax_numba._api import run
+from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import elementwise as kernels
 from softmax_numba.declaration import Entry
 
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
-    rows = rows_of(x, axis, name)
+    rows = rows_of(x, axis, name, multiple=True)
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     params = tuple(float(p) for p in params)
@@ -22,11 +23,12 @@ def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
     return rows.restore(result, out)
 
 
+@same_kind_out
 def sigmoid(
     x: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -38,8 +40,9 @@ def sigmoid(
     x : array_like
         Input (float16, bfloat16, float32, float64; integers and bools become
         float64; float16/bfloat16 are computed in float32).
-    axis : int or None, default -1
-        The axis along which ``normalize=True`` divides by the sum.
+    axis : int, tuple of int or None, default -1
+        The axis (or axes, together) along which ``normalize=True`` divides by the
+        sum.
     normalize : bool, default False
         Divide by the sum along ``axis`` (the one-vs-all route to a distribution
         over classes).  A row that sums to 0 then gives NaN.
@@ -93,12 +96,13 @@ def sigmoid(
     return _elementwise("sigmoid", x, axis, normalize, backend, out, kernels.SIGMOID)
 
 
+@same_kind_out
 def softplus(
     x: npt.ArrayLike,
     /,
     *,
     beta: float = 1.0,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -112,8 +116,9 @@ def softplus(
         float64; float16/bfloat16 are computed in float32).
     beta : float, default 1.0
         The sharpness; must be positive.
-    axis : int or None, default -1
-        The axis along which ``normalize=True`` divides by the sum.
+    axis : int, tuple of int or None, default -1
+        The axis (or axes, together) along which ``normalize=True`` divides by the
+        sum.
     normalize : bool, default False
         Divide by the sum along ``axis`` (the one-vs-all route to a distribution
         over classes).  A row that sums to 0 then gives NaN.
@@ -173,11 +178,12 @@ def softplus(
     return _elementwise("softplus", x, axis, normalize, backend, out, kernels.SOFTPLUS, beta)
 
 
+@same_kind_out
 def arctan(
     x: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -189,8 +195,9 @@ def arctan(
     x : array_like
         Input (float16, bfloat16, float32, float64; integers and bools become
         float64; float16/bfloat16 are computed in float32).
-    axis : int or None, default -1
-        The axis along which ``normalize=True`` divides by the sum.
+    axis : int, tuple of int or None, default -1
+        The axis (or axes, together) along which ``normalize=True`` divides by the
+        sum.
     normalize : bool, default False
         Divide by the sum along ``axis`` (the one-vs-all route to a distribution
         over classes).  A row that sums to 0 then gives NaN.
@@ -238,13 +245,14 @@ def arctan(
     return _elementwise("arctan", x, axis, normalize, backend, out, kernels.ARCTAN)
 
 
+@same_kind_out
 def gaussian(
     x: npt.ArrayLike,
     /,
     *,
     mu: float = 0.0,
     sigma: float = 1.0,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -260,8 +268,9 @@ def gaussian(
         The centre.
     sigma : float, default 1.0
         The width; must be positive.
-    axis : int or None, default -1
-        The axis along which ``normalize=True`` divides by the sum.
+    axis : int, tuple of int or None, default -1
+        The axis (or axes, together) along which ``normalize=True`` divides by the
+        sum.
     normalize : bool, default False
         Divide by the sum along ``axis`` (the one-vs-all route to a distribution
         over classes).  A row that sums to 0 then gives NaN.

@@ -7,6 +7,7 @@ import numpy.typing as npt
 
 from softmax_numba import bounds, reference
 from softmax_numba._api import is_device_array, run
+from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba._targets import (
     INDEX,
@@ -19,6 +20,7 @@ from softmax_numba.cpu import losses as kernels
 from softmax_numba.declaration import CORE, Entry, with_distributions, with_targets
 
 
+@same_kind_out
 def cross_entropy(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,

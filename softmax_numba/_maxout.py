@@ -7,11 +7,13 @@ import numpy.typing as npt
 
 from softmax_numba import bounds, reference
 from softmax_numba._api import run
+from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import maxout as kernels
 from softmax_numba.declaration import Entry
 
 
+@same_kind_out
 def maxout(
     x: npt.ArrayLike,
     /,

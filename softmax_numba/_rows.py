@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_numba._api import dtypes_for, is_device_array, normalized_axis, resolve_backend
+from softmax_numba._api import dtypes_for, is_device_array, normalized_axes, resolve_backend
 
 
-def rows_of(x, axis: int | None, func: str):
+def rows_of(x, axis, func: str, *, multiple: bool = False):
     """``x`` as rows along ``axis``: a :class:`HostRows`, or a ``DeviceRows`` when
-    ``x`` lives on a GPU.  ``func`` is the public function's name, for messages."""
+    ``x`` lives on a GPU.  ``func`` is the public function's name, for messages;
+    ``multiple``: whether ``axis`` may be a tuple of axes, normalized together."""
     if is_device_array(x):
         from softmax_numba.gpu._rows import DeviceRows
 
-        return DeviceRows(x, axis, func)
-    return HostRows(np.asarray(x), axis, func)
+        return DeviceRows(x, axis, func, multiple=multiple)
+    return HostRows(np.asarray(x), axis, func, multiple=multiple)
 
 
 def same_layout(a: np.ndarray, b: np.ndarray) -> bool:
@@ -37,9 +38,11 @@ class RowsBase:
     """What both paths share: the shape bookkeeping of a reduction along the axis.
 
     Attributes (set by the subclasses): ``func``, ``shape`` (the input's),
-    ``axis``, ``flattened`` (``axis=None`` on an array of more than one
-    dimension), ``count`` (the number of rows), ``n`` (their length), ``data``
-    (the ``(count, n)`` rows in ``compute_dtype``), ``result_dtype``.
+    ``axes`` (the sorted axes a row runs along, one unless a tuple was asked for),
+    ``axis`` (the one axis, ``None`` for a tuple), ``flattened`` (``axis=None`` on
+    an array of more than one dimension), ``moved_shape`` (the input's shape with
+    ``axes`` moved last), ``count`` (the number of rows), ``n`` (their length),
+    ``data`` (the ``(count, n)`` rows in ``compute_dtype``), ``result_dtype``.
     """
 
     device = False
@@ -47,6 +50,16 @@ class RowsBase:
     @property
     def size(self) -> int:
         return self.count * self.n
+
+    @property
+    def trailing(self) -> tuple[int, ...]:
+        """Where ``axes`` stand once moved last."""
+        ndim = len(self.moved_shape)
+        return tuple(range(ndim - len(self.axes), ndim))
+
+    def _set_axes(self, axes: tuple[int, ...]) -> None:
+        self.axes = axes
+        self.axis = axes[0] if len(axes) == 1 else None
 
     def engine(self, backend: str) -> str:
         """The engine for these rows (see :func:`~softmax_numba._api.resolve_backend`)."""
@@ -56,12 +69,9 @@ class RowsBase:
         """The input's shape without the axis (or with it of length 1)."""
         if self.flattened:
             return (1,) * len(self.shape) if keepdims else ()
-        shape = list(self.shape)
         if keepdims:
-            shape[self.axis] = 1
-        else:
-            del shape[self.axis]
-        return tuple(shape)
+            return tuple(1 if i in self.axes else d for i, d in enumerate(self.shape))
+        return tuple(d for i, d in enumerate(self.shape) if i not in self.axes)
 
     def host_operand(self, arr, name: str, dtype=None) -> np.ndarray:
         """``arr`` broadcast to the input's shape as C-contiguous ``(count, n)`` host
@@ -77,7 +87,7 @@ class RowsBase:
                 f"{self.func}(): {name} has shape {arr.shape}, which does not broadcast "
                 f"to the input's shape {self.shape}"
             ) from None
-        moved = arr.reshape(-1) if self.flattened else np.moveaxis(arr, self.axis, -1)
+        moved = arr.reshape(-1) if self.flattened else np.moveaxis(arr, self.axes, self.trailing)
         return np.ascontiguousarray(moved.reshape(self.count, self.n), dtype=dtype)
 
     def pooled_shape(self, length: int) -> tuple[int, ...]:
@@ -94,25 +104,30 @@ class HostRows(RowsBase):
     ----------
     x : ndarray
         The input.
-    axis : int or None
-        The axis the operation works along; ``None`` means the flattened array.
+    axis : int, tuple of int or None
+        The axis the operation works along; a tuple (with ``multiple``) treats
+        those axes as one, moved last with a single view (copied only when the
+        layout needs it); ``None`` means the flattened array.
     func : str
         The public function's name, for error messages.
+    multiple : bool
+        Whether ``axis`` may be a tuple.
     """
 
-    def __init__(self, x: np.ndarray, axis: int | None, func: str):
+    def __init__(self, x: np.ndarray, axis, func: str, *, multiple: bool = False):
         self.func = func
         self.shape = tuple(x.shape)
         self.compute_dtype, self.result_dtype = dtypes_for(x.dtype, func)
         if axis is None:
             x = x.reshape(-1)
             axis = 0
-        self.axis = normalized_axis(axis, x.ndim, func)
+        self._set_axes(normalized_axes(axis, x.ndim, func, multiple))
         self.flattened = x.shape != self.shape or len(self.shape) == 0
-        moved = np.moveaxis(x, self.axis, -1)
+        lead = x.ndim - len(self.axes)
+        moved = np.moveaxis(x, self.axes, range(lead, x.ndim))
         self.moved_shape = moved.shape
-        self.n = moved.shape[-1]
-        self.count = int(np.prod(moved.shape[:-1], dtype=np.int64))
+        self.n = int(np.prod(moved.shape[lead:], dtype=np.int64))
+        self.count = int(np.prod(moved.shape[:lead], dtype=np.int64))
         self.data = np.ascontiguousarray(
             moved.reshape(self.count, self.n), dtype=self.compute_dtype
         )
@@ -168,7 +183,7 @@ class HostRows(RowsBase):
         if out is not None:
             self.check_out(out, self.shape, self.result_dtype)
             if out.dtype == self.compute_dtype and not self.flattened:
-                view = np.moveaxis(out, self.axis, -1)
+                view = np.moveaxis(out, self.axes, self.trailing)
                 if view.flags.c_contiguous:
                     buffer = view.reshape(self.count, self.n)
                     if not any(
@@ -183,7 +198,7 @@ class HostRows(RowsBase):
         input's shape and the result dtype, written into ``out`` if given."""
         moved_shape = self.moved_shape if length is None else (*self.moved_shape[:-1], length)
         shape = self.shape if length is None else self.pooled_shape(length)
-        result = np.moveaxis(buffer.reshape(moved_shape), -1, self.axis).reshape(shape)
+        result = np.moveaxis(buffer.reshape(moved_shape), self.trailing, self.axes).reshape(shape)
         if out is None:
             return result.astype(self.result_dtype, copy=False)
         if not np.shares_memory(result, out) or not same_layout(result, out):

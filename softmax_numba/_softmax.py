@@ -16,6 +16,7 @@ from softmax_numba._api import (
     streams,
 )
 from softmax_numba._backward import vjp
+from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import softmax as kernels
 from softmax_numba.declaration import CORE, Entry, backward_of
@@ -67,7 +68,7 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
         result = np.empty_like(data)
         kernel.cpu(data, result, *((False,) if streaming else ()))
         return result.reshape(x.shape)
-    rows = rows_of(x, axis, name)
+    rows = rows_of(x, axis, name, multiple=True)
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
     result = rows.new_rows(out)
@@ -83,11 +84,12 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
     return rows.restore(result, out)
 
 
+@same_kind_out
 def softmax(
     x: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     algorithm: str = "auto",
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
@@ -100,8 +102,9 @@ def softmax(
     x : array_like
         Logits: float16, bfloat16, float32 or float64 (integers and bools are
         promoted to float64).  float16/bfloat16 are computed in float32.
-    axis : int or None, default -1
-        The axis to normalize along; ``None`` normalizes the flattened array.
+    axis : int, tuple of int or None, default -1
+        The axis to normalize along; a tuple normalizes over those axes together
+        (as scipy does); ``None`` normalizes the flattened array.
         Note that ``scipy.special.softmax`` defaults to ``axis=None``.
     algorithm : {"auto", "naive", "shifted", "division_free", "online"}
         ``"naive"``: ``exp(x_i) / sum exp(x_j)`` with no shift; it overflows on
@@ -191,11 +194,12 @@ def softmax(
     return _row_map("softmax", x, axis, where, backend, out, kernels.SOFTMAX[algorithm], split, 0)
 
 
+@same_kind_out
 def log_softmax(
     x: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -262,11 +266,12 @@ def log_softmax(
     )
 
 
+@same_kind_out
 def logsumexp(
     x: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     b: npt.ArrayLike | None = None,
     keepdims: bool = False,
     return_sign: bool = False,
@@ -278,8 +283,9 @@ def logsumexp(
     ----------
     x : array_like
         Input (dtypes as in :func:`softmax`).
-    axis : int or None, default -1
-        Axis to reduce; ``None`` reduces all.  scipy's default is ``None``.
+    axis : int, tuple of int or None, default -1
+        Axis to reduce (a tuple: those axes together); ``None`` reduces all.
+        scipy's default is ``None``.
     b : array_like, optional
         Weights, possibly negative, broadcast against ``x``.
     keepdims : bool
@@ -341,7 +347,7 @@ def logsumexp(
             return result.reshape(x.shape[:-1])[()]
     if b is not None and not is_device_array(x):
         x, b = _broadcast_with_weights(np.asarray(x), b)
-    rows = rows_of(x, axis, "logsumexp")
+    rows = rows_of(x, axis, "logsumexp", multiple=True)
     engine = rows.engine(backend)
     result = rows.new_reduced(keepdims=keepdims)
     sign = None
@@ -364,12 +370,13 @@ def logsumexp(
     return lse, rows.restore_reduced(sign, keepdims=keepdims)
 
 
+@same_kind_out
 def softmax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -423,15 +430,17 @@ def softmax_backward(
         backend,
         out,
         kernels.SOFTMAX_BACKWARD,
+        multiple=True,
     )
 
 
+@same_kind_out
 def log_softmax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
     *,
-    axis: int | None = -1,
+    axis: int | tuple[int, ...] | None = -1,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -484,6 +493,7 @@ def log_softmax_backward(
         backend,
         out,
         kernels.LOG_SOFTMAX_BACKWARD,
+        multiple=True,
     )
 
 

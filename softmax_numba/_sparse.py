@@ -8,6 +8,7 @@ import numpy.typing as npt
 from softmax_numba import bounds, reference
 from softmax_numba._api import check_choice, run
 from softmax_numba._backward import vjp
+from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import sparse as kernels
 from softmax_numba.declaration import Entry, backward_of
@@ -15,6 +16,7 @@ from softmax_numba.declaration import Entry, backward_of
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
 
 
+@same_kind_out
 def sparsemax(
     x: npt.ArrayLike,
     /,
@@ -101,6 +103,7 @@ def sparsemax(
     return p, (sizes if not rows.flattened else sizes.reshape(()))
 
 
+@same_kind_out
 def entmax15(
     x: npt.ArrayLike,
     /,
@@ -171,6 +174,7 @@ def entmax15(
     return rows.restore(result, out)
 
 
+@same_kind_out
 def entmax_bisect(
     x: npt.ArrayLike,
     /,
@@ -251,6 +255,7 @@ def entmax_bisect(
     return rows.restore(result, out)
 
 
+@same_kind_out
 def sparsemax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
@@ -315,6 +320,7 @@ def sparsemax_backward(
     )
 
 
+@same_kind_out
 def entmax15_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,

@@ -438,3 +438,16 @@ def test_float16_device_arrays_elsewhere_are_refused():
     q = np.full((2, 4), 0.25, np.float32)
     with pytest.raises(TypeError, match="float16 only for"):
         sn.cross_entropy(x, q, reduction="none")
+
+
+def test_device_arrays_take_a_tuple_of_their_last_axes(rng):
+    x = rng.standard_normal((3, 4, 5))
+    d_x = cuda.to_device(x)
+    for f in (sn.softmax, sn.log_softmax, sn.logsumexp):
+        got = f(d_x, axis=(1, 2))
+        assert is_device_array(got)
+        np.testing.assert_allclose(got.copy_to_host(), f(x, axis=(1, 2)), rtol=1e-13)
+    lse = sn.logsumexp(d_x, axis=(-1, -2), keepdims=True)
+    assert lse.shape == (3, 1, 1)
+    with pytest.raises(ValueError, match="last axis"):
+        sn.softmax(d_x, axis=(0, 2))

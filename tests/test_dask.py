@@ -282,6 +282,13 @@ BAD_CALLS = {
 }
 
 
+def test_a_tuple_of_axes_is_not_implemented_yet():
+    x = da.ones((2, 3, 4), chunks=2)
+    for f in (sd.softmax, sd.log_softmax, sd.logsumexp):
+        with pytest.raises(NotImplementedError, match="tuple of axes"):
+            f(x, axis=(1, 2))
+
+
 @pytest.mark.parametrize("case", BAD_CALLS)
 def test_bad_arguments_are_refused_as_in_memory(case):
     """The Dask functions share the in-memory checks: the same error, same message."""

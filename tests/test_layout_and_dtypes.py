@@ -96,7 +96,11 @@ def test_axis_none_normalizes_the_flattened_array(rng):
 
 def test_non_integer_axis_is_a_type_error():
     with pytest.raises(TypeError, match="axis"):
-        sn.softmax(np.ones(3), axis=(0,))
+        sn.softmax(np.ones(3), axis=0.0)
+    with pytest.raises(TypeError, match="axis"):
+        sn.softmax(np.ones(3), axis=[0])
+    with pytest.raises(TypeError, match="axis"):
+        sn.logsumexp(np.ones(3), axis=(0.0,))
 
 
 # ----------------------------------------------------------------------------- dtypes

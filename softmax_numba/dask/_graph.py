@@ -11,7 +11,7 @@ import functools
 import dask.array as da
 import numpy as np
 
-from softmax_numba._api import check_choice, dtypes_for, normalized_axis
+from softmax_numba._api import check_choice, dtypes_for, normalized_axes
 from softmax_numba.cpu import states as kernels
 
 BACKENDS = ("auto", "cpu", "parallel")
@@ -30,10 +30,11 @@ def engine_of(backend: str) -> str:
     return "cpu" if backend == "auto" else backend
 
 
-def prepare(x, axis, func: str):
+def prepare(x, axis, func: str, multiple: bool = False):
     """``(x as a Dask array, normalized axis, compute dtype, result dtype)``, with the
     in-memory functions' checks (:func:`softmax_numba._api.dtypes_for`,
-    :func:`softmax_numba._api.normalized_axis`)."""
+    :func:`softmax_numba._api.normalized_axes`; ``multiple``: whether the in-memory
+    function takes a tuple of axes, which the Dask one does not yet)."""
     x = x if isinstance(x, da.Array) else da.asarray(x)
     compute, result = dtypes_for(np.dtype(x.dtype), func)
     if axis is None:
@@ -43,7 +44,12 @@ def prepare(x, axis, func: str):
                 "pass the axis to work along"
             )
         return x.reshape(1) if x.ndim == 0 else x, 0, compute, result
-    return x, normalized_axis(axis, x.ndim, func), compute, result
+    axes = normalized_axes(axis, x.ndim, func, multiple)
+    if len(axes) != 1:
+        raise NotImplementedError(
+            f"{func}(): a tuple of axes on a Dask array is not supported; pass one axis"
+        )
+    return x, axes[0], compute, result
 
 
 def indices(ndim: int, axis: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -144,7 +144,7 @@ def softmax(
     array([[0.0320586 , 0.08714432, 0.23688282, 0.64391426]])
     """
     shape = getattr(x, "shape", np.shape(x))
-    x, axis, compute, result = prepare(x, axis, "softmax")
+    x, axis, compute, result = prepare(x, axis, "softmax", multiple=True)
     engine = engine_of(backend)
     x, mask = masked(x, where, compute)
     state = states(x, axis, compute, engine)
@@ -205,7 +205,7 @@ def log_softmax(
     array([[-3.4401897, -2.4401897, -1.4401897, -0.4401897]])
     """
     shape = getattr(x, "shape", np.shape(x))
-    x, axis, compute, result = prepare(x, axis, "log_softmax")
+    x, axis, compute, result = prepare(x, axis, "log_softmax", multiple=True)
     engine = engine_of(backend)
     x, mask = masked(x, where, compute)
     state = states(x, axis, compute, engine)
@@ -298,7 +298,7 @@ def logsumexp(
             "compute them with softmax_numba.logsumexp on each row block"
         )
     ndim = np.ndim(x)
-    x, axis, compute, result = prepare(x, axis, "logsumexp")
+    x, axis, compute, result = prepare(x, axis, "logsumexp", multiple=True)
     state = states(x.astype(compute), axis, compute, engine_of(backend))
     lse = _logsumexp(state, axis, keepdims, result)
     return lse.reshape(()) if ndim == 0 else lse

@@ -1,7 +1,7 @@
 """A GPU array seen as rows: the device path of ``softmax_numba._rows.rows_of``.
 
-Rows are a view of the device array, so the axis must be the last one of a
-C-contiguous array (moving an axis would need a copy on the device); the result
+Rows are a view of the device array, so the axis (or the tuple of axes) must be
+the last of a C-contiguous array (moving an axis would need a copy on the device); the result
 stays on the device, in the input's dtype (float32 or float64; float16 for
 :data:`HALF_FUNCTIONS`, computed in float32).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from softmax_numba._api import normalized_axes
 from softmax_numba._rows import RowsBase
 from softmax_numba.gpu import _runtime, buffers
 
@@ -34,7 +35,7 @@ class DeviceRows(RowsBase):
 
     device = True
 
-    def __init__(self, x, axis: int | None, func: str):
+    def __init__(self, x, axis, func: str, *, multiple: bool = False):
         x = _runtime.as_device(x)
         dtype = np.dtype(x.dtype)
         half = dtype == np.float16 and func in HALF_FUNCTIONS
@@ -46,21 +47,23 @@ class DeviceRows(RowsBase):
         self.func = func
         self.shape = tuple(x.shape)
         ndim = len(self.shape)
-        last = axis is None or (
-            isinstance(axis, int | np.integer) and ndim and int(axis) in (-1, ndim - 1)
-        )
-        if not last or not x.is_c_contiguous():
+        axes = tuple(range(ndim)) if axis is None else normalized_axes(axis, ndim, func, multiple)
+        lead = ndim - len(axes)
+        if axes != tuple(range(lead, ndim)) or not x.is_c_contiguous():
             raise ValueError(
-                f"{func}(): a GPU array is processed along the last axis of a "
-                "C-contiguous array only; move the axis on the device first"
+                f"{func}(): a GPU array is processed along the last axis (or a tuple of "
+                "the last axes) of a C-contiguous array only; move the axes on the device first"
             )
         # float16 is stored as it is and computed in float32 inside the kernels.
         self.result_dtype = dtype
         self.compute_dtype = np.dtype(np.float32) if half else dtype
-        self.axis, self.flattened = max(ndim - 1, 0), axis is None and ndim != 1
-        self.n = int(np.prod(self.shape, dtype=np.int64)) if axis is None else self.shape[-1]
-        self.count = int(np.prod(self.shape, dtype=np.int64)) // max(self.n, 1)
-        self.moved_shape = (self.count, self.n) if axis is None else self.shape
+        self.flattened = axis is None and ndim != 1
+        self.moved_shape = self.shape
+        self._set_axes(axes if not self.flattened else (0,))
+        self.n = int(np.prod(self.shape[lead:], dtype=np.int64))
+        self.count = int(np.prod(self.shape[:lead], dtype=np.int64))
+        if self.flattened:
+            self.moved_shape = (self.count * self.n,)
         self.data = x.reshape(self.count, self.n)
 
     # ------------------------------------------------------------------ operands

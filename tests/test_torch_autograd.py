@@ -1,0 +1,115 @@
+"""``softmax_numba.torch``: autograd functions whose gradients pass
+``torch.autograd.gradcheck`` in float64 and whose values are the plain API's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmax_numba as sn
+
+torch = pytest.importorskip("torch", reason="torch is not installed (the [torch] extra)")
+snt = pytest.importorskip("softmax_numba.torch")
+F = torch.nn.functional
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]  # fmt: skip
+
+#: name -> (ours, the plain API on a detached tensor); the sparse maps get spread-out
+#: logits so that their supports have several entries and no ties.
+ROW_MAPS = {
+    "softmax": (lambda x: snt.softmax(x, dim=0), lambda x: sn.softmax(x, axis=0)),
+    "log_softmax": (lambda x: snt.log_softmax(x), lambda x: sn.log_softmax(x)),
+    "sparsemax": (lambda x: snt.sparsemax(x), lambda x: sn.sparsemax(x)),
+    "entmax15": (lambda x: snt.entmax15(x, dim=0), lambda x: sn.entmax15(x, axis=0)),
+    "entmax_bisect": (
+        lambda x: snt.entmax_bisect(x, alpha=1.7, n_iter=80),
+        lambda x: sn.entmax_bisect(x, alpha=1.7, n_iter=80),
+    ),
+    "logsumexp": (lambda x: snt.logsumexp(x, 1), lambda x: sn.logsumexp(x, axis=1)),
+    "logsumexp[tuple, keepdim]": (
+        lambda x: snt.logsumexp(x, (0, 1), keepdim=True),
+        lambda x: sn.logsumexp(x, axis=(0, 1), keepdims=True),
+    ),
+}
+
+
+def _logits(shape, device, scale=3.0):
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(shape, dtype=torch.float64, generator=generator) * scale
+    return x.to(device).requires_grad_()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ROW_MAPS)
+def test_row_maps_pass_gradcheck_and_equal_the_plain_api(name, device):
+    ours, plain = ROW_MAPS[name]
+    x = _logits((5, 7), device)
+    assert torch.autograd.gradcheck(ours, (x,), eps=1e-6, atol=1e-6)
+    got = ours(x)
+    assert got.requires_grad and got.device == x.device
+    torch.testing.assert_close(got.detach(), plain(x.detach()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_passes_gradcheck_and_equals_torch(reduction, label_smoothing, device):
+    x = _logits((2, 5, 3), device)  # classes along dim 1, as torch has them
+    target = torch.tensor([[0, 4, -100], [2, 2, 1]], device=device)
+    options = {"reduction": reduction, "label_smoothing": label_smoothing}
+    assert torch.autograd.gradcheck(lambda x: snt.cross_entropy(x, target, **options), (x,))
+    torch.testing.assert_close(
+        snt.cross_entropy(x, target, **options), F.cross_entropy(x, target, **options)
+    )
+
+
+def test_cross_entropy_with_probability_targets_and_a_1d_input():
+    x = _logits((4, 6), "cpu")
+    q = torch.softmax(torch.randn(4, 6, dtype=torch.float64), -1)
+    assert torch.autograd.gradcheck(lambda x: snt.cross_entropy(x, q), (x,))
+    torch.testing.assert_close(snt.cross_entropy(x, q), F.cross_entropy(x, q))
+    v = _logits((6,), "cpu")
+    torch.testing.assert_close(
+        snt.cross_entropy(v, torch.tensor(3)), F.cross_entropy(v, torch.tensor(3))
+    )
+
+
+def test_gradients_match_torch_in_float32():
+    x = _logits((8, 33), "cpu").detach().float().requires_grad_()
+    w = torch.randn(8, 33)
+    for ours, theirs in [(snt.softmax, torch.softmax), (snt.log_softmax, torch.log_softmax)]:
+        (g_ours,) = torch.autograd.grad((ours(x, -1) * w).sum(), x)
+        (g_theirs,) = torch.autograd.grad((theirs(x, -1) * w).sum(), x)
+        torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_contiguous_upstream_gradient():
+    x = _logits((4, 6), "cpu")
+    y = snt.softmax(x)
+    dy = torch.randn(6, 4, dtype=torch.float64).t()  # a transposed view
+    (got,) = torch.autograd.grad(y, x, dy)
+    (want,) = torch.autograd.grad(torch.softmax(x, -1), x, dy)
+    torch.testing.assert_close(got, want)
+
+
+def test_double_backward_is_refused_not_wrong():
+    x = _logits((3, 4), "cpu")
+    (g,) = torch.autograd.grad(snt.softmax(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
+
+
+def test_the_backward_pass_runs_our_kernel(monkeypatch):
+    calls = []
+    real = sn.softmax_backward
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sn, "softmax_backward", spy)
+    x = _logits((3, 4), "cpu")
+    snt.softmax(x).sum().backward()
+    assert calls == [torch.Size([3, 4])]
+    np.testing.assert_allclose(x.grad.numpy(), 0.0, atol=1e-15)
