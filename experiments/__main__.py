@@ -6,6 +6,8 @@
     python -m experiments bench-summary [--out DIR]     GB/s table from make bench's JSON
     python -m experiments roofline [--quick] [--out DIR] our GB/s against a parallel copy and
                                                         the peers, interleaved in one run
+    python -m experiments torch-autograd [--quick]      forward + backward through
+                                                        softmax_numba.torch against torch
 
 Every step measures every cell of its grid, here and now: the tables already in
 DIR (such as the committed results/) are not reused, and each is replaced only
@@ -256,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=("study", *STEPS, "plots", "bench-summary", "roofline"))
+    parser.add_argument(
+        "command", choices=("study", *STEPS, "plots", "bench-summary", "roofline", "torch-autograd")
+    )
     parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
     parser.add_argument(
         "--out",
@@ -300,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "roofline":
         table = roofline.run(out, args.quick, progress=not args.no_progress)
         _log(f"roofline: {len(table.read())} rows in {table.path}")
+        return 0
+    if args.command == "torch-autograd":
+        from experiments.measure import torch_autograd
+
+        table = torch_autograd.run(out, args.quick, progress=not args.no_progress)
+        _log(f"torch-autograd: {len(table.read())} rows in {table.path}")
         return 0
     if args.command != "plots":
         bhh.load_logits(args.bhh_data)  # a missing data set is an error before anything runs

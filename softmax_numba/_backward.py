@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_numba._api import is_device_array, run
+from softmax_numba._api import is_device_array, run, small_rows
 from softmax_numba._rows import rows_of
 
 
 def vjp(name, y, dy, axis, backend, out, kernel_pair, multiple=False):
     """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
     same shape (``multiple``: whether ``axis`` may be a tuple, as in the forward op)."""
+    if out is None and (data := small_rows(y, axis, backend)) is not None:
+        if type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype:
+            if dy.flags.c_contiguous:  # the rows of both, as they are: no copies
+                result = np.empty_like(data)
+                kernel_pair.cpu(data, dy.reshape(data.shape), result)
+                return result.reshape(y.shape)
     rows = rows_of(y, axis, name, multiple=multiple)
     dy = dy if is_device_array(dy) else np.asarray(dy)
     if tuple(dy.shape) != rows.shape:

@@ -123,7 +123,7 @@ def _torch_out(result, like):
     if hasattr(result, "__cuda_array_interface__"):
         return torch.as_tensor(result, device=like.device)
     array = np.asarray(result)
-    if array.dtype.name == "bfloat16":
+    if array.dtype.kind == "V" and array.dtype.name == "bfloat16":  # .name is slow
         tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     else:
         tensor = torch.from_numpy(array)

@@ -113,3 +113,16 @@ def test_the_backward_pass_runs_our_kernel(monkeypatch):
     snt.softmax(x).sum().backward()
     assert calls == [torch.Size([3, 4])]
     np.testing.assert_allclose(x.grad.numpy(), 0.0, atol=1e-15)
+
+
+def test_the_forward_backward_benchmark_runs_end_to_end(tmp_path):
+    from experiments.measure import torch_autograd
+
+    table = torch_autograd.run(tmp_path, quick=True, progress=False).read()
+    assert set(table.op) == set(torch_autograd.TRAFFIC)
+    ours = table[table.engine == "ours"]
+    assert (ours.gbps > 0).all() and (ours.ours_speedup == 1).all()
+    assert set(table[table.op == "softmax"].engine) == {"ours", "torch"}
+    report = (tmp_path / "TORCH.md").read_text()
+    assert "| softmax | 64x1000 |" in report
+    assert (tmp_path / "torch_autograd.meta.json").exists()
