@@ -6,6 +6,7 @@ Every function works along ``axis=-1`` by default, takes ``backend=`` (``"auto"`
 """
 
 from softmax_numba._elementwise import arctan, gaussian, sigmoid, softplus
+from softmax_numba._linear import linear_cross_entropy
 from softmax_numba._losses import cross_entropy
 from softmax_numba._maxout import maxout
 from softmax_numba._softmax import (
@@ -32,6 +33,7 @@ __all__ = [
     "entmax15_backward",
     "entmax_bisect",
     "gaussian",
+    "linear_cross_entropy",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",

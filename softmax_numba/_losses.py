@@ -7,11 +7,13 @@ import numpy.typing as npt
 
 from softmax_numba import bounds, reference
 from softmax_numba._api import is_device_array, run
+from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba._targets import (
     INDEX,
     check_class_indices,
+    check_extra_loss_options,
     check_loss_options,
     check_target_shape,
     target_kind,
@@ -33,7 +35,12 @@ def cross_entropy(
     return_grad: bool = False,
     backend: str = "auto",
     grad_out: np.ndarray | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    class_weights: npt.ArrayLike | None = None,
+    return_lse: bool = False,
+    return_entropy: bool = False,
+) -> np.ndarray | tuple[np.ndarray, ...]:
     r"""Cross-entropy of softmax, :math:`\ell = -\sum_j q_j \log\operatorname{softmax}(x)_j`,
     fused with its gradient.
 
@@ -67,6 +74,23 @@ def cross_entropy(
         of a new array).  It may be ``logits`` itself, when the step needs the logits
         no more: each row is read before its gradient is written over it, so the
         results are those of a separate buffer, and the memory of one is saved.
+    z_loss : float >= 0
+        Adds ``z_loss * lse**2`` per row (the z-loss of PaLM [3]_; Liger-Kernel's
+        ``lse_square_scale``); ``"mean"`` divides it by the number of rows that count.
+    softcap : float > 0, optional
+        Replaces each logit by ``softcap * tanh(x / softcap)`` first (Gemma 2 [4]_);
+        the gradient carries the cap's slope.
+    class_weights : array_like, shape (C,), optional
+        Non-negative weights of the classes, PyTorch's ``weight=``: a row's loss is
+        scaled by its target's weight, the smoothing term by each class's, and
+        ``"mean"`` divides by ``sum_i w_{t_i}`` over the rows that count.
+    return_lse, return_entropy : bool
+        Also return each row's log-sum-exp and the entropy of its softmax (after
+        the cap), shaped as ``logits`` without ``axis``.
+
+    The five options above take class-index targets on the CPU engines
+    (``"numpy"`` runs the oracle); they run the chunked sweep of
+    :func:`linear_cross_entropy` over the logits in memory.
 
     Returns
     -------
@@ -75,6 +99,8 @@ def cross_entropy(
     grad : ndarray
         Only with ``return_grad``: the gradient, shaped as ``logits`` (``grad_out``
         when given).
+    lse, entropy : ndarray
+        Only when asked, in this order.
 
     Raises
     ------
@@ -116,6 +142,10 @@ def cross_entropy(
        log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
     .. [2] C. Szegedy, V. Vanhoucke, S. Ioffe, J. Shlens and Z. Wojna, "Rethinking
        the Inception architecture for computer vision", CVPR 2016.
+    .. [3] A. Chowdhery et al., "PaLM: Scaling language modeling with pathways",
+       JMLR 24(240), 2023 (the z-loss, section 5).
+    .. [4] Gemma Team, "Gemma 2: Improving open language models at a practical
+       size", arXiv:2408.00118, 2024 (logit soft-capping).
 
     Examples
     --------
@@ -140,6 +170,22 @@ def cross_entropy(
     engine = rows.engine(backend)
     kind = target_kind(target.dtype, ignore_index)
     check_target_shape(kind, target.shape, rows.shape, rows.moved_shape[:-1], rows.axis)
+    extras = bool(z_loss) or softcap is not None or class_weights is not None
+    if extras or return_lse or return_entropy:
+        if kind != INDEX or engine == "cuda":
+            raise NotImplementedError(
+                "cross_entropy(): z_loss, softcap, class_weights, return_lse and "
+                "return_entropy take class-index targets on the CPU engines"
+            )
+        labels = target.reshape(rows.count).astype(np.int64)
+        check_class_indices(labels, rows.n, ignore_index)
+        weights = check_extra_loss_options(
+            z_loss, softcap, class_weights, rows.n, rows.compute_dtype, "cross_entropy"
+        )
+        options = LossOptions(reduction, label_smoothing, ignore_index, z_loss, softcap, weights)
+        return _with_options(
+            rows, labels, engine, options, return_grad, grad_out, return_lse, return_entropy
+        )
     if kind == INDEX:
         labels = target.reshape(rows.count).astype(np.int64)
         count = int(np.count_nonzero(check_class_indices(labels, rows.n, ignore_index)))
@@ -195,6 +241,62 @@ def cross_entropy(
     if not return_grad:
         return loss
     return loss, rows.restore(grad, grad_out)
+
+
+def _with_options(rows, labels, engine, options, return_grad, grad_out, want_lse, want_entropy):
+    """:func:`cross_entropy` with the Liger-Kernel options: the chunked sweep
+    (:mod:`softmax_numba._chunked`) with the whole row as one chunk, on the gradient's
+    buffer (or on blocks of copied rows when a cap must not touch the input)."""
+    if engine == "numpy":
+        loss, grad, lse, entropy = reference.cross_entropy_options(
+            rows.data, labels, **_option_arguments(options)
+        )
+        state = None
+    else:
+        state = ChunkedRows(labels, rows.n, options, rows.compute_dtype, engine, want_entropy)
+        everything = slice(None)
+        if return_grad:
+            grad = rows.new_rows(grad_out)
+            if not np.shares_memory(grad, rows.data):
+                np.copyto(grad, rows.data)
+            state.fold(grad, everything, 0)
+            state.gradient_into(grad, everything, 0, state.gradient_coefficients(everything), grad)
+        elif options.softcap is None and rows.data.flags.writeable:
+            state.fold(rows.data, everything, 0)  # read only: no cap to write
+        else:
+            block, _ = plan(rows.count, rows.n, rows.compute_dtype.itemsize, rows.n)
+            buffer = np.empty((block, rows.n), rows.compute_dtype)
+            for start in range(0, rows.count, block):
+                part = slice(start, min(rows.count, start + block))
+                z = buffer[: part.stop - start]
+                np.copyto(z, rows.data[part])
+                state.fold(z, part, 0)
+        loss = state.reduced(*state.losses())
+        lse = state.lse()
+        entropy = state.entropy() if want_entropy else None
+    if options.reduction == "none":
+        loss = rows.restore_reduced(loss)
+    else:
+        loss = np.asarray(loss, dtype=rows.result_dtype)
+    results = [loss]
+    if return_grad:
+        results.append(rows.restore(grad, grad_out))
+    if want_lse:
+        results.append(rows.restore_reduced(np.asarray(lse, rows.compute_dtype)))
+    if want_entropy:
+        results.append(rows.restore_reduced(np.asarray(entropy, rows.compute_dtype)))
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _option_arguments(options: LossOptions) -> dict:
+    return {
+        "reduction": options.reduction,
+        "label_smoothing": options.label_smoothing,
+        "ignore_index": options.ignore_index,
+        "z_loss": options.z_loss,
+        "softcap": options.softcap,
+        "class_weights": options.class_weights,
+    }
 
 
 # --------------------------------------------------------------------------- declarations

@@ -60,15 +60,40 @@ def counted(labels: np.ndarray, ignore_index) -> np.ndarray:
     return labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
 
 
-def check_class_indices(labels: np.ndarray, n_classes: int, ignore_index) -> np.ndarray:
+def check_class_indices(
+    labels: np.ndarray, n_classes: int, ignore_index, func: str = "cross_entropy"
+) -> np.ndarray:
     """The mask of the counted rows (:func:`counted`), after checking that each of
     their class indices lies in ``[0, n_classes)``."""
     valid = counted(labels, ignore_index)
     bad = valid & ((labels < 0) | (labels >= n_classes))
     if bad.any():
         raise ValueError(
-            f"cross_entropy(): class index {labels[bad].flat[0]} is out of range for "
+            f"{func}(): class index {labels[bad].flat[0]} is out of range for "
             f"{n_classes} classes (valid: 0..{n_classes - 1}"
             + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")")
         )
     return valid
+
+
+def check_extra_loss_options(z_loss, softcap, class_weights, n_classes: int, dtype, func: str):
+    """The Liger-Kernel options: ``z_loss >= 0`` (finite), ``softcap`` ``None`` or
+    ``> 0`` (finite), ``class_weights`` ``None`` or ``n_classes`` finite weights
+    ``>= 0``; returns the weights in ``dtype`` (``None`` stays ``None``)."""
+    if not (np.isfinite(z_loss) and z_loss >= 0):
+        raise ValueError(f"{func}(): z_loss must be a finite number >= 0, got {z_loss}")
+    if softcap is not None and not (np.isfinite(softcap) and softcap > 0):
+        raise ValueError(f"{func}(): softcap must be None or a finite number > 0, got {softcap}")
+    if class_weights is None:
+        return None
+    weights = np.asarray(class_weights)
+    if weights.shape != (n_classes,):
+        raise ValueError(
+            f"{func}(): class_weights must have shape ({n_classes},) (one per class), "
+            f"got {weights.shape}"
+        )
+    if not np.issubdtype(weights.dtype, np.number) or not np.all(np.isfinite(weights)):
+        raise ValueError(f"{func}(): class_weights must be finite numbers")
+    if np.any(weights < 0):
+        raise ValueError(f"{func}(): class_weights must be >= 0")
+    return np.ascontiguousarray(weights, dtype=dtype)

@@ -84,6 +84,17 @@ CUDA_SPLIT_MIN_LENGTH: int = 16384
 #: of ``CUDA_THREADS_PER_BLOCK`` threads each holds.
 CUDA_RESIDENT_BLOCKS: int | None = None
 
+#: Per call.  The bytes of logits that :func:`softmax_numba.linear_cross_entropy`
+#: (and :func:`softmax_numba.cross_entropy` with its Liger options) holds at once: one
+#: block of rows times one chunk of the vocabulary.  The gradient's matrix products
+#: need a second buffer of at most this size.
+CHUNKED_LOSS_BYTES: int = 128 << 20
+
+#: Per call.  The fewest rows in a block of ``linear_cross_entropy`` for which the
+#: whole vocabulary is kept as one chunk (then the logits are computed once; with
+#: several chunks they are computed again for the gradient, 4 matrix products for 3).
+CHUNKED_LOSS_MIN_ROWS: int = 64
+
 #: Compile time (CUDA, on the first launch in a process).  The largest block the
 #: shared-memory reductions are sized for; ``CUDA_THREADS_PER_BLOCK`` may not exceed it.
 CUDA_MAX_THREADS_PER_BLOCK: int = 1024

@@ -169,6 +169,60 @@ def cross_entropy(
     return loss
 
 
+def cross_entropy_options(
+    logits,
+    target,
+    reduction="mean",
+    label_smoothing=0.0,
+    ignore_index=None,
+    z_loss=0.0,
+    softcap=None,
+    class_weights=None,
+):
+    """Cross-entropy with the Liger-Kernel options, written out: ``(loss, grad, lse,
+    entropy)`` for logits ``(rows, V)`` and class indices ``(rows,)``, in the logits'
+    dtype (pass float64 or longdouble).
+
+    ``y = softcap tanh(z / softcap)``; per row ``q_j = (1 - eps) w_t [j = t] + (eps / V)
+    w_j``, ``loss = -sum_j q_j log softmax(y)_j + z_loss lse(y)^2``; ``"mean"`` divides
+    the first term by ``sum_i w_{t_i}`` and the second by the number of rows, over the
+    rows whose target is not ``ignore_index``.  ``grad`` is ``d loss / d z``.
+    """
+    z = np.asarray(logits)
+    dtype, (rows, n) = z.dtype, z.shape
+    labels = np.asarray(target)
+    valid = np.ones(rows, bool) if ignore_index is None else labels != ignore_index
+    w = np.ones(n, dtype) if class_weights is None else np.asarray(class_weights, dtype)
+    y = z if softcap is None else softcap * np.tanh(z / softcap)
+    m, s = state(y)
+    lse = (m + np.log1p(s))[:, 0]
+    # -log p_j as (m - y_j) + log1p(s), a sum of two terms >= 0 (never y_j - lse).
+    logp = -((m - y) + np.log1p(s))
+    p = np.exp(y - m) / (1 + s)
+    eps = dtype.type(label_smoothing)
+    safe = np.where(valid, labels, 0)
+    q = (eps / n) * np.broadcast_to(w, (rows, n)).copy()
+    q[np.arange(rows), safe] += (1 - eps) * w[safe]
+    q[~valid] = 0
+    with _quiet():
+        ce = -np.sum(np.where(q == 0, 0, q * logp), axis=-1)
+    zl = np.where(valid, z_loss * lse * lse, 0)
+    entropy = -np.sum(np.where(p > 0, p * logp, 0), axis=-1)
+    grad_ce = np.sum(q, axis=-1, keepdims=True) * p - q
+    grad_z = np.where(valid, 2 * z_loss * lse, 0)[:, None] * p
+    if reduction == "mean":
+        count, total = np.count_nonzero(valid), np.sum(w[safe][valid])
+        with _quiet():
+            loss = np.sum(ce) / total + np.sum(zl) / count
+        grad = grad_ce / total + grad_z / count if count and total else np.zeros_like(p)
+    else:
+        loss = np.sum(ce + zl) if reduction == "sum" else ce + zl
+        grad = grad_ce + grad_z
+    if softcap is not None:
+        grad = grad * (1 - (y / softcap) ** 2)
+    return np.asarray(loss, dtype), grad.astype(dtype), lse, entropy
+
+
 def _normalized(y, axis, normalize, rescaled=None, limit=0.5, total_scale=1):
     """``y / sum(y)`` along ``axis`` (if ``normalize``).  A sum that overflowed is
     taken again over ``y / n`` (softplus near the largest float).  A row with

@@ -18,6 +18,7 @@ from softmax_numba.declaration import KINDS, STUDY_TAGS, Entry
 
 __all__ = [
     "BACKENDS",
+    "COMPOSITES",
     "DECLARING_MODULES",
     "ENTRIES",
     "KINDS",
@@ -40,6 +41,12 @@ DECLARING_MODULES = (
     "softmax_numba._sparse",
     "softmax_numba._maxout",
 )
+
+#: Public functions that compose a registered op with something else and so have no
+#: entry of their own: their inputs are not one logits array.
+#: ``linear_cross_entropy`` is ``cross_entropy`` of ``h @ W.T + bias``, tested against
+#: that materialized form (``tests/test_linear_cross_entropy.py``).
+COMPOSITES = ("linear_cross_entropy",)
 
 
 def _collect() -> tuple[Entry, ...]:

@@ -105,7 +105,10 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
 #: The parameter names that mark a kernel's outputs: a kernel declares which of its
 #: arguments it writes by naming them so (the CUDA launcher copies those back to
 #: host arrays).
-OUTPUT_PARAMETERS = frozenset({"out", "sign", "dx", "loss", "grad", "support", "m_out", "s_out"})
+OUTPUT_PARAMETERS = frozenset(
+    {"out", "sign", "dx", "loss", "grad", "support", "m_out", "s_out"}
+    | {"gap_out", "entropy_out", "picked_out"}
+)
 
 
 class Engines(NamedTuple):

@@ -1,0 +1,188 @@
+r"""Cross-entropy over chunks of the classes: each chunk's state merged into the
+running one, then the gradient of each chunk from the merged state (Numba CPU).
+
+A row of logits ``z`` (a vocabulary of ``V`` classes) arrives a chunk at a time,
+possibly computed on the fly (``h @ W_c.T``, :func:`softmax_numba.linear_cross_entropy`),
+and never whole.  Each row keeps, over the chunks seen so far, with ``m`` their max:
+
+- ``(m, s)``, ``s = sum_{j != k} exp(z_j - m)``, merged exactly
+  (:mod:`softmax_numba.state_algebra`);
+- ``gap = sum_j w_j (m - z_j)``, the weighted gaps that label smoothing needs: when
+  the max rises by ``delta``, ``gap += delta * sum_j w_j`` (terms ``>= 0``, so no
+  cancellation, whatever the offset of ``z``);
+- ``ent = sum_j exp(z_j - m) (m - z_j)``, for the entropy ``log1p(s) + ent / (1 + s)``:
+  when the max rises from ``m_1`` to ``m``, ``ent = exp(m_1 - m) (ent + (m - m_1)(1 +
+  s))``, again a sum of non-negative terms;
+- ``picked = z_t``, the target's logit, from the chunk that holds it.
+
+Soft-capping (Gemma 2; Liger-Kernel) replaces each logit by ``c tanh(z / c)`` in
+place before anything else reads it; the gradient carries its derivative ``1 -
+(z_capped / c)^2``.  Kernels take 2-D C-contiguous ``(rows, chunk)`` arrays and
+compute in their dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import prange
+
+from softmax_numba.cpu._compile import engines, in_dtype_of, jit
+from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
+from softmax_numba.cpu.softmax import merge_state, online_state, softmax_scale
+
+
+@jit
+def capped_into(zi, cap):
+    """``z_j = cap tanh(z_j / cap)`` in place (``cap > 0``)."""
+    for j in range(zi.size):
+        zi[j] = cap * math.tanh(zi[j] / cap)
+
+
+@jit
+def weighted_gap(zi, m, weights):
+    """``sum_j w_j (m - z_j)`` for ``m = max(z)`` (``w = 1`` when ``weights`` is empty):
+    every term ``>= 0``."""
+    total = in_dtype_of(zi, 0.0)
+    if weights.size == 0:
+        for j in range(zi.size):
+            total += m - zi[j]
+    else:
+        for j in range(zi.size):
+            total += weights[j] * (m - zi[j])
+    return total
+
+
+@jit
+def entropy_sum(zi, m):
+    """``sum_j exp(z_j - m) (m - z_j)`` for ``m = max(z)``; a ``-inf`` entry adds 0
+    (its limit), not ``0 * inf``."""
+    total = in_dtype_of(zi, 0.0)
+    for j in range(zi.size):
+        d = m - zi[j]
+        if d < math.inf:
+            total += exp_nonpositive(-d) * d
+    return total
+
+
+@jit
+def lifted_gap(gap, m_old, m, weight_sum):
+    """``sum_j w_j (m - z_j)`` from ``gap = sum_j w_j (m_old - z_j)``, ``m >= m_old``."""
+    if weight_sum > 0 and m > m_old:
+        return gap + (m - m_old) * weight_sum
+    return gap
+
+
+@jit
+def rescaled_entropy(ent, s, m_old, m):
+    """``sum_j exp(z_j - m) (m - z_j)`` from ``ent``, the same sum at ``m_old <= m``
+    over a piece whose state is ``(m_old, s)``; an empty or all ``-inf`` piece adds 0."""
+    if m_old == -math.inf:
+        return in_dtype_of(ent, 0.0)
+    if m_old == m:
+        return ent
+    d = m - m_old
+    return exp_nonpositive(-d) * (ent + d * (in_dtype_of(ent, 1.0) + s))
+
+
+def _chunk_states(
+    z,
+    cap,
+    start,
+    target,
+    weights,
+    weight_before,
+    weight_chunk,
+    want_gap,
+    want_entropy,
+    m_out,
+    s_out,
+    gap_out,
+    entropy_out,
+    picked_out,
+):
+    """Fold the chunk ``z`` (classes ``start .. start + chunk``) into the running
+    states of its rows.  ``cap > 0`` soft-caps ``z`` in place first.  ``weight_before``
+    and ``weight_chunk``: the sums of the class weights of the earlier chunks and of
+    this one (the number of classes without weights)."""
+    n = z.shape[1]
+    for i in prange(z.shape[0]):
+        zi = z[i]
+        if cap > 0:
+            capped_into(zi, in_dtype_of(zi, cap))
+        mc, sc = online_state(zi)
+        t = target[i] - start
+        if 0 <= t < n:
+            picked_out[i] = zi[t]
+        m_old, s_old = m_out[i], s_out[i]
+        m, s = merge_state(m_old, s_old, mc, sc)
+        if want_gap:
+            gc = weighted_gap(zi, mc, weights)
+            gap_out[i] = lifted_gap(gap_out[i], m_old, m, in_dtype_of(zi, weight_before))
+            gap_out[i] += lifted_gap(gc, mc, m, in_dtype_of(zi, weight_chunk))
+        if want_entropy:
+            ec = entropy_sum(zi, mc)
+            entropy_out[i] = rescaled_entropy(entropy_out[i], s_old, m_old, m) + rescaled_entropy(
+                ec, sc, mc, m
+            )
+        m_out[i], s_out[i] = m, s
+
+
+def _soft_cap(z, cap, out):
+    """``out = cap tanh(z / cap)`` (``out`` may be ``z``)."""
+    for i in prange(z.shape[0]):
+        zi, oi = z[i], out[i]
+        c = in_dtype_of(zi, cap)
+        for j in range(zi.size):
+            oi[j] = c * math.tanh(zi[j] / c)
+
+
+@jit
+def cap_slope(zj, inv_cap, capped):
+    """``d (c tanh(y / c)) / dy = 1 - (z / c)^2`` at the capped ``z`` (1 without a cap)."""
+    if not capped:
+        return in_dtype_of(zj, 1.0)
+    return in_dtype_of(zj, 1.0) - (zj * inv_cap) * (zj * inv_cap)
+
+
+def _chunk_grad(z, cap, start, target, weights, p_coef, t_coef, w_coef, m, s, grad):
+    r"""The gradient on the chunk ``z`` (soft-capped already when ``cap > 0``):
+
+    .. math:: g_{ij} = \big(a_i\, p_{ij} - c_i w_j - b_i [j = t_i]\big)\,
+       \big(1 - (z_{ij}/\mathrm{cap})^2\big),
+
+    with ``p_ij = exp(z_ij - m_i) / (1 + s_i)`` from the merged state, ``a, b, c`` =
+    ``p_coef, t_coef, w_coef`` (``w = 1`` when ``weights`` is empty; the last factor
+    only with a cap).  ``grad`` may be ``z``: each entry is read before it is written."""
+    n = z.shape[1]
+    weighted = weights.size > 0
+    capped = cap > 0
+    for i in prange(z.shape[0]):
+        zi, gi = z[i], grad[i]
+        a, b, c = p_coef[i], t_coef[i], w_coef[i]
+        if a == 0 and b == 0 and c == 0:
+            gi[:] = 0
+            continue
+        inv_cap = in_dtype_of(zi, 1.0 / cap) if capped else in_dtype_of(zi, 0.0)
+        t = target[i] - start
+        inside = 0 <= t < n
+        hit = b * cap_slope(zi[t], inv_cap, capped) if inside else in_dtype_of(zi, 0.0)
+        mi = m[i]
+        r = a * softmax_scale(mi, s[i])
+        if weighted:
+            for j in range(n):
+                zj = zi[j]
+                gi[j] = (exp_nonpositive(zj - mi) * r - c * weights[j]) * cap_slope(
+                    zj, inv_cap, capped
+                )
+        else:
+            for j in range(n):
+                zj = zi[j]
+                gi[j] = (exp_nonpositive(zj - mi) * r - c) * cap_slope(zj, inv_cap, capped)
+        if inside:
+            gi[t] -= hit
+
+
+CHUNK_STATES = engines(_chunk_states)
+SOFT_CAP = engines(_soft_cap)
+CHUNK_GRAD = engines(_chunk_grad)
