@@ -200,11 +200,11 @@ def _convert_and_call(function, func, positional, args, kwargs):
     def outward(value):
         if value is None or type(value) in (bool, int, float):
             return value
+        if isinstance(value, tuple):  # linear_cross_entropy's (dh, dW, dbias)
+            return tuple(outward(v) for v in value)
         passed = back.get(id(value))
         if passed is not None and passed[0] is value:
             return passed[1]  # ``out=``: written in place, returned as passed
         return convert_out(value, first)
 
-    if isinstance(result, tuple):
-        return tuple(outward(r) for r in result)
     return outward(result)

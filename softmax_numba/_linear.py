@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba._api import check_choice, resolve_backend
+from softmax_numba._api import check_choice, is_device_array, resolve_backend
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._targets import check_class_indices, check_extra_loss_options, check_loss_options
@@ -149,6 +149,21 @@ def linear_cross_entropy(
     >>> dh.shape, dW.shape
     ((8, 16), (100, 16))
     """
+    return _linear_cross_entropy(
+        h, W, target, bias=bias, reduction=reduction, label_smoothing=label_smoothing,
+        ignore_index=ignore_index, z_loss=z_loss, softcap=softcap, class_weights=class_weights,
+        chunk_size=chunk_size, return_grad=return_grad, return_lse=return_lse,
+        return_entropy=return_entropy, backend=backend,
+    )  # fmt: skip
+
+
+def _linear_cross_entropy(
+    h, W, target, *, bias, reduction, label_smoothing, ignore_index, z_loss, softcap,
+    class_weights, chunk_size, return_grad, return_lse, return_entropy, backend, upstream=None,
+):  # fmt: skip
+    """:func:`linear_cross_entropy`; with ``upstream`` (one value per row of a
+    ``"none"`` loss), the gradients are those of ``sum_i upstream_i loss_i``: the
+    backward pass of :func:`softmax_numba.torch.linear_cross_entropy`."""
     check_loss_options(reduction, label_smoothing)
     check_choice("backend", backend, _BACKENDS)
     h, W, bias = _checked_arrays(h, W, bias)
@@ -181,7 +196,7 @@ def linear_cross_entropy(
     check_class_indices(labels, n_classes, ignore_index, "linear_cross_entropy")
     engine = resolve_backend(backend, rows_h.shape[0] * n_classes)
     state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
-    grads = _sweep(rows_h, W, bias, state, chunk_size, return_grad)
+    grads = _sweep(rows_h, W, bias, state, chunk_size, return_grad, upstream)
 
     ce, z = state.losses()
     loss = state.reduced(ce, z)
@@ -200,6 +215,10 @@ def linear_cross_entropy(
 
 def _checked_arrays(h, W, bias):
     """``h``, ``W`` and ``bias`` as C-contiguous arrays of one float dtype, shapes checked."""
+    if any(is_device_array(a) for a in (h, W, bias)):
+        raise TypeError(
+            "linear_cross_entropy(): runs on the CPU (NumPy's BLAS); got an array on a GPU"
+        )
     h, W = np.asarray(h), np.asarray(W)
     bias = None if bias is None else np.asarray(bias)
     for name, a in (("h", h), ("W", W), ("bias", bias)):
@@ -252,9 +271,10 @@ def _add_product(dst, a, b, first: bool, scratch) -> None:
         dst[lo:hi] += part
 
 
-def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad):
+def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None):
     """Fold every (block of rows, chunk of classes) into ``state``; with ``want_grad``,
-    the gradients ``(dh, dW, dbias)``."""
+    the gradients ``(dh, dW, dbias)`` (times ``upstream``, one value per row, when
+    given: the backward pass of ``reduction="none"``)."""
     rows, d = h.shape
     n_classes = W.shape[0]
     block, chunk = plan(rows, n_classes, h.dtype.itemsize, chunk_size)
@@ -279,14 +299,15 @@ def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad):
         if len(chunks) == 1:  # the logits once, the gradient written over them
             z = _logits_into(buffer, h_block, W, bias, 0, n_classes)
             state.fold(z, part, 0)
-            state.gradient_into(z, part, 0, state.gradient_coefficients(part), z)
+            coefficients = state.gradient_coefficients(part, _rows(upstream, part))
+            state.gradient_into(z, part, 0, coefficients, z)
             _finish_chunk(
                 z, h_block, W, (0, n_classes), (dh[part], dW, dbias), (True, first_block), scratch
             )
             continue
         for start, stop in chunks:
             state.fold(_logits_into(buffer, h_block, W, bias, start, stop), part, start)
-        coefficients = state.gradient_coefficients(part)
+        coefficients = state.gradient_coefficients(part, _rows(upstream, part))
         for k, (start, stop) in enumerate(chunks):
             z = _logits_into(buffer, h_block, W, bias, start, stop)
             state.soft_cap(z)
@@ -295,6 +316,10 @@ def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad):
                 z, h_block, W, (start, stop), (dh[part], dW, dbias), (k == 0, first_block), scratch
             )
     return dh, dW, dbias
+
+
+def _rows(upstream, part: slice):
+    return None if upstream is None else upstream.reshape(-1)[part]
 
 
 def _finish_chunk(g, h_block, W, classes, grads, firsts, scratch):

@@ -26,11 +26,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 import softmax_numba as sn
+from softmax_numba._linear import _linear_cross_entropy
 
 __all__ = [
     "cross_entropy",
     "entmax15",
     "entmax_bisect",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -193,3 +195,78 @@ def cross_entropy(
         "ignore_index": None if target.is_floating_point() else ignore_index,
     }
     return _CrossEntropy.apply(input, target, dim, options)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """The loss; with a ``"mean"`` or ``"sum"`` reduction the gradients are computed
+    with it (as Liger-Kernel does) and scaled in the backward pass; with ``"none"`` the
+    backward pass sweeps again, weighting each row by its upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, h, W, bias, target, options):
+        arrays = [_plain(h), _plain(W), None if bias is None else _plain(bias), _plain(target)]
+        eager = options["reduction"] != "none" and ctx.needs_input_grad[:3] != (False,) * 3
+        loss = sn.linear_cross_entropy(*arrays[:2], arrays[3], bias=arrays[2],
+                                       return_grad=eager, **options)  # fmt: skip
+        if eager:
+            loss, grads = loss
+            ctx.save_for_backward(*(g for g in grads if g is not None))
+        else:
+            ctx.save_for_backward(*(a for a in arrays if a is not None))
+        ctx.eager, ctx.has_bias, ctx.options = eager, bias is not None, options
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dloss):
+        saved = list(ctx.saved_tensors)
+        if ctx.eager:
+            grads = [g * dloss for g in saved]
+        else:
+            h, W, *rest = saved
+            bias = rest[0] if ctx.has_bias else None
+            target = rest[-1]
+            _, grads = _linear_cross_entropy(
+                h.numpy(), W.numpy(), target.numpy(), bias=None if bias is None else bias.numpy(),
+                return_grad=True, return_lse=False, return_entropy=False,
+                upstream=_plain(dloss).to(h.dtype).numpy(), **ctx.options,
+            )  # fmt: skip
+            grads = [torch.from_numpy(g) for g in grads if g is not None]
+        dh, dW = grads[0], grads[1]
+        dbias = grads[2] if ctx.has_bias else None
+        return dh, dW, dbias, None, None
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    class_weights: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""``cross_entropy(F.linear(input, weight, bias), target)`` through
+    :func:`softmax_numba.linear_cross_entropy`, differentiable in ``input``,
+    ``weight`` and ``bias``; CPU tensors of float32 or float64.
+
+    ``input`` is ``(..., d)``, ``weight`` ``(V, d)`` (as ``torch.nn.Linear``'s),
+    ``target`` the class indices ``(...)``; ``ignore_index=-100`` as in torch.  The
+    ``N x V`` logits never exist whole, in the forward pass nor in the backward one.
+    """
+    options = {
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
+        "ignore_index": ignore_index,
+        "z_loss": z_loss,
+        "softcap": softcap,
+        "class_weights": None if class_weights is None else _plain(class_weights).numpy(),
+        "chunk_size": chunk_size,
+        "backend": "auto",
+    }
+    return _LinearCrossEntropy.apply(input, weight, bias, target, options)
