@@ -56,12 +56,14 @@ plots: $(STAMP)
 
 # pytest-benchmark's table, then the roofline benchmark (ours, a parallel copy and
 # the installed peers timed interleaved; install the peers with `pip install -e ".[peers]"`),
-# then forward + backward through softmax_numba.torch against torch (results/TORCH.md).
+# then forward + backward through softmax_numba.torch against torch (results/TORCH.md),
+# then linear_cross_entropy against the materialized forms (results/LINEAR.md).
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmark.json
 	$(PY) -m experiments bench-summary
 	$(PY) -m experiments roofline
 	$(PY) -m experiments torch-autograd
+	$(PY) -m experiments linear-ce
 	$(PY) -m experiments plots
 
 # Every CUDA kernel compiled for sm_90 (NVVM, then ptxas -v) with no GPU: the table of

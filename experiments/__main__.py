@@ -8,6 +8,8 @@
                                                         the peers, interleaved in one run
     python -m experiments torch-autograd [--quick]      forward + backward through
                                                         softmax_numba.torch against torch
+    python -m experiments linear-ce [--quick]           linear_cross_entropy against the
+                                                        materialized forms and the products
 
 Every step measures every cell of its grid, here and now: the tables already in
 DIR (such as the committed results/) are not reused, and each is replaced only
@@ -259,7 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", choices=("study", *STEPS, "plots", "bench-summary", "roofline", "torch-autograd")
+        "command",
+        choices=(
+            "study",
+            *STEPS,
+            "plots",
+            "bench-summary",
+            "roofline",
+            "torch-autograd",
+            "linear-ce",
+        ),
     )
     parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
     parser.add_argument(
@@ -310,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
 
         table = torch_autograd.run(out, args.quick, progress=not args.no_progress)
         _log(f"torch-autograd: {len(table.read())} rows in {table.path}")
+        return 0
+    if args.command == "linear-ce":
+        from experiments.measure import linear_ce
+
+        table = linear_ce.run(out, args.quick, progress=not args.no_progress)
+        _log(f"linear-ce: {len(table.read())} rows in {table.path}")
         return 0
     if args.command != "plots":
         bhh.load_logits(args.bhh_data)  # a missing data set is an error before anything runs

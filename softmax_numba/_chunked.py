@@ -120,9 +120,10 @@ class ChunkedRows:
             return float(stop - start)
         return float(self._prefix[stop] - self._prefix[start])
 
-    def fold(self, z: np.ndarray, rows: slice, start: int) -> None:
+    def fold(self, z: np.ndarray, rows: slice, start: int, *, alone: bool = False) -> None:
         """Fold the chunk ``z`` (rows ``rows``, classes ``start .. start + z.shape[1]``)
-        into the states; with a cap, ``z`` is capped in place."""
+        into the states; with a cap, ``z`` is capped in place.  ``alone``: the states
+        hold this chunk only (no earlier chunk was folded: a piece of a Dask sweep)."""
         stop = start + z.shape[1]
         o = self.options
         run(
@@ -133,7 +134,7 @@ class ChunkedRows:
             start,
             self.labels[rows],
             self.weights[start:stop],
-            self.weight_sum(0, start),
+            0.0 if alone else self.weight_sum(0, start),
             self.weight_sum(start, stop),
             bool(o.label_smoothing),
             self.want_entropy,
@@ -142,6 +143,25 @@ class ChunkedRows:
             self.gap[rows],
             self.entropy_sums[rows],
             self.picked[rows],
+        )
+
+    @property
+    def parts(self) -> tuple[np.ndarray, ...]:
+        """``(m, s, gap, entropy sums, picked)``: what a piece's states are made of."""
+        return self.m, self.s, self.gap, self.entropy_sums, self.picked
+
+    def merge(self, parts, weight_before: float, weight_piece: float) -> None:
+        """Fold another piece's :attr:`parts` (classes of weights summing to
+        ``weight_piece``) into these states (of ``weight_before``)."""
+        run(
+            kernels.MERGE_CHUNK_STATES,
+            self.engine,
+            *parts,
+            weight_before,
+            weight_piece,
+            bool(self.options.label_smoothing),
+            self.want_entropy,
+            *self.parts,
         )
 
     def lse(self, rows: slice = slice(None)) -> np.ndarray:
@@ -192,12 +212,13 @@ class ChunkedRows:
             return np.asarray(np.nan, self.dtype)
         return np.asarray(total_ce / self.weight_count + total_z / self.count, self.dtype)
 
-    def gradient_coefficients(self, rows: slice, upstream=None):
+    def gradient_coefficients(self, rows: slice, upstream=None, scales=None):
         """``(a, b, c)`` of :data:`~softmax_numba.cpu.chunked_losses.CHUNK_GRAD` for the
         rows: the gradient of the reduced loss, times ``upstream`` (a number, or one
-        per row for ``"none"``) when given."""
+        per row for ``"none"``) when given; ``scales`` replaces :meth:`scales` (a
+        mean over more rows than these, in Dask)."""
         o, eps = self.options, self.options.label_smoothing
-        ce_scale, z_scale = self.scales()
+        ce_scale, z_scale = self.scales() if scales is None else scales
         dtype, v = self.dtype, self.n_classes
         valid = self.valid[rows]
         wt = self.target_weights[rows].astype(np.float64)

@@ -170,16 +170,7 @@ def _linear_cross_entropy(
     n_classes, d = W.shape
     dtype = h.dtype
     target = np.asarray(target)
-    if not np.issubdtype(target.dtype, np.integer):
-        raise TypeError(
-            f"linear_cross_entropy(): target must be integer class indices, got dtype "
-            f"{target.dtype}"
-        )
-    if target.shape != h.shape[:-1]:
-        raise ValueError(
-            f"linear_cross_entropy(): target must have shape {h.shape[:-1]} (h without "
-            f"its last axis), got {target.shape}"
-        )
+    check_target(target, h.shape)
     if chunk_size is not None and not (
         isinstance(chunk_size, (int, np.integer)) and 1 <= chunk_size <= n_classes
     ):
@@ -213,6 +204,41 @@ def _linear_cross_entropy(
     return results[0] if len(results) == 1 else tuple(results)
 
 
+def check_inputs(h, W, bias, func: str = "linear_cross_entropy") -> None:
+    """One float dtype (float32 or float64) for ``h``, ``W`` and ``bias``, and the shapes
+    ``(..., d)``, ``(V, d)`` with ``V >= 1`` and ``(V,)``; anything with ``.dtype`` and
+    ``.shape`` (NumPy or Dask arrays)."""
+    for name, a in (("h", h), ("W", W), ("bias", bias)):
+        if a is not None and np.dtype(a.dtype) not in _FLOATS:
+            raise TypeError(
+                f"{func}(): {name} must be float32 or float64, got dtype "
+                f"{a.dtype} (cast it first; float16 and bfloat16 products lose too much)"
+            )
+    dtypes = {np.dtype(a.dtype) for a in (h, W, bias) if a is not None}
+    if len(dtypes) > 1:
+        raise TypeError(
+            f"{func}(): h, W and bias must have one dtype, got "
+            + ", ".join(str(a.dtype) for a in (h, W, bias) if a is not None)
+        )
+    if len(h.shape) < 1 or len(W.shape) != 2 or h.shape[-1] != W.shape[1]:
+        raise ValueError(f"{func}(): h must be (..., d) and W (V, d), got {h.shape} and {W.shape}")
+    if W.shape[0] == 0:
+        raise ValueError(f"{func}(): W has no class (V = 0)")
+    if bias is not None and tuple(bias.shape) != (W.shape[0],):
+        raise ValueError(f"{func}(): bias must have shape ({W.shape[0]},), got {bias.shape}")
+
+
+def check_target(target, h_shape, func: str = "linear_cross_entropy") -> None:
+    """Integer class indices with the shape of ``h`` without its last axis."""
+    if not np.issubdtype(target.dtype, np.integer):
+        raise TypeError(f"{func}(): target must be integer class indices, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(h_shape[:-1]):
+        raise ValueError(
+            f"{func}(): target must have shape {tuple(h_shape[:-1])} (h without its last "
+            f"axis), got {tuple(target.shape)}"
+        )
+
+
 def _checked_arrays(h, W, bias):
     """``h``, ``W`` and ``bias`` as C-contiguous arrays of one float dtype, shapes checked."""
     if any(is_device_array(a) for a in (h, W, bias)):
@@ -221,28 +247,7 @@ def _checked_arrays(h, W, bias):
         )
     h, W = np.asarray(h), np.asarray(W)
     bias = None if bias is None else np.asarray(bias)
-    for name, a in (("h", h), ("W", W), ("bias", bias)):
-        if a is not None and a.dtype not in _FLOATS:
-            raise TypeError(
-                f"linear_cross_entropy(): {name} must be float32 or float64, got dtype "
-                f"{a.dtype} (cast it first; float16 and bfloat16 products lose too much)"
-            )
-    dtypes = {a.dtype for a in (h, W, bias) if a is not None}
-    if len(dtypes) > 1:
-        raise TypeError(
-            "linear_cross_entropy(): h, W and bias must have one dtype, got "
-            + ", ".join(str(a.dtype) for a in (h, W, bias) if a is not None)
-        )
-    if h.ndim < 1 or W.ndim != 2 or h.shape[-1] != W.shape[1]:
-        raise ValueError(
-            f"linear_cross_entropy(): h must be (..., d) and W (V, d), got {h.shape} and {W.shape}"
-        )
-    if W.shape[0] == 0:
-        raise ValueError("linear_cross_entropy(): W has no class (V = 0)")
-    if bias is not None and bias.shape != (W.shape[0],):
-        raise ValueError(
-            f"linear_cross_entropy(): bias must have shape ({W.shape[0]},), got {bias.shape}"
-        )
+    check_inputs(h, W, bias)
     contiguous = np.ascontiguousarray
     return contiguous(h), contiguous(W), None if bias is None else contiguous(bias)
 
@@ -318,6 +323,24 @@ def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None)
     return dh, dW, dbias
 
 
+def _gemm_accumulate(dW_chunk, g, h_block) -> bool:
+    """``dW_chunk += g.T @ h_block`` in place by BLAS ``gemm`` with ``beta = 1``
+    (SciPy's wrapper, when SciPy is installed): no temporary and no second pass over
+    ``dW``.  In column-major terms ``dW_chunk.T += h_block.T @ g``, all three operands
+    viewed without a copy.  False when SciPy is missing (the caller sums through a
+    scratch buffer)."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return False
+    gemm = blas.sgemm if dW_chunk.dtype == np.float32 else blas.dgemm
+    c = dW_chunk.T
+    result = gemm(1.0, h_block.T, g.T, beta=1.0, c=c, trans_b=1, overwrite_c=1)
+    if not np.shares_memory(result, c):  # the wrapper copied: keep the sum anyway
+        c[...] = result
+    return True
+
+
 def _rows(upstream, part: slice):
     return None if upstream is None else upstream.reshape(-1)[part]
 
@@ -328,6 +351,7 @@ def _finish_chunk(g, h_block, W, classes, grads, firsts, scratch):
     (``=`` on the first chunk, or the first block of rows, for ``firsts``)."""
     (start, stop), (dh_block, dW, dbias), (first_chunk, first_block) = classes, grads, firsts
     _add_product(dh_block, g, W[start:stop], first_chunk, scratch)
-    _add_product(dW[start:stop], g.T, h_block, first_block, scratch)
+    if first_block or not _gemm_accumulate(dW[start:stop], g, h_block):
+        _add_product(dW[start:stop], g.T, h_block, first_block, scratch)
     if dbias is not None:
         dbias[start:stop] += g.sum(axis=0)

@@ -402,3 +402,60 @@ def test_sweep_survives_a_worker_killed_midway(client, tmp_path):
     assert not done.duplicated(sweep.ACCURACY_KEY).any()
     assert table.done_keys() == {store.Table.key_of(c, sweep.ACCURACY_KEY) for c in cells}
     assert again == 0  # resuming finds nothing left to measure
+
+
+# --------------------------------------------------------------------------- linear_cross_entropy
+
+LINEAR_OPTIONS = [
+    {},
+    {"label_smoothing": 0.1, "ignore_index": -100},
+    {"z_loss": 0.01, "softcap": 2.0, "label_smoothing": 0.2, "ignore_index": -100, "weights": True},
+]
+
+
+@pytest.mark.parametrize("options", LINEAR_OPTIONS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("token_chunks", "vocabulary_chunks"), [(30, 9), (7, 41), (11, 13)])
+def test_linear_cross_entropy_on_dask_equals_the_in_memory_one(
+    options, reduction, token_chunks, vocabulary_chunks
+):
+    """Tokens chunked, the vocabulary chunked, or both: the loss, gradients, lse and
+    entropy of the in-memory function, up to the merges' few u."""
+    rng = np.random.default_rng(0)
+    n, d, v = 30, 6, 41
+    h, W, b = rng.standard_normal((n, d)), rng.standard_normal((v, d)), rng.standard_normal(v)
+    y = rng.integers(0, v, n)
+    y[2] = -100 if "ignore_index" in options else y[2]
+    options = dict(options)
+    if options.pop("weights", False):
+        options["class_weights"] = rng.uniform(0.1, 2.0, v)
+    kwargs = {"bias": b, "reduction": reduction, "return_grad": True, "return_lse": True,
+              "return_entropy": True, **options}  # fmt: skip
+    loss, (dh, dW, db), lse, entropy = sn.linear_cross_entropy(h, W, y, **kwargs)
+    lazy = sd.linear_cross_entropy(
+        da.from_array(h, chunks=(token_chunks, 3)),
+        da.from_array(W, chunks=(vocabulary_chunks, 6)),
+        da.from_array(y, chunks=token_chunks),
+        **kwargs,
+    )
+    got_loss, (got_dh, got_dW, got_db), got_lse, got_entropy = _compute(lazy)[0]
+    u = unit_roundoff(np.float64)
+    merges = 8 * np.ceil(v / vocabulary_chunks)
+    for got, want in ((got_loss, loss), (got_lse, lse), (got_entropy, entropy)):
+        np.testing.assert_allclose(got, want, rtol=(64 + merges) * u)
+    for got, want in ((got_dh, dh), (got_dW, dW), (got_db, db)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=(64 + merges) * u)
+
+
+def test_linear_cross_entropy_on_dask_checks_its_targets_when_computed():
+    h, W = da.ones((4, 3), chunks=2), da.ones((5, 3), chunks=(2, 3))
+    lazy = sd.linear_cross_entropy(h, W, np.array([0, 1, 5, 2]))
+    with pytest.raises(ValueError, match="out of range"):
+        _compute(lazy)
+    with pytest.raises(ValueError, match="target must have shape"):
+        sd.linear_cross_entropy(h, W, np.zeros(3, int))
+    with pytest.raises(TypeError, match="one dtype"):
+        sd.linear_cross_entropy(h.astype(np.float32), W, np.zeros(4, int))
+    with pytest.raises(NotImplementedError, match="backend"):
+        sd.linear_cross_entropy(h, W, np.zeros(4, int), backend="numpy")

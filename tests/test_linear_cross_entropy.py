@@ -345,3 +345,14 @@ def test_bad_dtypes_and_targets_are_refused():
         sn.linear_cross_entropy(h, W, np.array([0, 1, 7, 2]))
     with pytest.raises(NotImplementedError, match="class-index targets"):
         sn.cross_entropy(np.ones((2, 3)), np.full((2, 3), 1 / 3), z_loss=0.1)
+
+
+def test_the_benchmark_runs_end_to_end(tmp_path):
+    from experiments.measure import linear_ce
+
+    table = linear_ce.run(tmp_path, quick=True, progress=False).read()
+    assert {"products", "ours", "numpy"} <= set(table.candidate)
+    assert (table.median_s > 0).all() and (table.extra_mib.astype(float) >= 0).all()
+    assert (table[table.candidate == "products"].ratio_to_products == 1).all()
+    assert "| 256x64x2048 | ours |" in (tmp_path / "LINEAR.md").read_text()
+    assert (tmp_path / "linear_ce.meta.json").exists()

@@ -128,6 +128,39 @@ def _chunk_states(
         m_out[i], s_out[i] = m, s
 
 
+def _merge_chunk_states(
+    m,
+    s,
+    gap,
+    entropy,
+    picked,
+    weight_before,
+    weight_piece,
+    want_gap,
+    want_entropy,
+    m_out,
+    s_out,
+    gap_out,
+    entropy_out,
+    picked_out,
+):
+    """Fold the states of another piece of the classes (``m, s, gap, entropy,
+    picked``, of class weights summing to ``weight_piece``) into the running ones
+    (``*_out``, of weights summing to ``weight_before``): the merge of
+    :func:`_chunk_states` for pieces folded apart (Dask)."""
+    for i in prange(m_out.shape[0]):
+        m_old, s_old, mp, sp = m_out[i], s_out[i], m[i], s[i]
+        mi, si = merge_state(m_old, s_old, mp, sp)
+        if want_gap:
+            g = lifted_gap(gap_out[i], m_old, mi, in_dtype_of(mi, weight_before))
+            gap_out[i] = g + lifted_gap(gap[i], mp, mi, in_dtype_of(mi, weight_piece))
+        if want_entropy:
+            e = rescaled_entropy(entropy_out[i], s_old, m_old, mi)
+            entropy_out[i] = e + rescaled_entropy(entropy[i], sp, mp, mi)
+        picked_out[i] += picked[i]
+        m_out[i], s_out[i] = mi, si
+
+
 def _soft_cap(z, cap, out):
     """``out = cap tanh(z / cap)`` (``out`` may be ``z``)."""
     for i in prange(z.shape[0]):
@@ -169,20 +202,27 @@ def _chunk_grad(z, cap, start, target, weights, p_coef, t_coef, w_coef, m, s, gr
         hit = b * cap_slope(zi[t], inv_cap, capped) if inside else in_dtype_of(zi, 0.0)
         mi = m[i]
         r = a * softmax_scale(mi, s[i])
-        if weighted:
+        # Four loops, so that the common one (no weights, no cap) vectorizes.
+        if capped and weighted:
             for j in range(n):
                 zj = zi[j]
-                gi[j] = (exp_nonpositive(zj - mi) * r - c * weights[j]) * cap_slope(
-                    zj, inv_cap, capped
-                )
-        else:
+                slope = cap_slope(zj, inv_cap, capped)
+                gi[j] = (exp_nonpositive(zj - mi) * r - c * weights[j]) * slope
+        elif capped:
             for j in range(n):
                 zj = zi[j]
                 gi[j] = (exp_nonpositive(zj - mi) * r - c) * cap_slope(zj, inv_cap, capped)
+        elif weighted:
+            for j in range(n):
+                gi[j] = exp_nonpositive(zi[j] - mi) * r - c * weights[j]
+        else:
+            for j in range(n):
+                gi[j] = exp_nonpositive(zi[j] - mi) * r - c
         if inside:
             gi[t] -= hit
 
 
 CHUNK_STATES = engines(_chunk_states)
+MERGE_CHUNK_STATES = engines(_merge_chunk_states)
 SOFT_CAP = engines(_soft_cap)
 CHUNK_GRAD = engines(_chunk_grad)

@@ -32,13 +32,25 @@ Not supported (``NotImplementedError``): ``axis=None`` on arrays of more than on
 dimension, ``b=`` and ``return_sign=`` of ``logsumexp``, ``backend="numpy"`` and
 ``"cuda"``.
 
+``linear_cross_entropy`` takes hidden states and a weight matrix instead of logits:
+its tokens and its vocabulary may each be chunked, and the logits of a piece exist
+only inside its task.
+
 The modules: :mod:`softmax_numba.dask._graph` (the checks, shared with the
-in-memory functions, and the three steps), ``_softmax`` and ``_losses`` (the public
-functions).
+in-memory functions, and the three steps), ``_softmax``, ``_losses`` and
+``_linear`` (the public functions).
 """
 
 from softmax_numba.dask._graph import BACKENDS as BACKENDS
+from softmax_numba.dask._linear import linear_cross_entropy
 from softmax_numba.dask._losses import cross_entropy
 from softmax_numba.dask._softmax import log_softmax, logsumexp, online_states, softmax
 
-__all__ = ["cross_entropy", "log_softmax", "logsumexp", "online_states", "softmax"]
+__all__ = [
+    "cross_entropy",
+    "linear_cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "online_states",
+    "softmax",
+]
