@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba._api import check_choice, is_device_array, resolve_backend
+from softmax_numba._api import _FLOATS, check_choice, is_device_array, resolve_backend
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._targets import check_class_indices, check_extra_loss_options, check_loss_options
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BACKENDS = ("auto", "cpu", "parallel")
 
 
@@ -276,6 +275,12 @@ def _add_product(dst, a, b, first: bool, scratch) -> None:
         dst[lo:hi] += part
 
 
+def _fold_chunks(state, buffer, h, W, bias, part: slice, chunks) -> None:
+    """Fold the logits of the rows ``part`` over every chunk of classes into ``state``."""
+    for start, stop in chunks:
+        state.fold(_logits_into(buffer, h[part], W, bias, start, stop), part, start)
+
+
 def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None):
     """Fold every (block of rows, chunk of classes) into ``state``; with ``want_grad``,
     the gradients ``(dh, dW, dbias)`` (times ``upstream``, one value per row, when
@@ -287,9 +292,7 @@ def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None)
     chunks = [(c, min(n_classes, c + chunk)) for c in range(0, n_classes, chunk)]
     if not want_grad:
         for r in range(0, rows, block):
-            part = slice(r, min(rows, r + block))
-            for start, stop in chunks:
-                state.fold(_logits_into(buffer, h[part], W, bias, start, stop), part, start)
+            _fold_chunks(state, buffer, h, W, bias, slice(r, min(rows, r + block)), chunks)
         return None
 
     dh = np.empty_like(h)
@@ -310,8 +313,7 @@ def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None)
                 z, h_block, W, (0, n_classes), (dh[part], dW, dbias), (True, first_block), scratch
             )
             continue
-        for start, stop in chunks:
-            state.fold(_logits_into(buffer, h_block, W, bias, start, stop), part, start)
+        _fold_chunks(state, buffer, h, W, bias, part, chunks)
         coefficients = state.gradient_coefficients(part, _rows(upstream, part))
         for k, (start, stop) in enumerate(chunks):
             z = _logits_into(buffer, h_block, W, bias, start, stop)

@@ -85,6 +85,22 @@ def rescaled_entropy(ent, s, m_old, m):
     return exp_nonpositive(-d) * (ent + d * (in_dtype_of(ent, 1.0) + s))
 
 
+@jit
+def fold_piece(i, mp, sp, gp, ep, weights, wants, m_out, s_out, gap_out, entropy_out):
+    """Merge a piece's state ``(mp, sp)``, gap ``gp`` and entropy sum ``ep`` into row
+    ``i`` of the running states; ``weights = (before, piece)``: the sums of the class
+    weights of the running states and of the piece; ``wants = (gap, entropy)``."""
+    m_old, s_old = m_out[i], s_out[i]
+    m, s = merge_state(m_old, s_old, mp, sp)
+    if wants[0]:
+        g = lifted_gap(gap_out[i], m_old, m, in_dtype_of(m, weights[0]))
+        gap_out[i] = g + lifted_gap(gp, mp, m, in_dtype_of(m, weights[1]))
+    if wants[1]:
+        e = rescaled_entropy(entropy_out[i], s_old, m_old, m)
+        entropy_out[i] = e + rescaled_entropy(ep, sp, mp, m)
+    m_out[i], s_out[i] = m, s
+
+
 def _chunk_states(
     z,
     cap,
@@ -114,18 +130,12 @@ def _chunk_states(
         t = target[i] - start
         if 0 <= t < n:
             picked_out[i] = zi[t]
-        m_old, s_old = m_out[i], s_out[i]
-        m, s = merge_state(m_old, s_old, mc, sc)
-        if want_gap:
-            gc = weighted_gap(zi, mc, weights)
-            gap_out[i] = lifted_gap(gap_out[i], m_old, m, in_dtype_of(zi, weight_before))
-            gap_out[i] += lifted_gap(gc, mc, m, in_dtype_of(zi, weight_chunk))
-        if want_entropy:
-            ec = entropy_sum(zi, mc)
-            entropy_out[i] = rescaled_entropy(entropy_out[i], s_old, m_old, m) + rescaled_entropy(
-                ec, sc, mc, m
-            )
-        m_out[i], s_out[i] = m, s
+        zero = in_dtype_of(zi, 0.0)
+        gc = weighted_gap(zi, mc, weights) if want_gap else zero
+        ec = entropy_sum(zi, mc) if want_entropy else zero
+        weight_sums = (weight_before, weight_chunk)
+        wants = (want_gap, want_entropy)
+        fold_piece(i, mc, sc, gc, ec, weight_sums, wants, m_out, s_out, gap_out, entropy_out)
 
 
 def _merge_chunk_states(
@@ -148,17 +158,14 @@ def _merge_chunk_states(
     picked``, of class weights summing to ``weight_piece``) into the running ones
     (``*_out``, of weights summing to ``weight_before``): the merge of
     :func:`_chunk_states` for pieces folded apart (Dask)."""
+    weight_sums = (weight_before, weight_piece)
+    wants = (want_gap, want_entropy)
     for i in prange(m_out.shape[0]):
-        m_old, s_old, mp, sp = m_out[i], s_out[i], m[i], s[i]
-        mi, si = merge_state(m_old, s_old, mp, sp)
-        if want_gap:
-            g = lifted_gap(gap_out[i], m_old, mi, in_dtype_of(mi, weight_before))
-            gap_out[i] = g + lifted_gap(gap[i], mp, mi, in_dtype_of(mi, weight_piece))
-        if want_entropy:
-            e = rescaled_entropy(entropy_out[i], s_old, m_old, mi)
-            entropy_out[i] = e + rescaled_entropy(entropy[i], sp, mp, mi)
+        zero = in_dtype_of(m[i], 0.0)
+        gp = gap[i] if want_gap else zero
+        ep = entropy[i] if want_entropy else zero
+        fold_piece(i, m[i], s[i], gp, ep, weight_sums, wants, m_out, s_out, gap_out, entropy_out)
         picked_out[i] += picked[i]
-        m_out[i], s_out[i] = mi, si
 
 
 def _soft_cap(z, cap, out):
