@@ -1,14 +1,23 @@
 """PyTorch autograd functions over the kernels (the ``[torch]`` extra).
 
 Each function takes tensors, CPU or CUDA, in torch's conventions (``dim=``,
-``keepdim=``, the class dimension 1 of ``cross_entropy``) and returns tensors of
-the input's dtype and device.  The forward pass is the plain API
-(:mod:`softmax_numba`, tensors viewed without a copy, see
-``softmax_numba._interop``); the backward pass is our vector-Jacobian product
-kernels (``softmax_backward``, ``log_softmax_backward``, ``sparsemax_backward``,
-``entmax15_backward``) or, for cross-entropy, the gradient computed with the loss
-in the same kernel.  The backward passes are not themselves differentiable
-(``once_differentiable``: no double backward).
+``keepdim=``, the class dimension 1 of ``cross_entropy``, ``weight=``,
+``ignore_index=-100``) and returns tensors of the input's dtype and device.  The
+forward pass is the plain API (:mod:`softmax_numba`, tensors viewed without a copy,
+see ``softmax_numba._interop``).
+
+The backward pass has two forms:
+
+- the first derivative (``loss.backward()``, ``torch.autograd.grad``) runs our
+  vector-Jacobian product kernels (``softmax_backward``, ``log_softmax_backward``,
+  ``sparsemax_backward``, ``entmax15_backward``) or, for cross-entropy, scales the
+  gradient computed with the loss in the same kernel;
+- with ``create_graph=True`` (gradient penalties, Hessian-vector products,
+  meta-learning) the same vector-Jacobian product is written in torch operations on
+  the saved output (``softmax``: :math:`y \\odot (dy - \\langle y, dy\\rangle)`), so
+  that it is itself differentiable, to any order; the losses differentiate a
+  torch-operation form of the loss around our ``log_softmax`` and ``logsumexp``.
+  ``torch.autograd.gradgradcheck`` passes in float64 for every function.
 
 Examples
 --------
@@ -22,8 +31,13 @@ True
 
 from __future__ import annotations
 
-import torch
-from torch.autograd.function import once_differentiable
+try:
+    import torch
+except ImportError:  # pragma: no cover - the test extra installs torch
+    raise ImportError(
+        "softmax_numba.torch needs PyTorch: from a checkout, pip install -e '.[torch]' "
+        "(or pip install torch)"
+    ) from None
 
 import softmax_numba as sn
 from softmax_numba._linear import _linear_cross_entropy
@@ -39,154 +53,444 @@ __all__ = [
     "sparsemax",
 ]
 
+Dim = int | tuple[int, ...]
+
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor without its autograd history, as the plain API takes it."""
     return tensor.detach()
 
 
+def _building_graph() -> bool:
+    """Whether this backward pass records a graph (``create_graph=True``): autograd
+    runs a backward pass with grad mode on exactly then."""
+    return torch.is_grad_enabled()
+
+
+# ----------------------------------------------------------------------------- row maps
+# Vector-Jacobian products in torch operations, differentiable in ``y`` and ``dy``:
+# the double-backward form of each map (the first derivative runs our kernels).
+def _softmax_vjp(y: torch.Tensor, dy: torch.Tensor, dim: Dim) -> torch.Tensor:
+    return y * (dy - (y * dy).sum(dim, keepdim=True))
+
+
+def _log_softmax_vjp(y: torch.Tensor, dy: torch.Tensor, dim: Dim) -> torch.Tensor:
+    return dy - y.exp() * dy.sum(dim, keepdim=True)
+
+
+def _entmax_vjp(y: torch.Tensor, dy: torch.Tensor, dim: Dim, alpha: float) -> torch.Tensor:
+    """The alpha-entmax Jacobian applied to ``dy`` (Peters, Niculae & Martins 2019,
+    Prop. 1): ``g = y^(2 - alpha)`` on the support, ``dx = g (dy - <g, dy> / sum g)``;
+    sparsemax is ``alpha = 2`` (``g`` the support's indicator).  ``y`` is replaced by
+    1 off the support before the power, so that the power's derivative at 0 (infinite
+    for ``alpha > 1``) never meets the zero that ``where`` sends it: no NaN."""
+    support = y > 0
+    g = torch.where(support, torch.where(support, y, 1.0) ** (2.0 - alpha), 0.0)
+    gdy = g * dy
+    return gdy - g * (gdy.sum(dim, keepdim=True) / g.sum(dim, keepdim=True))
+
+
+def _sparsemax_vjp(y, dy, dim):
+    return _entmax_vjp(y, dy, dim, alpha=2.0)
+
+
+def _entmax15_vjp(y, dy, dim):
+    return _entmax_vjp(y, dy, dim, alpha=1.5)
+
+
 class _RowMap(torch.autograd.Function):
-    """``y = forward(x)`` along ``dim``, ``dx = backward(y, dy)`` (both ours)."""
+    """``y = forward(x)`` along ``dim``; ``dx = kernel_vjp(y, dy)`` (ours), or
+    ``graph_vjp(y, dy, dim)`` in torch operations when the backward pass builds a
+    graph."""
 
     @staticmethod
-    def forward(ctx, x, dim, forward, backward, options):
+    def forward(ctx, x, dim, forward, kernel_vjp, graph_vjp, options):
         y = forward(_plain(x), axis=dim, **options)
         ctx.save_for_backward(y)
-        ctx.dim, ctx.backward = dim, backward
+        ctx.dim, ctx.kernel_vjp, ctx.graph_vjp = dim, kernel_vjp, graph_vjp
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        return ctx.backward(_plain(y), _plain(dy), axis=ctx.dim), None, None, None, None
+        if _building_graph():
+            dx = ctx.graph_vjp(y, dy, ctx.dim)
+        else:
+            dx = ctx.kernel_vjp(_plain(y), _plain(dy), axis=ctx.dim)
+        return dx, None, None, None, None, None
 
 
-def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r""":func:`softmax_numba.softmax` along ``dim``, differentiable.
+def softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+    r"""Softmax along ``dim``, :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}`,
+    differentiable to any order.
 
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
+    dim : int or tuple of int, default -1
+        The axis (or axes, taken together) the probabilities sum to 1 along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.softmax` of ``input``, of its dtype and device.
+
+    Notes
+    -----
     Backward: :func:`softmax_numba.softmax_backward`,
-    :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
+    :math:`dx = y \odot (dy - \langle y, dy\rangle)`; with ``create_graph=True`` the
+    same formula in torch operations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+    >>> y = snt.softmax(x, dim=-1)
+    >>> [round(v, 4) for v in y[0].tolist()]
+    [0.09, 0.2447, 0.6652]
+    >>> y[0, 2].backward()
+    >>> [round(v, 4) for v in x.grad[0].tolist()]
+    [-0.0599, -0.1628, 0.2227]
     """
-    return _RowMap.apply(input, dim, sn.softmax, sn.softmax_backward, {})
+    return _RowMap.apply(input, dim, sn.softmax, sn.softmax_backward, _softmax_vjp, {})
 
 
-def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r""":func:`softmax_numba.log_softmax` along ``dim``, differentiable.
+def log_softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+    r"""Log-softmax along ``dim``, :math:`y_i = (x_i - m) - \log(1 + s)` with
+    :math:`m = \max x` and :math:`s = \sum_{j \ne k} e^{x_j - m}`, differentiable to any
+    order.
 
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
+    dim : int or tuple of int, default -1
+        The axis (or axes, taken together) to normalize along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.log_softmax` of ``input``, of its dtype and device.
+
+    Notes
+    -----
     Backward: :func:`softmax_numba.log_softmax_backward`,
-    :math:`dx = dy - e^{y} \sum_j dy_j`.
+    :math:`dx = dy - e^{y} \sum_j dy_j`; with ``create_graph=True`` the same formula
+    in torch operations.
+
+    Examples
+    --------
+    A gradient penalty, which differentiates the gradient:
+
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    >>> out = snt.log_softmax(x, dim=-1)[:, 0].sum()
+    >>> (gx,) = torch.autograd.grad(out, x, create_graph=True)
+    >>> (out + (gx**2).sum()).backward()
+    >>> x_ref = x.detach().clone().requires_grad_()
+    >>> out_ref = torch.log_softmax(x_ref, -1)[:, 0].sum()
+    >>> (g_ref,) = torch.autograd.grad(out_ref, x_ref, create_graph=True)
+    >>> (out_ref + (g_ref**2).sum()).backward()
+    >>> torch.allclose(x.grad, x_ref.grad, rtol=1e-12, atol=1e-15)
+    True
     """
-    return _RowMap.apply(input, dim, sn.log_softmax, sn.log_softmax_backward, {})
+    return _RowMap.apply(input, dim, sn.log_softmax, sn.log_softmax_backward, _log_softmax_vjp, {})
 
 
 def sparsemax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r""":func:`softmax_numba.sparsemax` along ``dim``, differentiable.
+    r"""Sparsemax along ``dim``, the Euclidean projection of ``input`` onto the
+    probability simplex (Martins & Astudillo 2016), differentiable to any order.
 
+    Parameters
+    ----------
+    input : torch.Tensor
+        Scores, CPU or CUDA (float32 or float64 on CUDA).
+    dim : int, default -1
+        The axis to project along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.sparsemax` of ``input``: probabilities, many exactly 0.
+
+    Notes
+    -----
     Backward: :func:`softmax_numba.sparsemax_backward`, :math:`dx = s \odot (dy -
-    \langle s, dy\rangle / |s|)` with ``s`` the support.
+    \langle s, dy\rangle / |s|)` with ``s`` the support's indicator; the Jacobian is
+    constant on each support, so the second derivative is 0 (away from the points
+    where the support changes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> p = snt.sparsemax(torch.tensor([0.1, 1.2, 1.0, -3.0], dtype=torch.float64))
+    >>> [round(v, 4) for v in p.tolist()]
+    [0.0, 0.6, 0.4, 0.0]
     """
-    return _RowMap.apply(input, dim, sn.sparsemax, sn.sparsemax_backward, {})
+    return _RowMap.apply(input, dim, sn.sparsemax, sn.sparsemax_backward, _sparsemax_vjp, {})
 
 
 def entmax15(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r""":func:`softmax_numba.entmax15` along ``dim``, differentiable.
+    r"""1.5-entmax along ``dim`` (Peters, Niculae & Martins 2019), exact (no
+    bisection), differentiable to any order.
 
+    Parameters
+    ----------
+    input : torch.Tensor
+        Scores, CPU or CUDA (float32 or float64 on CUDA).
+    dim : int, default -1
+        The axis to normalize along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.entmax15` of ``input``: sparse probabilities.
+
+    Notes
+    -----
     Backward: :func:`softmax_numba.entmax15_backward`, :math:`dx = g \odot (dy -
-    \langle g, dy\rangle / \sum g)`, :math:`g = \sqrt{y}`.
+    \langle g, dy\rangle / \sum g)` with :math:`g = \sqrt{y}` on the support.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> p = snt.entmax15(torch.tensor([0.1, 1.2, 1.0, -3.0], dtype=torch.float64))
+    >>> [round(v, 4) for v in p.tolist()]
+    [0.0, 0.5625, 0.4375, 0.0]
     """
-    return _RowMap.apply(input, dim, sn.entmax15, sn.entmax15_backward, {})
-
-
-def _entmax_bisect_backward(y, dy, *, axis, alpha):
-    # The alpha-entmax Jacobian (Peters, Niculae & Martins, 2019, Prop. 1), applied
-    # to dy: g = y^(2 - alpha) on the support, dx = g (dy - <g, dy> / sum g).
-    g = torch.where(y > 0, y.clamp_min(0) ** (2.0 - alpha), torch.zeros_like(y))
-    dx = g * dy
-    return dx - g * (dx.sum(axis, keepdim=True) / g.sum(axis, keepdim=True))
+    return _RowMap.apply(input, dim, sn.entmax15, sn.entmax15_backward, _entmax15_vjp, {})
 
 
 def entmax_bisect(
     input: torch.Tensor, alpha: float = 1.5, dim: int = -1, n_iter: int = 50
 ) -> torch.Tensor:
-    r""":func:`softmax_numba.entmax_bisect` along ``dim``, differentiable in ``input``
-    (not in ``alpha``).
+    r"""alpha-entmax along ``dim`` by bisection (Peters, Niculae & Martins 2019),
+    differentiable to any order in ``input`` (not in ``alpha``).
 
+    Parameters
+    ----------
+    input : torch.Tensor
+        Scores, CPU or CUDA (float32 or float64 on CUDA).
+    alpha : float > 1, default 1.5
+        The entmax parameter: 2 is sparsemax; towards 1 it tends to softmax.
+    dim : int, default -1
+        The axis to normalize along.
+    n_iter : int, default 50
+        Bisection steps on the threshold.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.entmax_bisect` of ``input``.
+
+    Notes
+    -----
     Backward, in torch operations (there is no kernel for it):
     :math:`dx = g \odot (dy - \langle g, dy\rangle / \sum g)`, :math:`g = y^{2 -
     \alpha}` on the support (Peters, Niculae & Martins, "Sparse sequence-to-sequence
-    models", ACL 2019).
+    models", ACL 2019, Prop. 1).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([0.1, 1.2, 1.0, -3.0], dtype=torch.float64)
+    >>> torch.allclose(snt.entmax_bisect(x, alpha=1.5, n_iter=80), snt.entmax15(x))
+    True
     """
 
-    def backward(y, dy, *, axis):
-        return _entmax_bisect_backward(y, dy, axis=axis, alpha=alpha)
+    def vjp(y, dy, dim):
+        return _entmax_vjp(y, dy, dim, alpha)
+
+    def kernel_vjp(y, dy, *, axis):
+        return vjp(y, dy, axis)
 
     options = {"alpha": alpha, "n_iter": n_iter}
-    return _RowMap.apply(input, dim, sn.entmax_bisect, backward, options)
+    return _RowMap.apply(input, dim, sn.entmax_bisect, kernel_vjp, vjp, options)
 
 
 class _LogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, keepdim):
-        x = _plain(x)
         ctx.save_for_backward(x)
         ctx.dim, ctx.keepdim = dim, keepdim
-        return sn.logsumexp(x, axis=dim, keepdims=keepdim)
+        return sn.logsumexp(_plain(x), axis=dim, keepdims=keepdim)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
         dims = (ctx.dim,) if isinstance(ctx.dim, int) else ctx.dim
         if not ctx.keepdim:
             for d in sorted(d % x.ndim for d in dims):
                 dy = dy.unsqueeze(d)
+        if _building_graph():  # our softmax, itself differentiable
+            return dy * softmax(x, ctx.dim), None, None
         return dy * sn.softmax(_plain(x), axis=ctx.dim), None, None
 
 
-def logsumexp(
-    input: torch.Tensor, dim: int | tuple[int, ...], keepdim: bool = False
-) -> torch.Tensor:
-    r""":func:`softmax_numba.logsumexp` over ``dim`` (an int or a tuple, as
-    ``torch.logsumexp``), differentiable: :math:`dx = dy \cdot \operatorname{softmax}(x)`
-    (our softmax kernel)."""
+def logsumexp(input: torch.Tensor, dim: Dim, keepdim: bool = False) -> torch.Tensor:
+    r"""Log-sum-exp over ``dim``, :math:`m + \log(1 + s)` (Blanchard, Higham & Higham
+    2021), as ``torch.logsumexp``, differentiable to any order.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Values, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
+    dim : int or tuple of int
+        The axis or axes to reduce.
+    keepdim : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.logsumexp` of ``input``.
+
+    Notes
+    -----
+    Backward: :math:`dx = dy \cdot \operatorname{softmax}(x)` (our softmax kernel;
+    with ``create_graph=True`` our differentiable :func:`softmax`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> snt.logsumexp(torch.tensor([[1000.0, 1000.0]], dtype=torch.float64), dim=1)
+    tensor([1000.6931], dtype=torch.float64)
+    """
     return _LogSumExp.apply(input, dim, keepdim)
+
+
+# ----------------------------------------------------------------------------- losses
+def _loss_in_torch_ops(logits, target, options) -> torch.Tensor:
+    """The cross-entropy of ``logits`` (classes last) in torch operations around our
+    differentiable :func:`log_softmax` and :func:`logsumexp`, as
+    :func:`softmax_numba.reference.cross_entropy_options` writes it: the form that a
+    backward pass building a graph differentiates (its value is the kernel's loss, to
+    rounding)."""
+    n = logits.shape[-1]
+    eps = options["label_smoothing"]
+    softcap, z_loss = options.get("softcap"), options.get("z_loss", 0.0)
+    y = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+    logp = log_softmax(y, -1)
+    if target.is_floating_point():
+        q = (1 - eps) * target + eps / n
+        valid = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
+        total = valid.sum()
+    else:
+        ignore = options["ignore_index"]
+        valid = torch.ones_like(target, dtype=torch.bool) if ignore is None else target != ignore
+        safe = torch.where(valid, target, 0)
+        weights = options.get("class_weights")
+        w = torch.ones(n, dtype=y.dtype, device=y.device) if weights is None else weights
+        q = (eps / n) * w.expand(*safe.shape, n).clone()
+        q.scatter_add_(-1, safe.unsqueeze(-1), ((1 - eps) * w[safe]).unsqueeze(-1))
+        q = q * valid.unsqueeze(-1)
+        total = (w[safe] * valid).sum()
+    per_row = -torch.where(q == 0, 0.0, q * logp).sum(-1)
+    per_row_z = torch.where(valid, z_loss * logsumexp(y, -1) ** 2, 0.0) if z_loss else 0.0
+    reduction = options["reduction"]
+    if reduction == "mean":  # the z-loss is divided by the rows that count, not the weights
+        return per_row.sum() / total + (per_row_z.sum() / valid.sum() if z_loss else 0.0)
+    per_row = per_row + per_row_z
+    return per_row.sum() if reduction == "sum" else per_row
 
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, dim, options):
+    def forward(ctx, logits, target, class_weights, dim, options):
+        plain_options = dict(options)
+        if class_weights is not None:
+            plain_options["class_weights"] = _plain(class_weights)
         loss, grad = sn.cross_entropy(
-            _plain(logits), _plain(target), axis=dim, return_grad=True, **options
+            _plain(logits), _plain(target), axis=dim, return_grad=True, **plain_options
         )
-        ctx.save_for_backward(grad)
-        ctx.dim, ctx.per_row = dim, options["reduction"] == "none"
+        ctx.save_for_backward(grad, logits, target, class_weights)
+        ctx.dim, ctx.options = dim, options
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dloss):
-        (grad,) = ctx.saved_tensors
-        if ctx.per_row:
+        grad, logits, target, class_weights = ctx.saved_tensors
+        if _building_graph():
+            options = {**ctx.options, "class_weights": class_weights}
+            moved = logits.movedim(ctx.dim, -1)
+            target = target.movedim(ctx.dim, -1) if target.is_floating_point() else target
+            loss = _loss_in_torch_ops(moved, target, options)
+            (dlogits,) = torch.autograd.grad(loss, logits, dloss, create_graph=True)
+            return dlogits, None, None, None, None
+        if ctx.options["reduction"] == "none":
             dloss = dloss.unsqueeze(ctx.dim)
-        return _plain(grad) * dloss, None, None, None
+        return _plain(grad) * dloss, None, None, None, None
 
 
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
+    weight: torch.Tensor | None = None,
     *,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    r""":func:`softmax_numba.cross_entropy` in the conventions of
-    ``torch.nn.functional.cross_entropy``: classes along dimension 1 (0 for a 1-D
-    input), ``ignore_index=-100``; differentiable in ``input`` (not in a
-    probability ``target``).
+    r"""Cross-entropy of softmax in the conventions of
+    ``torch.nn.functional.cross_entropy``, fused with its gradient, differentiable to
+    any order in ``input`` (not in a probability ``target``, nor in ``weight``).
 
-    The forward pass computes the loss and its gradient in one kernel; the backward
-    pass scales the saved gradient by the upstream one.
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``: classes along dimension 1
+        (0 for a 1-D input).
+    target : torch.Tensor
+        Class indices (``input``'s shape without the class dimension) or
+        probabilities (``input``'s shape).
+    weight : torch.Tensor, shape (C,), optional
+        Non-negative class weights, as torch's ``weight=`` (class-index targets, CPU):
+        ``"mean"`` divides by the sum of the targets' weights.
+    ignore_index : int, default -100
+        Class-index targets equal to it give zero loss and gradient.
+    reduction : {"mean", "sum", "none"}
+        As torch's.
+    label_smoothing : float in [0, 1]
+        ``q = (1 - eps) q + eps / C``.
+    z_loss : float >= 0
+        Adds ``z_loss * lse**2`` per row (PaLM; class-index targets, CPU).
+    softcap : float > 0, optional
+        Replaces each logit by ``softcap * tanh(x / softcap)`` first (Gemma 2;
+        class-index targets, CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: a 0-d tensor, or one per row for ``reduction="none"``.
+
+    Notes
+    -----
+    The forward pass computes the loss and its gradient in one kernel
+    (:func:`softmax_numba.cross_entropy`); the backward pass scales the saved
+    gradient by the upstream one.  With ``create_graph=True`` the backward pass
+    differentiates the loss written in torch operations around our
+    :func:`log_softmax` and :func:`logsumexp`, so the gradient is itself
+    differentiable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    >>> t = torch.tensor([1, 0, 9, -100])
+    >>> torch.allclose(snt.cross_entropy(x, t, label_smoothing=0.1),
+    ...                F.cross_entropy(x, t, label_smoothing=0.1))
+    True
     """
     dim = 1 if input.ndim >= 2 else 0
     options = {
@@ -194,31 +498,41 @@ def cross_entropy(
         "label_smoothing": label_smoothing,
         "ignore_index": None if target.is_floating_point() else ignore_index,
     }
-    return _CrossEntropy.apply(input, target, dim, options)
+    if z_loss:
+        options["z_loss"] = z_loss
+    if softcap is not None:
+        options["softcap"] = softcap
+    return _CrossEntropy.apply(input, target, weight, dim, options)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """The loss; with a ``"mean"`` or ``"sum"`` reduction the gradients are computed
     with it (as Liger-Kernel does) and scaled in the backward pass; with ``"none"`` the
-    backward pass sweeps again, weighting each row by its upstream gradient."""
+    backward pass sweeps again, weighting each row by its upstream gradient.  A
+    backward pass that builds a graph differentiates the materialized form instead."""
 
     @staticmethod
-    def forward(ctx, h, W, bias, target, options):
+    def forward(ctx, h, W, bias, target, class_weights, options):
+        plain_weights = None if class_weights is None else _plain(class_weights)
         arrays = [_plain(h), _plain(W), None if bias is None else _plain(bias), _plain(target)]
         eager = options["reduction"] != "none" and ctx.needs_input_grad[:3] != (False,) * 3
         loss = sn.linear_cross_entropy(*arrays[:2], arrays[3], bias=arrays[2],
-                                       return_grad=eager, **options)  # fmt: skip
+                                       class_weights=plain_weights, return_grad=eager,
+                                       **options)  # fmt: skip
+        ctx.graph_inputs = (h, W, bias, target, class_weights)
         if eager:
             loss, grads = loss
             ctx.save_for_backward(*(g for g in grads if g is not None))
         else:
             ctx.save_for_backward(*(a for a in arrays if a is not None))
         ctx.eager, ctx.has_bias, ctx.options = eager, bias is not None, options
+        ctx.class_weights = None if plain_weights is None else plain_weights.numpy()
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dloss):
+        if _building_graph():
+            return _LinearCrossEntropy._graph_backward(ctx, dloss)
         saved = list(ctx.saved_tensors)
         if ctx.eager:
             grads = [g * dloss for g in saved]
@@ -228,13 +542,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
             target = rest[-1]
             _, grads = _linear_cross_entropy(
                 h.numpy(), W.numpy(), target.numpy(), bias=None if bias is None else bias.numpy(),
-                return_grad=True, return_lse=False, return_entropy=False,
-                upstream=_plain(dloss).to(h.dtype).numpy(), **ctx.options,
+                class_weights=ctx.class_weights, return_grad=True, return_lse=False,
+                return_entropy=False, upstream=_plain(dloss).to(h.dtype).numpy(), **ctx.options,
             )  # fmt: skip
             grads = [torch.from_numpy(g) for g in grads if g is not None]
         dh, dW = grads[0], grads[1]
         dbias = grads[2] if ctx.has_bias else None
-        return dh, dW, dbias, None, None
+        return dh, dW, dbias, None, None, None
+
+    @staticmethod
+    def _graph_backward(ctx, dloss):
+        """The gradients as differentiable tensors, from the materialized logits
+        ``F.linear(h, W, bias)`` and the torch-operation loss (the ``N x V`` logits
+        exist whole here: a second derivative needs them)."""
+        h, W, bias, target, class_weights = ctx.graph_inputs
+        options = {**ctx.options, "class_weights": class_weights}
+        wanted = [t for t in (h, W, bias) if t is not None and t.requires_grad]
+        logits = torch.nn.functional.linear(h, W, bias)
+        loss = _loss_in_torch_ops(logits, target, options)
+        grads = iter(torch.autograd.grad(loss, wanted, dloss, create_graph=True))
+        dh, dW, dbias = (
+            next(grads) if t is not None and t.requires_grad else None for t in (h, W, bias)
+        )
+        return dh, dW, dbias, None, None, None
 
 
 def linear_cross_entropy(
@@ -255,9 +585,56 @@ def linear_cross_entropy(
     :func:`softmax_numba.linear_cross_entropy`, differentiable in ``input``,
     ``weight`` and ``bias``; CPU tensors of float32 or float64.
 
-    ``input`` is ``(..., d)``, ``weight`` ``(V, d)`` (as ``torch.nn.Linear``'s),
-    ``target`` the class indices ``(...)``; ``ignore_index=-100`` as in torch.  The
-    ``N x V`` logits never exist whole, in the forward pass nor in the backward one.
+    The ``N x V`` logits never exist whole, in the forward pass nor in the backward
+    one.  The class weights are ``class_weights=`` here, not torch's ``weight=``,
+    because ``weight`` is the linear layer's matrix (as in ``F.linear``).
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Hidden states ``(..., d)``.
+    weight : torch.Tensor
+        The classifier's matrix ``(V, d)``, as ``torch.nn.Linear.weight``.
+    target : torch.Tensor
+        Class indices, ``input``'s shape without its last dimension.
+    bias : torch.Tensor, shape (V,), optional
+        The classifier's bias.
+    ignore_index : int, default -100
+        Targets equal to it give zero loss and gradient.
+    reduction : {"mean", "sum", "none"}
+        As torch's.
+    label_smoothing, z_loss, softcap
+        As in :func:`cross_entropy`.
+    class_weights : torch.Tensor, shape (V,), optional
+        Non-negative class weights (torch's ``weight=`` of ``F.cross_entropy``).
+    chunk_size : int, optional
+        Vocabulary entries per chunk (default: from ``config.CHUNKED_LOSS_BYTES``).
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: a 0-d tensor, or one per row for ``reduction="none"``.
+
+    Notes
+    -----
+    A backward pass with ``create_graph=True`` (a second derivative) differentiates
+    the materialized form ``F.linear`` + the loss in torch operations: correct, but it
+    holds the ``N x V`` logits, which the first derivative never does.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from softmax_numba import torch as snt
+    >>> h = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    >>> W = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    >>> t = torch.randint(0, 50, (6,))
+    >>> loss = snt.linear_cross_entropy(h, W, t)
+    >>> torch.allclose(loss, F.cross_entropy(F.linear(h, W), t))
+    True
+    >>> loss.backward()
+    >>> h.grad.shape, W.grad.shape
+    (torch.Size([6, 8]), torch.Size([50, 8]))
     """
     options = {
         "reduction": reduction,
@@ -265,8 +642,7 @@ def linear_cross_entropy(
         "ignore_index": ignore_index,
         "z_loss": z_loss,
         "softcap": softcap,
-        "class_weights": None if class_weights is None else _plain(class_weights).numpy(),
         "chunk_size": chunk_size,
         "backend": "auto",
     }
-    return _LinearCrossEntropy.apply(input, weight, bias, target, options)
+    return _LinearCrossEntropy.apply(input, weight, bias, target, class_weights, options)

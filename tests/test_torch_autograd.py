@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import inspect
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -93,11 +97,133 @@ def test_a_non_contiguous_upstream_gradient():
     torch.testing.assert_close(got, want)
 
 
-def test_double_backward_is_refused_not_wrong():
-    x = _logits((3, 4), "cpu")
-    (g,) = torch.autograd.grad(snt.softmax(x).pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
+def _gradient_penalty(f, x, weight=10.0):
+    """``x.grad`` of ``f(x)[..., 0].sum() + weight * |d f / d x|^2``: a second derivative
+    (the penalty's gradient goes through the first derivative)."""
+    x = x.detach().clone().requires_grad_()
+    out = f(x)
+    out = out.sum() if out.ndim == 0 else out.reshape(-1, out.shape[-1])[:, 0].sum()
+    (gx,) = torch.autograd.grad(out, x, create_graph=True)
+    (out + weight * (gx**2).sum()).backward()
+    return x.grad
+
+
+#: name -> (ours, torch's) for the gradient penalty of issue 26.
+PENALTIES = {
+    "log_softmax": (lambda x: snt.log_softmax(x, -1), lambda x: torch.log_softmax(x, -1)),
+    "softmax": (lambda x: snt.softmax(x, 0), lambda x: torch.softmax(x, 0)),
+    "logsumexp": (lambda x: snt.logsumexp(x, 1), lambda x: torch.logsumexp(x, 1)),
+    "cross_entropy": (
+        lambda x: snt.cross_entropy(x, torch.tensor([0, 4, -100]), label_smoothing=0.1),
+        lambda x: F.cross_entropy(x, torch.tensor([0, 4, -100]), label_smoothing=0.1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PENALTIES)
+def test_a_gradient_penalty_differentiates_the_gradient_as_torch_does(name):
+    # Issue 26: the backward passes were once_differentiable, so the gradient came back
+    # without a graph and the penalty's part of x.grad was silently dropped.
+    ours, theirs = PENALTIES[name]
+    x = _logits((3, 5), "cpu")
+    torch.testing.assert_close(
+        _gradient_penalty(ours, x), _gradient_penalty(theirs, x), rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("name", ROW_MAPS)
+def test_row_maps_pass_gradgradcheck(name):
+    ours, _ = ROW_MAPS[name]
+    assert torch.autograd.gradgradcheck(ours, (_logits((5, 7), "cpu"),), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "sparsemax", "entmax15"])
+def test_the_graph_building_backward_equals_the_kernel_backward(name):
+    # With create_graph=True the vector-Jacobian product is computed in torch operations;
+    # it must be the same derivative as our kernel's.
+    ours, _ = ROW_MAPS[name]
+    x = _logits((5, 7), "cpu")
+    dy = torch.randn(7, 7, dtype=torch.float64)[:5]
+    (kernel,) = torch.autograd.grad(ours(x), x, dy)
+    (graph,) = torch.autograd.grad(ours(x), x, dy, create_graph=True)
+    assert graph.requires_grad
+    torch.testing.assert_close(graph, kernel, rtol=1e-13, atol=1e-15)
+
+
+CE_OPTIONS = {
+    "plain": {},
+    "smoothed": {"label_smoothing": 0.2},
+    "weight, z-loss, soft-cap": {"z_loss": 0.01, "softcap": 3.0, "weight": "w"},
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", CE_OPTIONS)
+def test_cross_entropy_passes_gradgradcheck(reduction, options):
+    x = _logits((2, 5, 3), "cpu")
+    target = torch.tensor([[0, 4, -100], [2, 2, 1]])
+    opts = dict(CE_OPTIONS[options], reduction=reduction)
+    if "weight" in opts:
+        opts["weight"] = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+
+    def loss(x):
+        return snt.cross_entropy(x, target, **opts)
+
+    assert torch.autograd.gradgradcheck(loss, (x,))
+    (kernel,) = torch.autograd.grad(loss(x).sum(), x)
+    (graph,) = torch.autograd.grad(loss(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(graph, kernel, rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_with_probability_targets_passes_gradgradcheck():
+    q = torch.softmax(torch.randn(4, 6, dtype=torch.float64), -1)
+    x = _logits((4, 6), "cpu")
+    assert torch.autograd.gradgradcheck(
+        lambda x: snt.cross_entropy(x, q, label_smoothing=0.1), (x,)
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_takes_torchs_weight_and_the_liger_options(reduction):
+    x = _logits((6, 5), "cpu")
+    target = torch.tensor([0, 4, -100, 2, 2, 1])
+    w = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+    options = {"reduction": reduction, "label_smoothing": 0.1}
+    torch.testing.assert_close(
+        snt.cross_entropy(x, target, w, **options), F.cross_entropy(x, target, w, **options)
+    )
+    liger = {"z_loss": 0.01, "softcap": 3.0}
+    want = sn.cross_entropy(
+        x.detach(), target, class_weights=w, ignore_index=-100, **options, **liger
+    )
+    torch.testing.assert_close(snt.cross_entropy(x, target, weight=w, **options, **liger), want)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_cross_entropy_passes_gradgradcheck(reduction):
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    W = torch.randn(13, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(13, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randint(0, 13, (2, 3), generator=g)
+    y[0, 1] = -100
+    w = torch.linspace(0.5, 2.0, 13, dtype=torch.float64)
+    opts = {"reduction": reduction, "label_smoothing": 0.1, "z_loss": 1e-2, "softcap": 3.0}
+
+    def f(h, W, b):
+        return snt.linear_cross_entropy(h, W, y, b, class_weights=w, **opts)
+
+    assert torch.autograd.gradgradcheck(f, (h, W, b))
+
+
+def test_importing_the_torch_module_without_torch_says_how_to_install_it():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import softmax_numba.torch\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install" in result.stdout and ".[torch]" in result.stdout, result.stderr
 
 
 def test_the_backward_pass_runs_our_kernel(monkeypatch):
@@ -154,3 +280,16 @@ def test_linear_cross_entropy_passes_gradcheck_and_equals_torch(reduction, chunk
     have = torch.autograd.grad(got, (h, W, b), upstream)
     for a, e in zip(have, want, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", snt.__all__)
+def test_the_torch_functions_document_their_parameters_and_their_examples_run(name):
+    from tests.test_docstrings import documented_parameters, run_examples, sections
+
+    func = getattr(snt, name)
+    found = sections(func)
+    assert {"Parameters", "Returns", "Examples"} <= set(found), f"{name}: {list(found)}"
+    signature = set(inspect.signature(func).parameters)
+    documented = documented_parameters(func)
+    assert signature <= documented, f"{name}: {signature - documented} undocumented"
+    assert run_examples(func).attempted > 0
