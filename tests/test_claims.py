@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.harness.timing import median_interval
 from experiments.report import claims
-from experiments.report.claims import FAILS, HOLDS, QUALIFIED, UNTESTED
+from experiments.report.claims import FAILS, HOLDS, QUALIFIED, UNRESOLVED, UNTESTED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,7 +38,6 @@ MEASURED = [
     (7, "fused loss: max error / u at scale 30", 1.5),
     (7, "separate loss: max error / u at scale 30", 1.3e5),
     (7, "fused gradient p - onehot: max error / u", 1.75),
-    (7, "time of separate / time of fused (loss only)", 1.5),
     (8, "max |softmax([a,b])_0 - sigmoid(a-b)| / u", 0.5),
     (9, "fraction of MNIST logits where dsigmoid/dx < 1e-3", 0.13),
     (9, "fraction of MNIST logits where dsoftmax (diagonal)/dx < 1e-3", 0.05),
@@ -45,6 +46,34 @@ MEASURED = [
     (12, "fraction of MNIST logits where dsoftplus/dx < 1e-3", 0.005),
     (12, "median row sum of softplus(MNIST logits)", 17.8),
 ]
+
+#: The timing ratios, measured in interleaved rounds: (claim, quantity) -> threshold(s).
+SEPARATE = "time of separate / time of fused (loss only)"
+GAUSS_SIG = "GB/s of gaussian / GB/s of sigmoid"
+GAUSS_SOFT = "GB/s of gaussian / GB/s of softmax[shifted]"
+MAXOUT = "GB/s of maxout[pool=4] / GB/s of softmax[shifted]"
+COPY = "GB/s of softmax / GB/s of a parallel copy"
+ROUNDS = 21
+
+
+def _spread(center: float, half_width: float) -> np.ndarray:
+    """Per-round ratios spread evenly around ``center``: with 21 rounds the 95% interval
+    of the median is the 6th to the 16th value, ``center -+ half_width / 2``."""
+    return np.linspace(center - half_width, center + half_width, ROUNDS)
+
+
+#: Supporting per-round ratios of each timed quantity (intervals far from every threshold).
+TIMED = {
+    (7, SEPARATE): _spread(1.5, 0.1),
+    (11, GAUSS_SIG): _spread(0.25, 0.05),
+    (11, GAUSS_SOFT): _spread(0.25, 0.05),
+    (14, MAXOUT): _spread(0.25, 0.05),
+    (15, COPY): _spread(0.9, 0.05),
+}
+
+
+def _round_rows(claim: int, quantity: str, values) -> list[tuple]:
+    return [(claim, f"{quantity}, round {k}", float(v)) for k, v in enumerate(values, 1)]
 
 
 def _accuracy() -> pd.DataFrame:
@@ -95,7 +124,10 @@ def _speed() -> pd.DataFrame:
 
 
 def _tables() -> dict[str, pd.DataFrame]:
-    measured = pd.DataFrame(MEASURED, columns=["claim", "quantity", "value"]).assign(detail="")
+    rows = list(MEASURED)
+    for (claim, quantity), values in TIMED.items():
+        rows += _round_rows(claim, quantity, values)
+    measured = pd.DataFrame(rows, columns=["claim", "quantity", "value"]).assign(detail="")
     return {
         "accuracy.csv": _accuracy(),
         "overflow.csv": _overflow(),
@@ -122,12 +154,14 @@ def _acc(t, column, value, **where):
     return _set(t["accuracy.csv"], column, value, **where)
 
 
-def _speed_of(t, entry, gbps=None, ratio=None):
-    s = t["speed.csv"]
-    if gbps is not None:
-        _set(s, "gbps", gbps, entry=entry, engine="parallel")
-    if ratio is not None:
-        _set(s, "ratio_to_parallel_copy", ratio, entry=entry, engine="parallel")
+def _timed(t, claim, quantity, values):
+    """Replace the per-round ratios of one timed quantity of claims.csv."""
+    c = t["claims.csv"]
+    prefix = f"{quantity}, round "
+    rounds = (c.claim == claim) & c.quantity.str.startswith(prefix)
+    assert rounds.sum() == ROUNDS, (claim, quantity)
+    new = pd.DataFrame(_round_rows(claim, quantity, values), columns=["claim", "quantity", "value"])
+    t["claims.csv"] = pd.concat([c[~rounds], new.assign(detail="")], ignore_index=True)
 
 
 #: Verdict of each claim on the supporting tables; 10 cannot fully hold ('less
@@ -184,7 +218,8 @@ REFUTED = {
         (lambda t: _q(t, 7, "fused loss: max error / u at scale 30", 100.0), FAILS),
         (lambda t: _q(t, 7, "fused loss: max error / u at scale 30", float("nan")), FAILS),
         (lambda t: _q(t, 7, "fused gradient p - onehot: max error / u", 50.0), FAILS),
-        (lambda t: _q(t, 7, "time of separate / time of fused (loss only)", 0.9), QUALIFIED),
+        (lambda t: _timed(t, 7, SEPARATE, _spread(0.9, 0.1)), QUALIFIED),
+        (lambda t: _timed(t, 7, SEPARATE, _spread(1.1, 0.2)), UNRESOLVED),
         (lambda t: _q(t, 7, "separate loss: max error / u at scale 30", 3.0), QUALIFIED),
     ],
     8: [(lambda t: _q(t, 8, "max |softmax([a,b])_0 - sigmoid(a-b)| / u", 40.0), FAILS)],
@@ -199,9 +234,17 @@ REFUTED = {
         (lambda t: _q(t, 10, "max |finite difference - 1/(pi(1+x^2))| of arctan map", 1e-3), FAILS)
     ],
     11: [
-        (lambda t: _speed_of(t, "gaussian", gbps=38.0), FAILS),
-        (lambda t: _speed_of(t, "gaussian", gbps=26.0), QUALIFIED),
-        (lambda t: [_speed_of(t, e, gbps=10.0) for e in ("sigmoid", "softmax[shifted]")], FAILS),
+        (lambda t: [_timed(t, 11, q, _spread(0.95, 0.05)) for q in (GAUSS_SIG, GAUSS_SOFT)], FAILS),
+        (
+            lambda t: [_timed(t, 11, q, _spread(0.65, 0.05)) for q in (GAUSS_SIG, GAUSS_SOFT)],
+            QUALIFIED,
+        ),
+        (
+            lambda t: [_timed(t, 11, q, _spread(0.8, 0.2)) for q in (GAUSS_SIG, GAUSS_SOFT)],
+            UNRESOLVED,
+        ),
+        # The smaller ratio of each round decides: one comparison alone is not enough.
+        (lambda t: _timed(t, 11, GAUSS_SIG, _spread(0.95, 0.05)), HOLDS),
     ],
     12: [
         (lambda t: _q(t, 12, "median row sum of softplus(MNIST logits)", 1.001), FAILS),
@@ -216,18 +259,20 @@ REFUTED = {
         (lambda t: _acc(t, "support", 1001.0, entry="sparsemax[pivot]", scale=100.0), FAILS),
     ],
     14: [
-        (lambda t: _speed_of(t, "maxout[pool=4]", gbps=80.0), FAILS),
-        (lambda t: _speed_of(t, "maxout[pool=4]", gbps=25.0), QUALIFIED),
+        (lambda t: _timed(t, 14, MAXOUT, _spread(2.0, 0.1)), FAILS),
+        (lambda t: _timed(t, 14, MAXOUT, _spread(0.6, 0.1)), QUALIFIED),
+        (lambda t: _timed(t, 14, MAXOUT, _spread(0.5, 0.1)), UNRESOLVED),
     ],
     15: [
-        (lambda t: _speed_of(t, "softmax[shifted]", ratio=0.4), QUALIFIED),
-        (lambda t: _speed_of(t, "softmax[shifted]", ratio=0.1), FAILS),
+        (lambda t: _timed(t, 15, COPY, _spread(0.4, 0.1)), QUALIFIED),
+        (lambda t: _timed(t, 15, COPY, _spread(0.1, 0.05)), FAILS),
+        (lambda t: _timed(t, 15, COPY, _spread(0.7, 0.1)), UNRESOLVED),
+        (lambda t: _timed(t, 15, COPY, _spread(0.25, 0.2)), UNRESOLVED),
     ],
 }
 
 #: The table each claim reads (removing it must give "not measured").
-SOURCE = {1: "accuracy.csv", 6: "overflow.csv", 11: "speed.csv", 13: "accuracy.csv"}
-SOURCE |= {14: "speed.csv", 15: "speed.csv"}
+SOURCE = {1: "accuracy.csv", 6: "overflow.csv", 13: "accuracy.csv"}
 
 
 def _tables_verdicts(folder, tables) -> list[claims.Verdict]:
@@ -285,10 +330,11 @@ def test_missing_table_or_rows_is_not_measured(tmp_path, number):
 def test_missing_column_is_not_measured(tmp_path):
     tables = _tables()
     tables["accuracy.csv"] = tables["accuracy.csv"].drop(columns="sum_error_u")
-    tables["speed.csv"] = tables["speed.csv"].drop(columns="ratio_to_parallel_copy")
+    tables["speed.csv"] = tables["speed.csv"].drop(columns="gbps")
     by_number = {v.number: v.verdict for v in _tables_verdicts(tmp_path, tables)}
-    assert by_number[1] == UNTESTED and by_number[15] == UNTESTED
-    assert by_number[13] == HOLDS and by_number[11] == HOLDS
+    assert by_number[1] == UNTESTED
+    # speed.csv only gives claim 15 other engines' figures for comparison.
+    assert by_number[13] == HOLDS and by_number[15] == HOLDS
 
 
 def test_offset_columns_are_read_when_present(tmp_path):
@@ -318,3 +364,87 @@ def test_committed_tables_measure_every_claim():
     verdicts = claims.verdicts(results)
     assert [v.number for v in verdicts] == NUMBERS
     assert all(v.verdict != UNTESTED for v in verdicts), [v.evidence for v in verdicts]
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+#: Per timed claim: its quantities, and ratios whose interval lies wholly on the side
+#: that supports it, wholly on the side that refutes it, and straddling the threshold
+#: between (with the verdict the refuting side gives).
+TIMED_CASES = {
+    7: ((SEPARATE,), _spread(1.3, 0.1), _spread(0.95, 0.1), _spread(1.1, 0.1), QUALIFIED),
+    11: ((GAUSS_SIG, GAUSS_SOFT), _spread(0.3, 0.1), _spread(1.0, 0.1), _spread(0.8, 0.1), FAILS),
+    14: ((MAXOUT,), _spread(0.3, 0.1), _spread(1.2, 0.1), _spread(0.8, 0.1), FAILS),
+    15: ((COPY,), _spread(0.8, 0.1), _spread(0.2, 0.02), _spread(0.25, 0.1), FAILS),
+}
+
+
+@pytest.mark.parametrize("number", sorted(TIMED_CASES))
+def test_timing_verdict_needs_the_whole_interval_on_one_side(tmp_path, number):
+    """Holds when the interval of the median ratio clears the threshold, is refuted
+    when it lies wholly on the other side, and is 'no difference measured' when it
+    straddles the threshold, whatever side the median alone falls on."""
+    quantities, above, below, straddling, refuted = TIMED_CASES[number]
+    for k, (values, expected) in enumerate(
+        ((above, HOLDS), (below, refuted), (straddling, UNRESOLVED))
+    ):
+        tables = _tables()
+        for q in quantities:
+            _timed(tables, number, q, values)
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        v = _verdict(folder, tables, number)
+        assert v.verdict == expected, (k, v.evidence)
+        assert "95% interval of the median over 21 interleaved rounds" in v.evidence
+
+
+def test_claim_7_does_not_flip_on_the_noise_of_issue_26(tmp_path):
+    """Two runs whose medians sit on either side of 1.1 (1.11 and 0.981) but whose
+    rounds overlap give the same verdict, 'no difference measured'; a single ratio
+    (the old criterion) gave 'holds', then 'holds with a qualification'."""
+    verdicts = []
+    for k, median in enumerate((1.11, 0.981)):
+        tables = _tables()
+        _timed(tables, 7, SEPARATE, _spread(median, 0.3))
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        verdicts.append(_verdict(folder, tables, 7).verdict)
+    assert verdicts == [UNRESOLVED, UNRESOLVED]
+
+
+def test_timing_rounds_missing_is_not_measured(tmp_path):
+    """Claim 7 without its rounds (the single ratio of an older table) is not measured."""
+    tables = _tables()
+    c = tables["claims.csv"]
+    tables["claims.csv"] = pd.concat(
+        [
+            c[~c.quantity.str.startswith(f"{SEPARATE}, round ")],
+            pd.DataFrame([{"claim": 7, "quantity": SEPARATE, "value": 1.5, "detail": ""}]),
+        ]
+    )
+    assert _verdict(tmp_path, tables, 7).verdict == UNTESTED
+
+
+def test_median_interval_is_the_order_statistic_interval():
+    values = np.arange(1.0, 22.0)[::-1]  # 21 values, any order
+    assert median_interval(values) == (11.0, 6.0, 16.0)
+    assert median_interval(np.arange(1.0, 16.0)) == (8.0, 4.0, 12.0)
+    # Six values are the fewest with a 95% interval (1/64 < 2.5%); five have none.
+    assert median_interval(np.arange(1.0, 7.0)) == (3.5, 1.0, 6.0)
+    median, low, high = median_interval(np.arange(1.0, 6.0))
+    assert median == 3.0 and low == -np.inf and high == np.inf
+    # NaN rounds are dropped.
+    assert median_interval([np.nan, *range(1, 7)]) == (3.5, 1.0, 6.0)
+
+
+def test_median_interval_covers_the_median_at_the_stated_rate():
+    """Over many samples of 21 from a skewed distribution, the interval holds the
+    population median at least 95% of the time."""
+    rng = np.random.default_rng(0)
+    true_median = np.log(2.0)  # of an exponential with rate 1
+    hits = [
+        (lambda m, lo, hi: lo <= true_median <= hi)(*median_interval(rng.exponential(size=21)))
+        for _ in range(4000)
+    ]
+    assert 0.95 <= np.mean(hits) <= 0.99

@@ -276,3 +276,52 @@ def test_roofline_small_size_checks_report_their_figures():
     assert all(a["auto_over_best"] > 0 for a in auto)
     row = roofline.single_row(rounds=2, n=10_000)
     assert row["softmax_gbps"] > 0 and row["copyto_gbps"] > 0
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _peer_tables(folder: pathlib.Path, peers=("scipy", "torch", "jax")) -> None:
+    """accuracy.csv (offset sweep) and speed.csv with rows of our engines and ``peers``."""
+    backends = ("numpy", "cpu", "parallel", *peers)
+    cell = dict(dtype="float32", preset="imagenet", n=1000, rows=64, scale=1.0)
+    cell |= dict(distribution="normal", algorithm="-", bound_ratio=0.1)
+    pd.DataFrame(
+        [
+            dict(entry=e, backend=b, offset=c, max_rel_error_u=1.0, **cell)
+            for e in ("log_softmax", "logsumexp")
+            for b in backends
+            for c in (0.0, 1e4)
+        ]
+    ).to_csv(folder / "accuracy.csv", index=False)
+    pd.DataFrame(
+        [
+            dict(entry=e, engine=b, dtype="float32", bytes=128 << 20)
+            | dict(gbps=10.0, parallel_copy_gbps=30.0)
+            for e in ("softmax[shifted]", "log_softmax")
+            for b in backends
+        ]
+    ).to_csv(folder / "speed.csv", index=False)
+
+
+def test_results_readme_names_only_the_peers_in_its_tables(tmp_path):
+    """A peer that was not installed has no rows (no column) in the tables, and the
+    generated text does not name it (issue 26: 'beside scipy, PyTorch and JAX' in a
+    study run without JAX)."""
+    from experiments.report import readme
+
+    _peer_tables(tmp_path)
+    text = readme.write(tmp_path).read_text()
+    assert "beside scipy, PyTorch and JAX in the same cells" in text
+    assert "of our engines and of scipy, PyTorch and JAX" in text
+    assert "| jax |" in text
+    _peer_tables(tmp_path, peers=("scipy", "torch"))
+    text = readme.write(tmp_path).read_text()
+    assert "jax" not in text.lower()
+    assert "beside scipy and PyTorch in the same cells" in text
+    assert "of our engines and of scipy and PyTorch," in text
+    _peer_tables(tmp_path, peers=())
+    text = readme.write(tmp_path).read_text()
+    assert "no peer was installed to score beside it" in text
+    assert "jax" not in text.lower() and "pytorch" not in text.lower()
+    assert "| scipy |" not in text and "| torch |" not in text

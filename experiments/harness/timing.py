@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -51,6 +53,68 @@ def time_call(
         "repeats": repeats,
         "inner": inner,
     }
+
+
+def interleaved(
+    candidates: dict[str, Callable],
+    rounds: int,
+    *,
+    min_sample_s: float = settings.SPEED_MIN_SAMPLE_S,
+) -> dict[str, np.ndarray]:
+    """Seconds per call of each candidate in each of ``rounds`` rounds, the candidates
+    timed in turn: a slow spell of a shared machine hits them alike, and a ratio taken
+    within a round cancels it.
+
+    Each candidate is called twice first (compilation, page faults), then each round
+    times a block of ``inner`` calls of each (``inner`` chosen so that a block lasts at
+    least ``min_sample_s``; one implementation at a time, so a thread pool left spinning
+    by one does not slow the next call of the other).  The order is reversed every
+    other round (A B, B A, A B, ...) so that neither candidate always runs first.
+    """
+    inner = {}
+    for name, fn in candidates.items():
+        fn()
+        start = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - start, 1e-9)
+        inner[name] = max(1, int(min_sample_s / once))
+    samples = {name: np.empty(rounds) for name in candidates}
+    order = list(candidates.items())
+    for k in range(rounds):
+        for name, fn in order if k % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name][k] = (time.perf_counter() - start) / inner[name]
+    return samples
+
+
+def median_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and a distribution-free ``confidence`` interval of it.
+
+    The interval is ``[v_(k), v_(n+1-k)]`` of the sorted values (1-based), with the
+    largest ``k`` such that ``P(B < k) <= (1 - confidence) / 2`` for ``B ~ Binomial(n,
+    1/2)``: the population median lies below ``v_(k)`` only if fewer than ``k`` of the
+    ``n`` independent values do.  Too few values for any such ``k`` (fewer than 6 at
+    95%) give ``(-inf, inf)``: nothing can be told apart.  NaNs are dropped.
+    """
+    v = np.sort(np.asarray(values, dtype=float))
+    v = v[~np.isnan(v)]
+    n = v.size
+    if n == 0:
+        return np.nan, -np.inf, np.inf
+    tail = (1.0 - confidence) / 2.0
+    k, below = 0, 0.0  # below = P(B < k + 1) = P(B <= k)
+    while True:
+        below += math.comb(n, k) / 2.0**n
+        if below > tail:
+            break
+        k += 1
+    # Now P(B < k) <= tail < P(B < k + 1): the interval is [v_(k), v_(n+1-k)].
+    median = float(np.median(v))
+    if k == 0:
+        return median, -np.inf, np.inf
+    return median, float(v[k - 1]), float(v[n - k])
 
 
 @numba.njit(parallel=True, cache=True)

@@ -4,19 +4,50 @@ The sweeps answer most claims; these measure what they do not: invariances,
 monotonicity, ratios, gradients, the two-class case, saturation, the fused loss.
 Every value is a number with its unit in ``quantity``; :mod:`experiments.report.claims`
 turns them into verdicts.
+
+A timing ratio (claims 7, 11, 14, 15) is measured in interleaved rounds
+(:func:`experiments.harness.timing.interleaved`): one row per round, ``QUANTITY, round
+k``, whose ratio compares the two implementations within that round, and a row
+``QUANTITY`` with the median over the rounds and its 95% interval in ``detail``.  The
+verdicts are judged on the rounds' rows.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.special
 
 import softmax_numba as sn
-from experiments.harness import timing
+from experiments.harness import inputs, settings, timing
 from experiments.measure.bhh import load_logits
+from experiments.measure.sweep import entry
 
 COLUMNS = ["claim", "quantity", "value", "detail"]
 U32, U64 = 2.0**-24, 2.0**-53
+#: Rows of 1000 float32 logits: about 4 MiB (claims 11, 14) and 64 MiB (claim 15).
+COST_ROWS, EFFICIENCY_ROWS = 1048, 16777
+
+
+def round_rows(claim: int, quantity: str, ratios, detail: str) -> list[dict]:
+    """A ratio measured in interleaved rounds: a row ``quantity, round k`` per round
+    and a row ``quantity`` with their median, the 95% interval of it in ``detail``."""
+    median, low, high = timing.median_interval(ratios)
+    rows = [
+        {"claim": claim, "quantity": f"{quantity}, round {k}", "value": float(r), "detail": detail}
+        for k, r in enumerate(ratios, 1)
+    ]
+    summary = (
+        f"median of {len(ratios)} interleaved rounds, 95% interval of the median "
+        f"[{low:.3g}, {high:.3g}]; {detail}"
+    )
+    return [*rows, {"claim": claim, "quantity": quantity, "value": median, "detail": summary}]
+
+
+def _rounds(candidates: dict) -> dict[str, np.ndarray]:
+    return timing.interleaved(
+        candidates, settings.CLAIM_ROUNDS, min_sample_s=settings.CLAIM_MIN_SAMPLE_S
+    )
 
 
 def _rows(seed=0, shape=(256, 1000), scale=1.0, dtype=np.float64):
@@ -194,17 +225,59 @@ def cross_entropy_fused() -> list[dict]:
     def separate():
         return -np.log(sn.softmax(x)[r, y])
 
-    fused_t = timing.time_call(lambda: sn.cross_entropy(x, y, reduction="none"))["median_s"]
-    separate_t = timing.time_call(separate)["median_s"]
-    out.append(
-        {
-            "claim": 7,
-            "quantity": "time of separate / time of fused (loss only)",
-            "value": separate_t / fused_t,
-            "detail": "4096 x 1000 float32, backend auto",
-        }
+    seconds = _rounds(
+        {"fused": lambda: sn.cross_entropy(x, y, reduction="none"), "separate": separate}
+    )
+    out += round_rows(
+        7,
+        "time of separate / time of fused (loss only)",
+        seconds["separate"] / seconds["fused"],
+        "4096 x 1000 float32, backend auto",
     )
     return out
+
+
+def costs() -> list[dict]:
+    """Claims 11 and 14: GB/s of the Gaussian and of maxout against the sigmoid's and
+    softmax's, parallel engine, float32, timed in the same rounds."""
+    x = inputs.logits("normal", COST_ROWS, 1000, 1.0, "float32")
+    names = ("gaussian", "sigmoid", "softmax[shifted]", "maxout[pool=4]")
+    entries = {name: entry(name) for name in names}
+    calls = {}
+    for name, e in entries.items():
+        args = e.arguments(x, np.random.default_rng(1))
+        calls[name] = lambda e=e, args=args: e.run(args, backend="parallel")
+    seconds = _rounds(calls)
+    gbps = {name: e.bytes_factor * x.nbytes / seconds[name] for name, e in entries.items()}
+    detail = f"{COST_ROWS} x 1000 float32, parallel engine"
+    out = []
+    for claim, a, b in (
+        (11, "gaussian", "sigmoid"),
+        (11, "gaussian", "softmax[shifted]"),
+        (14, "maxout[pool=4]", "softmax[shifted]"),
+    ):
+        out += round_rows(claim, f"GB/s of {a} / GB/s of {b}", gbps[a] / gbps[b], detail)
+    return out
+
+
+def efficiency() -> list[dict]:
+    """Claim 15: GB/s of softmax (parallel engine, a new array per call, as the peers
+    return) over that of a parallel copy of the same array, timed in the same rounds."""
+    x = inputs.logits("normal", EFFICIENCY_ROWS, 1000, 1.0, "float32")
+    e = entry("softmax[shifted]")
+    args = e.arguments(x, np.random.default_rng(1))
+    src = x.reshape(-1).view(np.uint8)
+    dst = np.empty_like(src)
+    threads = numba.get_num_threads()
+    seconds = _rounds(
+        {
+            "softmax": lambda: e.run(args, backend="parallel"),
+            "copy": lambda: timing._parallel_copy(src, dst, threads),
+        }
+    )
+    ratio = (e.bytes_factor / seconds["softmax"]) / (2.0 / seconds["copy"])
+    detail = f"{EFFICIENCY_ROWS} x 1000 float32 ({x.nbytes / 2**20:.0f} MiB), parallel engine"
+    return round_rows(15, "GB/s of softmax / GB/s of a parallel copy", ratio, detail)
 
 
 def two_classes() -> list[dict]:
@@ -281,6 +354,8 @@ def all_measurements() -> list[dict]:
         cross_entropy_fused,
         two_classes,
         saturation,
+        costs,
+        efficiency,
     ):
         rows += measure()
     return rows

@@ -3,8 +3,8 @@
 ``write(out)`` reads ``accuracy.csv``, ``speed.csv``, ``overflow.csv`` and
 ``claims.csv`` under ``out`` and writes ``CLAIMS.md``: per claim its criterion (the
 measurement and the thresholds that decide it), the verdict that follows (holds /
-does not hold / holds with a qualification), the numbers behind it and the figure
-that shows it.
+does not hold / holds with a qualification, or no difference measured where a timing
+cannot tell them apart), the numbers behind it and the figure that shows it.
 
 Every claim is declared with :func:`claim`, beside the function that judges it: the
 declaration states the criterion in words, the function applies the same thresholds
@@ -12,6 +12,12 @@ declaration states the criterion in words, the function applies the same thresho
 returns the verdict with its evidence.  A table that refutes a claim therefore changes
 its verdict; ``tests/test_claims.py`` refutes each claim in turn.  A claim whose table,
 rows or columns are missing (a partial run) is "not measured" instead of a guess.
+
+A timing criterion (claims 7, 11, 14, 15) is judged on a ratio measured in interleaved
+rounds (one row of ``claims.csv`` per round): the 95% interval of its median
+(:func:`experiments.harness.timing.median_interval`) must lie wholly on one side of a
+threshold for the verdict on that side; an interval that straddles a threshold gives
+"no difference measured", so that a verdict does not flip on timing noise.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-HOLDS, FAILS, QUALIFIED, UNTESTED = (
+from experiments.harness.timing import median_interval
+
+HOLDS, FAILS, QUALIFIED, UNTESTED, UNRESOLVED = (
     "holds",
     "does not hold",
     "holds with a qualification",
     "not measured",
+    "no difference measured",
 )
 
 
@@ -126,6 +135,13 @@ class Tables:
             raise NotMeasured(f"claims.csv has no row matching '{pattern}' for claim {claim}")
         return rows
 
+    def rounds(self, claim: int, quantity: str) -> pd.Series:
+        """A ratio measured in interleaved rounds: the values of the claim's rows
+        ``quantity, round k`` indexed by ``k``; raises NotMeasured if there is none."""
+        rows = self.quantities(claim, re.escape(quantity) + r", round \d+")
+        by_round = {int(k.rsplit(" ", 1)[-1]): v for k, v in rows.items()}
+        return pd.Series(by_round, name=quantity).sort_index()
+
 
 CLAIMS: list[Claim] = []
 
@@ -158,6 +174,41 @@ def _error(v: float) -> float:
 def _unshifted(a: pd.DataFrame) -> pd.DataFrame:
     """Rows without a common offset added to the logits (all rows if no ``offset``)."""
     return a[a.offset == 0] if "offset" in a.columns else a
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A ratio over interleaved rounds: its median and the 95% interval of the median."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @classmethod
+    def of(cls, values) -> Timed:
+        values = np.asarray(values, dtype=float)
+        return cls(*median_interval(values), rounds=int(np.sum(~np.isnan(values))))
+
+    def __str__(self) -> str:
+        return (
+            f"{_fmt(self.median)} (95% interval of the median over {self.rounds} "
+            f"interleaved rounds: {_fmt(self.low)} to {_fmt(self.high)})"
+        )
+
+    def verdict(self, edges: tuple[float, ...], verdicts: tuple[str, ...]) -> str:
+        """``verdicts[i]`` if the whole interval lies between ``edges[i - 1]`` and
+        ``edges[i]`` (increasing edges; a value on an edge counts above it), else
+        :data:`UNRESOLVED`: the interval straddles an edge."""
+        low, high = (np.searchsorted(edges, v, side="right") for v in (self.low, self.high))
+        return verdicts[low] if low == high else UNRESOLVED
+
+
+TIMED_RULE = (
+    "A timing decides only if the 95% interval of the median ratio over the interleaved "
+    "rounds (order statistics) lies wholly on one side of each threshold; an interval that "
+    "straddles a threshold gives no difference measured."
+)
 
 
 # ---------------------------------------------------------------------------
@@ -418,33 +469,40 @@ FASTER = 1.1
     measurement="claims.csv, claim 7 (float32, 4096 rows of 1000 logits, scales 1, 30, "
     "100): max error of the fused loss and of -log(softmax(x))[y] in u (an all-infinite "
     "result counts as infinite error), max error of the fused gradient p - onehot in u, and "
-    "the time of the separate loss over the fused one.",
+    "the time of the separate loss over the fused one, timed in interleaved rounds (one ratio "
+    "per round).",
     rule=f"Does not hold if the fused loss exceeds {LOSS_TOL_U:g} u at some scale or the "
     f"fused gradient exceeds {GRAD_TOL_U:g} u. If both are within, holds with a "
     f"qualification when the separate loss is also within {LOSS_TOL_U:g} u at every scale "
-    f"(no accuracy gained) or takes at most {FASTER:g} times the time of the fused one (not "
-    f"faster beyond timing noise), and holds otherwise.",
+    f"(no accuracy gained). Otherwise the time ratio decides: holds if the separate loss "
+    f"takes at least {FASTER:g} times the time of the fused one over the whole interval, "
+    f"holds with a qualification (more accurate, not faster) if less over the whole "
+    f"interval, no difference measured if the interval straddles {FASTER:g}. " + TIMED_RULE,
 )
 def _claim_7(t: Tables) -> tuple[str, str]:
     fused = {k: _error(v) for k, v in t.quantities(7, r"fused loss: max error / u at .+").items()}
     sep = {k: _error(v) for k, v in t.quantities(7, r"separate loss: max error / u at .+").items()}
     grad = _error(t.quantity(7, "fused gradient p - onehot: max error / u"))
-    speed = t.quantity(7, "time of separate / time of fused (loss only)")
+    speed = Timed.of(t.rounds(7, "time of separate / time of fused (loss only)"))
     worst_sep = max(sep, key=sep.get)
     accurate = max(fused.values()) <= LOSS_TOL_U and grad <= GRAD_TOL_U
     gain = sep[worst_sep] > LOSS_TOL_U
-    faster = speed > FASTER
+    timed = speed.verdict((FASTER,), (QUALIFIED, HOLDS))
+    note = {
+        HOLDS: ".",
+        QUALIFIED: " (the fused loss is not faster with the current CPU kernels).",
+        UNRESOLVED: f" (the interval straddles {FASTER:g}: no difference measured).",
+    }
     text = (
         f"The fused loss stays within {_fmt(max(fused.values()))} u at every scale; "
         f"-log(softmax(x))[y] reaches {_fmt(sep[worst_sep])} u "
         f"({worst_sep.rsplit(' / u ', 1)[-1]}; it turns infinite where p_y underflows, see "
         f"claims.csv). The fused gradient p - onehot is within {_fmt(grad)} u of exact. The "
-        f"separate loss takes {_fmt(speed)} times the fused one"
-        + ("." if faster else " (the fused loss is not faster with the current CPU kernels).")
+        f"separate loss takes {speed} times the fused one" + note[timed]
     )
     if not accurate:
         return FAILS, text
-    return (HOLDS if gain and faster else QUALIFIED), text
+    return (timed if gain else QUALIFIED), text
 
 
 # ---------------------------------------------------------------------------
@@ -558,56 +616,45 @@ BIG = 32 * 2**20
 EFFICIENT, INEFFICIENT = 0.7, 0.25
 
 
-def _speed(t: Tables, entry: str, engine: str) -> pd.DataFrame:
-    """float32 rows of ``speed.csv`` for one entry and engine; NotMeasured if none."""
-    s = t.table("speed.csv", ["entry", "engine", "dtype", "preset", "rows", "bytes", "gbps"])
-    s = s[(s.entry == entry) & (s.engine == engine) & (s.dtype == "float32")]
-    if s.empty:
-        raise NotMeasured(f"speed.csv has no float32 {engine} rows for {entry}")
-    return s.sort_values("bytes")
+def _ratio(t: Tables, claim: int, a: str, b: str) -> pd.Series:
+    """GB/s(a) / GB/s(b) per interleaved round, from ``claims.csv``."""
+    return t.rounds(claim, f"GB/s of {a} / GB/s of {b}")
 
 
-def _ratio(t: Tables, a: str, b: str) -> float:
-    """Median over the shapes both were measured on of GB/s(a) / GB/s(b), parallel
-    engine, float32: one cell alone moves with the noise of a shared machine."""
-    both = _speed(t, a, "parallel").merge(
-        _speed(t, b, "parallel"), on=["preset", "rows"], suffixes=("_a", "_b")
-    )
-    if both.empty:
-        raise NotMeasured(f"speed.csv has no shape measured for both {a} and {b}")
-    return float((both.gbps_a / both.gbps_b).median())
-
-
-def _cost_verdict(speed_ratio: float) -> str:
+def _cost_verdict(speed_ratio: Timed) -> str:
     """'X is computationally expensive', from X's GB/s over its comparison's."""
-    if speed_ratio > CHEAP:
-        return FAILS
-    return HOLDS if speed_ratio < EXPENSIVE else QUALIFIED
+    return speed_ratio.verdict((EXPENSIVE, CHEAP), (HOLDS, QUALIFIED, FAILS))
 
 
 COST_RULE = (
-    f"Holds if X runs below {EXPENSIVE:g} times the comparison's GB/s; holds with a "
-    f"qualification between {EXPENSIVE:g} and {CHEAP:g}; does not hold above {CHEAP:g} "
-    f"(within 20%: no real difference)."
+    f"Holds if X runs below {EXPENSIVE:g} times the comparison's GB/s over the whole "
+    f"interval; holds with a qualification if the whole interval is between {EXPENSIVE:g} "
+    f"and {CHEAP:g}; does not hold if it is at or above {CHEAP:g} (within 20%: no real "
+    f"difference); no difference measured if it straddles {EXPENSIVE:g} or {CHEAP:g}. " + TIMED_RULE
 )
 
 
 @claim(
     11,
     "The Gaussian function is computationally expensive.",
-    measurement="speed.csv, parallel engine, float32: median over the shapes measured for "
-    "both of GB/s(gaussian) / GB/s(sigmoid) and of GB/s(gaussian) / GB/s(softmax), the "
-    "smaller of the two.",
+    measurement="claims.csv, claim 11 (parallel engine, float32, 1048 rows of 1000 logits, "
+    "about 4 MiB): GB/s(gaussian) / GB/s(sigmoid) and GB/s(gaussian) / GB/s(softmax), all "
+    "three timed in the same interleaved rounds; per round the smaller of the two ratios.",
     rule=COST_RULE.replace("X", "the Gaussian"),
     figure="speed_gbps.png",
 )
 def _claim_11(t: Tables) -> tuple[str, str]:
-    r1, r2 = _ratio(t, "gaussian", "sigmoid"), _ratio(t, "gaussian", "softmax[shifted]")
+    r1, r2 = _ratio(t, 11, "gaussian", "sigmoid"), _ratio(t, 11, "gaussian", "softmax[shifted]")
+    both = pd.concat([r1, r2], axis=1, join="inner")
+    if both.empty:
+        raise NotMeasured("claims.csv has no round with both of claim 11's ratios")
+    ratio = Timed.of(both.min(axis=1))
     text = (
-        f"The Gaussian runs at {_fmt(r1)} times the GB/s of the sigmoid and {_fmt(r2)} times "
-        f"that of softmax: one exp per entry, like the others."
+        f"The Gaussian runs at {_fmt(r1.median())} times the GB/s of the sigmoid and "
+        f"{_fmt(r2.median())} times that of softmax (medians over the rounds); the smaller "
+        f"ratio per round: {ratio}. One exp per entry, like the others."
     )
-    return _cost_verdict(min(r1, r2)), text
+    return _cost_verdict(ratio), text
 
 
 @claim(
@@ -648,53 +695,38 @@ def _claim_13(t: Tables) -> tuple[str, str]:
 @claim(
     14,
     "Maxout is computationally expensive.",
-    measurement="speed.csv, parallel engine, float32: median over the shapes measured for "
-    "both of GB/s(maxout, pool 4) / GB/s(softmax).",
+    measurement="claims.csv, claim 14 (parallel engine, float32, 1048 rows of 1000 logits, "
+    "about 4 MiB): GB/s(maxout, pool 4) / GB/s(softmax), both timed in the same "
+    "interleaved rounds.",
     rule=COST_RULE.replace("X", "maxout"),
     figure="speed_gbps.png",
 )
 def _claim_14(t: Tables) -> tuple[str, str]:
-    r = _ratio(t, "maxout[pool=4]", "softmax[shifted]")
-    text = (
-        f"Maxout (pool 4) moves {_fmt(r)} times the GB/s of softmax: a max per group, no exp "
-        f"at all."
-    )
+    r = Timed.of(_ratio(t, 14, "maxout[pool=4]", "softmax[shifted]"))
+    text = f"Maxout (pool 4) moves {r} times the GB/s of softmax: a max per group, no exp at all."
     return _cost_verdict(r), text
 
 
 @claim(
     15,
     "Softmax converts raw scores into probabilities efficiently.",
-    measurement="speed.csv, softmax[shifted], parallel engine, float32, arrays of 32 MiB "
-    "and more: median `ratio_to_parallel_copy` (GB/s over that of a parallel copy of the "
-    "same array).",
-    rule=f"Holds if at least {EFFICIENT:g}; holds with a qualification between "
-    f"{INEFFICIENT:g} and {EFFICIENT:g}; does not hold below {INEFFICIENT:g} (slower than "
-    f"four copies).",
+    measurement="claims.csv, claim 15 (softmax[shifted], parallel engine, float32, 16777 rows "
+    "of 1000 logits, 64 MiB, a new array per call as the peers return): GB/s over that of a "
+    "parallel copy of the same array, both timed in the same interleaved rounds.",
+    rule=f"Holds if at least {EFFICIENT:g} over the whole interval; holds with a "
+    f"qualification if the whole interval is between {INEFFICIENT:g} and {EFFICIENT:g}; does "
+    f"not hold if it is below {INEFFICIENT:g} (slower than four copies); no difference "
+    f"measured if it straddles {INEFFICIENT:g} or {EFFICIENT:g}. " + TIMED_RULE,
     figure="speed_gbps.png",
 )
 def _claim_15(t: Tables) -> tuple[str, str]:
-    s = _speed(t, "softmax[shifted]", "parallel")
-    if "ratio_to_parallel_copy" not in s.columns:
-        raise NotMeasured("speed.csv has no column ratio_to_parallel_copy")
-    big = s[s.bytes >= BIG]
-    if big.empty:
-        raise NotMeasured("speed.csv has no softmax array of 32 MiB or more")
-    ratio = float(big.ratio_to_parallel_copy.median())
-    peers = []
-    for peer in ("numpy", "scipy", "torch", "jax"):
-        try:
-            pb = _speed(t, "softmax[shifted]", peer)
-        except NotMeasured:
-            continue
-        pb = pb[pb.bytes >= BIG]
-        if len(pb):
-            peers.append(f"{peer} {_fmt(float(pb.gbps.median()))} GB/s")
-    text = (
-        f"The parallel engine reaches {_fmt(ratio)} of a parallel copy of the same array "
-        f"({_fmt(float(big.gbps.median()))} GB/s; peers: {', '.join(peers) or 'none measured'})."
-    )
-    if ratio >= EFFICIENT:
+    ratio = Timed.of(t.rounds(15, "GB/s of softmax / GB/s of a parallel copy"))
+    text = f"The parallel engine reaches {ratio} of the GB/s of a parallel copy of the same array."
+    others = _others_at_scale(t)
+    if others:
+        text += f" For comparison, speed.csv (arrays of 32 MiB and more): {others}."
+    verdict = ratio.verdict((INEFFICIENT, EFFICIENT), (FAILS, QUALIFIED, HOLDS))
+    if verdict == HOLDS:
         return HOLDS, text
     text += (
         " These are allocating calls, as the peers' are: at these sizes the operating "
@@ -702,7 +734,19 @@ def _claim_15(t: Tables) -> tuple[str, str]:
         "about as long as the copy itself; written into an existing array (`out=`) the "
         "same kernels reach the ratios in ROOFLINE.md."
     )
-    return (QUALIFIED if ratio >= INEFFICIENT else FAILS), text
+    return verdict, text
+
+
+def _others_at_scale(t: Tables) -> str:
+    """Median GB/s of softmax on arrays of 32 MiB and more of each engine in speed.csv
+    (ours and the peers that were installed), or '' without that table."""
+    s = t.get("speed.csv")
+    need = {"entry", "engine", "dtype", "bytes", "gbps"}
+    if s is None or not need <= set(s.columns):
+        return ""
+    s = s[(s.entry == "softmax[shifted]") & (s.dtype == "float32") & (s.bytes >= BIG)]
+    gbps = s.groupby("engine").gbps.median()
+    return ", ".join(f"{engine} {_fmt(float(v))} GB/s" for engine, v in gbps.items())
 
 
 CLAIMS.sort(key=lambda c: c.number)

@@ -60,6 +60,56 @@ def _speed_headline(out: pathlib.Path) -> list[str]:
 
 
 OURS = ("numpy", "cpu", "parallel")
+#: How the text names each peer (a backend or engine of the tables that is not ours).
+PEER_NAMES = {"scipy": "scipy", "torch": "PyTorch", "jax": "JAX", "entmax": "entmax"}
+
+
+def _read(out: pathlib.Path, name: str) -> pd.DataFrame | None:
+    path = out / name
+    return pd.read_csv(path) if path.exists() else None
+
+
+def measured_peers(table: pd.DataFrame | None, column: str) -> list[str]:
+    """The names of the peers with rows in ``table`` (their ``column`` is a backend or
+    engine other than ours), in the order of :data:`PEER_NAMES`, others after."""
+    if table is None or column not in table.columns:
+        return []
+    found = set(table[column].dropna().astype(str)) - set(OURS)
+    known = [PEER_NAMES[p] for p in PEER_NAMES if p in found]
+    return known + sorted(found - set(PEER_NAMES))
+
+
+def _names(peers: list[str]) -> str:
+    if len(peers) <= 1:
+        return "".join(peers)
+    return ", ".join(peers[:-1]) + " and " + peers[-1]
+
+
+def _what_was_run(out: pathlib.Path) -> list[str]:
+    """The tables' descriptions, naming only the peers that have rows in them."""
+    accuracy = _read(out, "accuracy.csv")
+    offset_peers = measured_peers(
+        None if accuracy is None or "offset" not in accuracy else accuracy, "backend"
+    )
+    beside = (
+        f"beside {_names(offset_peers)} in the same cells"
+        if offset_peers
+        else "(no peer was installed to score beside it)"
+    )
+    speed_peers = measured_peers(_read(out, "speed.csv"), "engine")
+    return [
+        "- `accuracy.csv`: every op and algorithm x dtype (float16, bfloat16, float32, float64)"
+        " x model preset (row lengths 2 to 50257) x input scale (1e-3 to 1e4) x distribution,"
+        " and an offset sweep (logits `c + scale z`, c from -1e6 to 1e6) of every op, the"
+        f" log-domain family {beside}; errors in units"
+        " of u against a reference from the same rounded input in higher precision, normwise"
+        " (`max_error_u`) and componentwise (`max_rel_error_u`), with the op's bound"
+        " (`bound_u`, `bound_ratio`: error over bound).",
+        "- `speed.csv`: GB/s of our engines"
+        + (f" and of {_names(speed_peers)}" if speed_peers else " (no peer was installed)")
+        + ", with a plain copy of the same array measured in the same cell (`copy_gbps`, "
+        "`parallel_copy_gbps`).",
+    ]
 
 
 def _offset_headline(out: pathlib.Path) -> list[str]:
@@ -119,22 +169,16 @@ def write(out) -> pathlib.Path:
         "",
         "## What was run",
         "",
-        "- `accuracy.csv`: every op and algorithm x dtype (float16, bfloat16, float32, float64)"
-        " x model preset (row lengths 2 to 50257) x input scale (1e-3 to 1e4) x distribution,"
-        " and an offset sweep (logits `c + scale z`, c from -1e6 to 1e6) of every op, the"
-        " log-domain family beside scipy, PyTorch and JAX in the same cells; errors in units"
-        " of u against a reference from the same rounded input in higher precision, normwise"
-        " (`max_error_u`) and componentwise (`max_rel_error_u`), with the op's bound"
-        " (`bound_u`, `bound_ratio`: error over bound).",
-        "- `speed.csv`: GB/s of our engines and the installed peers, with a plain copy of the "
-        "same array measured in the same cell (`copy_gbps`, `parallel_copy_gbps`).",
+        *_what_was_run(out),
         "- `exp_ulp.csv`: the CPU kernels' exp, log1p and atan on every float32 input (softplus's "
         "log1p on every float32 in [0, 1]), exp on 2e7 float64 ones; `elementary_paths.csv`: "
         "those against the C library's, in the kernels.",
         "- `overflow.csv`: where each softmax formula overflows or underflows, per format, in "
         "simulated fp16/bf16 arithmetic and through the kernels.",
         "- `blanchard_higham_higham/`: the reproduction of Blanchard, Higham & Higham (2021).",
-        "- `claims.csv` and `CLAIMS.md`: the article's claims and their verdicts.",
+        "- `claims.csv` and `CLAIMS.md`: the article's claims and their verdicts; a timing "
+        "ratio has a row per interleaved round, and decides a verdict only if the 95% interval "
+        "of its median lies on one side of the threshold.",
         "",
         "## Headline findings",
         "",
