@@ -261,7 +261,7 @@ def entmax15(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     >>> from softmax_numba import torch as snt
     >>> p = snt.entmax15(torch.tensor([0.1, 1.2, 1.0, -3.0], dtype=torch.float64))
     >>> [round(v, 4) for v in p.tolist()]
-    [0.0, 0.5625, 0.4375, 0.0]
+    [0.0369, 0.5508, 0.4123, 0.0]
     """
     return _RowMap.apply(input, dim, sn.entmax15, sn.entmax15_backward, _entmax15_vjp, {})
 
