@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast bench bench-gpu gpu-compile bench-dask study study-quick plots lint format clean
+.PHONY: install test test-fast docs bench bench-gpu gpu-compile bench-dask study study-quick plots lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,study]"
+	$(PY) -m pip install --quiet -e ".[test,study,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,12 @@ test: $(STAMP)
 # and engine is still checked; CI runs `make test`, which runs the slow ones too.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow"
+
+# The API reference from the numpy docstrings, with results/CLAIMS.md, the study's
+# figures and docs/ARCHITECTURE.md, into docs/_build/html (a few seconds); a warning
+# is an error.  tests/test_docs.py runs the same build in make test.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -83,5 +89,5 @@ bench-dask: $(STAMP)
 	$(PY) -m experiments.measure.dask_bench --out results/dask
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks docs/_build
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -161,7 +161,7 @@ def softplus(
     ----------
     .. [1] N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
        SIAM, 2002.
-    .. [2] M. Mächler, "Accurately computing log(1 - exp(-|a|)), assessed by the
+    .. [2] M. Mächler, "Accurately computing ``log(1 - exp(-|a|))``, assessed by the
        Rmpfr package", CRAN vignette, 2012.
 
     Examples

@@ -61,12 +61,14 @@ SPLIT_MIN_PIECE: int = 1024
 #: Per call.  CUDA launch shape: threads per block (one block per row, grid-stride
 #: over rows) and the most blocks in a grid.  Tests patch tiny, odd block sizes.
 CUDA_THREADS_PER_BLOCK: int = 256
+#: Per call.  The most blocks in a CUDA grid (see ``CUDA_THREADS_PER_BLOCK``).
 CUDA_MAX_BLOCKS: int = 65535
 
 #: Per call.  CUDA rows of at most this many entries go to the warp-per-row kernels
 #: (softmax, log_softmax, logsumexp), ``CUDA_WARP_ROWS_PER_BLOCK`` warps (rows) per
 #: block; longer rows take a block each.  0 turns the warp kernels off.
 CUDA_WARP_ROW_MAX_LENGTH: int = 1024
+#: Per call.  Warps (rows) per block of the CUDA warp-per-row kernels.
 CUDA_WARP_ROWS_PER_BLOCK: int = 8
 
 #: Per call.  CUDA rows of at most this many bytes go to the block-per-row kernels
@@ -112,6 +114,7 @@ ONLINE_BLOCK: int = 256
 #: and 1.5-entmax, and the most refinement rounds (each removes at least one
 #: support entry, so a row of ``n`` needs at most ``n``; 64 is a safety stop).
 BRACKET_STEPS: int = 24
+#: Compile time (CUDA).  The most refinement rounds (see ``BRACKET_STEPS``).
 MAX_REFINEMENTS: int = 64
 
 #: The names of the compile-time values above: part of the CPU kernels' cache key.
