@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from softmax_numba.cpu._math import (
+    _target_features,
     atan_array,
     exp_array,
     log1p_array,
@@ -193,3 +194,166 @@ def test_float64_atan_within_one_ulp(rng):
     out = np.empty_like(special)
     atan_array(special, out)
     np.testing.assert_array_equal(out, np.arctan(special))
+
+
+# ----------------------------------------------------------------------------- range edges
+
+_LN2 = float(np.log(2.0))
+#: Where the scaling of exp(r) by 2^k changes: the first x whose exp overflows (float32)
+#: or the last whose exp is finite (float64), the switch of k to its largest value
+#: ((k_max - 1/2) ln2), the switch to the subnormal branch, the smallest normal, the
+#: smallest subnormal and half of it (below which exp rounds to 0), and the clamps.
+_EDGES = {
+    np.float32: [
+        88.72283935546875,
+        127.5 * _LN2,
+        -125.5 * _LN2,
+        -126 * _LN2,
+        -149.5 * _LN2,
+        -149 * _LN2,
+        -150 * _LN2,
+        -104.0,
+        89.0,
+    ],
+    np.float64: [
+        709.782712893384,
+        1023.5 * _LN2,
+        -1021.5 * _LN2,
+        -1022 * _LN2,
+        -1074.5 * _LN2,
+        -1074 * _LN2,
+        -1075 * _LN2,
+        -746.0,
+        710.0,
+    ],
+}
+
+
+def _edge_inputs(dtype, neighbours=2000):
+    """Every float of ``dtype`` within ``neighbours`` bit patterns of each edge, and the
+    special values."""
+    ints = np.int32 if dtype == np.float32 else np.int64
+    centres = np.asarray(_EDGES[dtype], dtype).view(ints)
+    steps = np.arange(-neighbours, neighbours + 1, dtype=ints)
+    info = np.finfo(dtype)
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, info.max, -info.max, info.smallest_subnormal]
+    return np.concatenate([(centres[:, None] + steps).ravel().view(dtype), special]).astype(dtype)
+
+
+def _assert_exp_at_the_edges(x, out):
+    """``out = exp(x)`` within 1.5 ulp of the correctly rounded value where that is a
+    finite nonzero float (subnormals included), and exactly it where it is inf or 0;
+    NaN only for a NaN ``x``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = np.exp(x.astype(np.longdouble))
+        rounded = exact.astype(x.dtype)
+    special = ~np.isfinite(rounded) | (rounded == 0)
+    wrong = special & (out != rounded) & ~(np.isnan(out) & np.isnan(rounded))
+    wrong |= np.isnan(out) & ~np.isnan(x)
+    assert not wrong.any(), (
+        f"exp({x[wrong][:4].tolist()}) gave {out[wrong][:4].tolist()},"
+        f" not {rounded[wrong][:4].tolist()}"
+    )
+    spacing = np.spacing(rounded[~special]).astype(np.longdouble)
+    ulps = np.abs(out[~special].astype(np.longdouble) - exact[~special]) / spacing
+    assert np.max(ulps) <= 1.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_overflow_and_underflow_at_the_range_edges(dtype):
+    """The host's own path (``vscalef`` on AVX-512, the exponent bits elsewhere) at
+    every float near each edge of the range; the path it does not take is checked by
+    the next test."""
+    x = _edge_inputs(dtype)
+    out = np.empty_like(x)
+    exp_array(x, out)
+    _assert_exp_at_the_edges(x, out)
+
+
+_EDGES_IN_A_SUBPROCESS = """
+import json, sys
+import numpy as np
+from numba import from_dtype, types
+from softmax_numba.cpu import _math
+
+folder, force_ldexp, execute = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+if force_ldexp:  # read by scale_by_power_of_two's overload at exp_array's first compile
+    _math.VECTOR_LDEXP = True
+result = {"features": _math._target_features(), "vector_ldexp": _math.VECTOR_LDEXP}
+for name in ("float32", "float64"):
+    x = np.load(f"{folder}/x_{name}.npy")
+    signature = (types.Array(from_dtype(x.dtype), 1, "C"),) * 2
+    _math.exp_array.compile(signature)
+    asm = _math.exp_array.inspect_asm(signature)
+    result[name] = {
+        "vscalef": "vscalef" in asm,
+        "zmm": "zmm" in asm,
+        "llvm.ldexp": "llvm.ldexp" in _math.exp_array.inspect_llvm(signature),
+    }
+    if execute:
+        out = np.empty_like(x)
+        _math.exp_array(x, out)
+        np.save(f"{folder}/out_{name}.npy", out)
+print(json.dumps(result))
+"""
+
+#: Features that imply AVX-512 (LLVM would turn ``avx512f`` back on for them).
+_AVX512_FAMILY = ("avx512", "avx10", "evex512", "amx")
+_SKYLAKE_AVX512 = (
+    "+avx512f,+avx512cd,+avx512bw,+avx512dq,+avx512vl,+avx2,+avx,+fma,+f16c,+bmi,+bmi2"
+)
+
+
+@pytest.mark.slow  # three subprocesses, each compiling exp_array afresh
+@pytest.mark.parametrize("path", ["exponent bits", "llvm.ldexp by libm", "avx512 vscalef"])
+def test_both_scaling_paths_at_the_range_edges_whatever_the_host(path, tmp_path):
+    """Both ways ``exp`` scales ``exp(r)`` by ``2^k`` are checked on any host, each in a
+    subprocess that Numba compiles for another CPU (``NUMBA_CPU_NAME`` and
+    ``NUMBA_CPU_FEATURES``; ``NUMBA_CACHE_DIR`` a temporary folder, so that no machine
+    code for another CPU reaches the shared cache).  ``_target_features()`` must follow
+    those variables (``VECTOR_LDEXP`` below), and the assembly must show the path taken.
+
+    - ``exponent bits``: the host's features with AVX-512 turned off, the path of AVX2
+      CPUs: ``k`` added to the exponent bits with selects, executed and compared at
+      every float near each edge (it runs on AVX-512 hosts too).  No ``vscalef``, no
+      ``zmm`` register, no ``llvm.ldexp``.
+    - ``llvm.ldexp by libm``: the same features, ``VECTOR_LDEXP`` forced on, so the
+      kernel holds the AVX-512 path's IR, ``llvm.ldexp``, which LLVM lowers to libm's
+      ``ldexp`` per lane here; executed and compared.  This checks the IR-level
+      semantics of the AVX-512 path (one rounding, inf, 0, NaN) on a host without it.
+    - ``avx512 vscalef``: compiled for Skylake-AVX512: the assembly must hold
+      ``vscalef``.  Executed and compared only where the host has AVX-512F (elsewhere
+      it would be an illegal instruction); on such a host the previous test runs it too.
+    """
+    host = _target_features()
+    if path == "avx512 vscalef":
+        env = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": _SKYLAKE_AVX512}
+        execute = "+avx512f" in host.split(",")
+    else:
+        off = [("-" + f[1:]) if f[1:].startswith(_AVX512_FAMILY) else f for f in host.split(",")]
+        env = {"NUMBA_CPU_FEATURES": ",".join(off)}
+        execute = True
+    force_ldexp = path == "llvm.ldexp by libm"
+    flags = [str(int(force_ldexp)), str(int(execute))]
+    for dtype in (np.float32, np.float64):
+        np.save(tmp_path / f"x_{np.dtype(dtype).name}.npy", _edge_inputs(dtype))
+    run = subprocess.run(
+        [sys.executable, "-c", _EDGES_IN_A_SUBPROCESS, str(tmp_path), *flags],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["features"] == env["NUMBA_CPU_FEATURES"]
+    assert result["vector_ldexp"] is (path != "exponent bits")
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        compiled = result[name]
+        assert compiled["vscalef"] is (path == "avx512 vscalef"), compiled
+        assert compiled["llvm.ldexp"] is (path != "exponent bits"), compiled
+        if path != "avx512 vscalef":
+            assert not compiled["zmm"], compiled
+        if execute:
+            x = np.load(tmp_path / f"x_{name}.npy")
+            _assert_exp_at_the_edges(x, np.load(tmp_path / f"out_{name}.npy"))

@@ -203,7 +203,10 @@ def _scale_overload(p, k, x):
             tiny = _from_bits(np.int32(bits + ((k + np.int32(64)) << np.int32(23))))
             tiny = tiny * np.float32(5.421010862427522e-20)  # 2^-64
             y = tiny if k < -125 else normal
-            y = np.float32(np.inf) if x > np.float32(88.72283935546875) else y
+            # 88.72283172607422: the largest float32 whose exp is finite.  The next
+            # one, 88.72283935546875, overflows with k = 128 and p > 1, whose bits sum
+            # to a NaN: the test must take it in.
+            y = np.float32(np.inf) if x > np.float32(88.72283172607422) else y
             return x if x != x else y
 
         return scale32
@@ -214,7 +217,7 @@ def _scale_overload(p, k, x):
             normal = _from_bits(bits + (k << np.int64(52)))
             tiny = _from_bits(bits + ((k + np.int64(512)) << np.int64(52))) * 7.458340731200207e-155
             y = tiny if k < -1021 else normal
-            y = np.inf if x > 709.782712893384 else y
+            y = np.inf if x > 709.782712893384 else y  # the largest with a finite exp
             return x if x != x else y
 
         return scale64
