@@ -27,8 +27,8 @@ def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
 def sigmoid(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -100,9 +100,9 @@ def sigmoid(
 def softplus(
     x: npt.ArrayLike,
     /,
+    axis: int | tuple[int, ...] | None = -1,
     *,
     beta: float = 1.0,
-    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -182,8 +182,8 @@ def softplus(
 def arctan(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -249,10 +249,10 @@ def arctan(
 def gaussian(
     x: npt.ArrayLike,
     /,
+    axis: int | tuple[int, ...] | None = -1,
     *,
     mu: float = 0.0,
     sigma: float = 1.0,
-    axis: int | tuple[int, ...] | None = -1,
     normalize: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,

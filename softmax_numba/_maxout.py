@@ -17,9 +17,9 @@ from softmax_numba.declaration import Entry
 def maxout(
     x: npt.ArrayLike,
     /,
+    axis: int = -1,
     *,
     pool_size: int,
-    axis: int = -1,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -88,8 +88,8 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
 def softmax(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     algorithm: str = "auto",
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
@@ -198,8 +198,8 @@ def softmax(
 def log_softmax(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -270,8 +270,8 @@ def log_softmax(
 def logsumexp(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     b: npt.ArrayLike | None = None,
     keepdims: bool = False,
     return_sign: bool = False,
@@ -375,8 +375,8 @@ def softmax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -439,8 +439,8 @@ def log_softmax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
-    *,
     axis: int | tuple[int, ...] | None = -1,
+    *,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:

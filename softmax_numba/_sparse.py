@@ -20,8 +20,8 @@ SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
 def sparsemax(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     algorithm: str = "auto",
     return_support_size: bool = False,
     backend: str = "auto",
@@ -107,8 +107,8 @@ def sparsemax(
 def entmax15(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     algorithm: str = "auto",
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -178,10 +178,10 @@ def entmax15(
 def entmax_bisect(
     x: npt.ArrayLike,
     /,
+    axis: int | None = -1,
     *,
     alpha: float = 1.5,
     n_iter: int = 50,
-    axis: int | None = -1,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -192,7 +192,9 @@ def entmax_bisect(
     x : array_like
         Input (dtypes as in :func:`softmax`).
     alpha : float > 1, default 1.5
-        ``alpha = 2`` is sparsemax; ``alpha -> 1`` tends to softmax.
+        ``alpha = 2`` is sparsemax; ``alpha -> 1`` tends to softmax.  Keyword-only:
+        the second positional argument is ``axis``, as in every function here (the
+        ``entmax`` package's ``entmax_bisect(X, alpha)`` takes ``alpha`` there).
     n_iter : int, default 50
         Bisection steps; the bracket shrinks to ``2^-n_iter`` of its width.
     axis, backend, out
@@ -260,8 +262,8 @@ def sparsemax_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -325,8 +327,8 @@ def entmax15_backward(
     y: npt.ArrayLike,
     dy: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
