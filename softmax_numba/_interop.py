@@ -16,8 +16,9 @@ arrays on a GPU.  :func:`same_kind_out` wraps each public function so that
   in place and returned as it was passed.
 
 The arguments are of one kind: a torch tensor beside a NumPy array (or a CuPy
-array) is a ``TypeError``, as is a tensor that requires grad (the plain API
-records no graph: use :mod:`softmax_numba.torch`).  NumPy arrays, Numba device
+array) is a ``TypeError``, as is a tensor that requires grad while grad mode is on
+(the plain API records no graph: use :mod:`softmax_numba.torch`); under
+``torch.no_grad()`` such a tensor is taken detached.  NumPy arrays, Numba device
 arrays, lists and scalars go through unchanged, at the cost of one dictionary
 look-up per argument.
 """
@@ -98,10 +99,13 @@ def _bfloat16():
 def _torch_in(func: str, tensor, name: str):
     torch = sys.modules["torch"]
     if tensor.requires_grad:
-        raise TypeError(
-            f"{func}(): {name} requires grad, and the plain API records no autograd "
-            f"graph; use softmax_numba.torch for gradients, or pass {name}.detach()"
-        )
+        if torch.is_grad_enabled():
+            raise TypeError(
+                f"{func}(): {name} requires grad, and the plain API records no autograd "
+                f"graph; use softmax_numba.torch for gradients, or pass {name}.detach() "
+                "(or call it under torch.no_grad())"
+            )
+        tensor = tensor.detach()  # under torch.no_grad(): no graph is wanted
     if tensor.device.type == "cuda":
         if tensor.dtype == torch.bfloat16:
             raise TypeError(

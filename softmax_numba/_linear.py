@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from softmax_numba import reference
 from softmax_numba._api import _FLOATS, check_choice, is_device_array, resolve_backend
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._targets import check_class_indices, check_extra_loss_options, check_loss_options
 
-_BACKENDS = ("auto", "cpu", "parallel")
+_BACKENDS = ("auto", "numpy", "cpu", "parallel")
 
 
 @same_kind_out
@@ -47,9 +48,12 @@ def linear_cross_entropy(
     ----------
     h : array_like, shape (..., d)
         The hidden states, one row per token; float32 or float64 (float32 stays
-        float32: the matrix products are NumPy's BLAS ``matmul``).
+        float32: the matrix products are NumPy's BLAS ``matmul``).  Integers and
+        bools are promoted, as everywhere in the library: to the floating dtype of
+        the other arrays, or to float64 when none is floating.  float16 and bfloat16
+        are refused (their products lose too much).
     W : array_like, shape (V, d)
-        The output projection, one row per class, of ``h``'s dtype.
+        The output projection, one row per class, of ``h``'s dtype (or promoted).
     target : array_like of int, shape (...)
         The class index of each row, in ``[0, V)`` or ``ignore_index``.
     bias : array_like, shape (V,), optional
@@ -79,14 +83,18 @@ def linear_cross_entropy(
     return_lse, return_entropy : bool
         Also return each row's log-sum-exp and the entropy of its softmax (of the
         capped logits), shaped as ``target``.
-    backend : {"auto", "cpu", "parallel"}
+    backend : {"auto", "numpy", "cpu", "parallel"}
         The Numba engine of the per-chunk kernels (the matrix products run on
-        NumPy's BLAS threads either way).
+        NumPy's BLAS threads either way).  ``"numpy"`` is the reference path of the
+        other functions' numpy engine: the ``N x V`` logits held whole and the
+        formulas of :func:`softmax_numba.reference.cross_entropy_options`, in the
+        input's dtype; it saves no memory and serves to check the sweep.
 
     Returns
     -------
-    loss : ndarray
-        0-d for ``"mean"`` and ``"sum"``, else shaped as ``target``.
+    loss : ndarray or NumPy scalar
+        A NumPy scalar for ``"mean"`` and ``"sum"`` (a 0-d tensor for torch
+        input), else shaped as ``target``.
     grads : tuple of ndarray
         Only with ``return_grad``: ``(dh, dW, dbias)``.
     lse, entropy : ndarray
@@ -98,8 +106,8 @@ def linear_cross_entropy(
         Shapes that do not match, a class index out of range, ``chunk_size`` outside
         ``[1, V]``, a bad option.
     TypeError
-        A dtype other than float32 and float64, or ``h``, ``W`` and ``bias`` of
-        different dtypes.
+        A dtype other than float32, float64, integer or bool, or ``h``, ``W`` and
+        ``bias`` of different floating dtypes.
 
     See Also
     --------
@@ -185,38 +193,77 @@ def _linear_cross_entropy(
     labels = target.reshape(-1).astype(np.int64)
     check_class_indices(labels, n_classes, ignore_index, "linear_cross_entropy")
     engine = resolve_backend(backend, rows_h.shape[0] * n_classes)
-    state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
-    grads = _sweep(rows_h, W, bias, state, chunk_size, return_grad, upstream)
+    if engine == "numpy":
+        loss, grads, lse, entropy = _materialized(
+            rows_h, W, bias, labels, options, return_grad, upstream
+        )
+    else:
+        state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
+        grads = _sweep(rows_h, W, bias, state, chunk_size, return_grad, upstream)
+        loss = state.reduced(*state.losses())
+        lse = state.lse() if return_lse else None
+        entropy = state.entropy() if return_entropy else None
 
-    ce, z = state.losses()
-    loss = state.reduced(ce, z)
-    if reduction == "none":
-        loss = loss.reshape(target.shape)
+    # A full reduction is a NumPy scalar, as NumPy's and scipy's (see softmax_numba).
+    loss = loss.reshape(target.shape) if reduction == "none" else loss[()]
     results = [loss]
     if return_grad:
         dh, dW, dbias = grads
         results.append((dh.reshape(h.shape), dW, dbias))
     if return_lse:
-        results.append(state.lse().reshape(target.shape))
+        results.append(lse.reshape(target.shape))
     if return_entropy:
-        results.append(state.entropy().reshape(target.shape))
+        results.append(entropy.reshape(target.shape))
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def check_inputs(h, W, bias, func: str = "linear_cross_entropy") -> None:
-    """One float dtype (float32 or float64) for ``h``, ``W`` and ``bias``, and the shapes
-    ``(..., d)``, ``(V, d)`` with ``V >= 1`` and ``(V,)``; anything with ``.dtype`` and
-    ``.shape`` (NumPy or Dask arrays)."""
+def _materialized(h, W, bias, labels, options: LossOptions, want_grad, upstream):
+    """``backend="numpy"``: the logits ``h @ W.T + bias`` held whole and the oracle's
+    formulas (:func:`softmax_numba.reference.cross_entropy_options`); returns ``(loss,
+    (dh, dW, dbias) or None, lse, entropy)``, the gradients weighted by ``upstream``
+    (one value per row) when given."""
+    z = h @ W.T
+    if bias is not None:
+        z += bias
+    loss, g, lse, entropy = reference.cross_entropy_options(
+        z,
+        labels,
+        reduction=options.reduction,
+        label_smoothing=options.label_smoothing,
+        ignore_index=options.ignore_index,
+        z_loss=options.z_loss,
+        softcap=options.softcap,
+        class_weights=options.class_weights,
+    )
+    if not want_grad:
+        return loss, None, lse, entropy
+    if upstream is not None:
+        g = g * np.reshape(upstream, (-1, 1)).astype(g.dtype)
+    return loss, (g @ W, g.T @ h, None if bias is None else g.sum(axis=0)), lse, entropy
+
+
+def check_inputs(h, W, bias, func: str = "linear_cross_entropy") -> np.dtype:
+    """The one float dtype (float32 or float64) of ``h``, ``W`` and ``bias``, after
+    checking the shapes ``(..., d)``, ``(V, d)`` with ``V >= 1`` and ``(V,)``; anything
+    with ``.dtype`` and ``.shape`` (NumPy or Dask arrays).  Integer and bool arrays
+    take the floating dtype of the others (float64 if none is floating): the caller
+    casts them."""
+    floating = set()
     for name, a in (("h", h), ("W", W), ("bias", bias)):
-        if a is not None and np.dtype(a.dtype) not in _FLOATS:
+        if a is None:
+            continue
+        dtype = np.dtype(a.dtype)
+        if dtype in _FLOATS:
+            floating.add(dtype)
+        elif dtype.kind not in "iub":
             raise TypeError(
-                f"{func}(): {name} must be float32 or float64, got dtype "
-                f"{a.dtype} (cast it first; float16 and bfloat16 products lose too much)"
+                f"{func}(): {name} must be float32 or float64 (integers and bools are "
+                f"promoted), got dtype {a.dtype} (cast it first; float16 and bfloat16 "
+                "products lose too much)"
             )
-    dtypes = {np.dtype(a.dtype) for a in (h, W, bias) if a is not None}
-    if len(dtypes) > 1:
+    if len(floating) > 1:
         raise TypeError(
-            f"{func}(): h, W and bias must have one dtype, got "
+            f"{func}(): h, W and bias must have one dtype (integers take the others'), got "
             + ", ".join(str(a.dtype) for a in (h, W, bias) if a is not None)
         )
     if len(h.shape) < 1 or len(W.shape) != 2 or h.shape[-1] != W.shape[1]:
@@ -225,6 +272,7 @@ def check_inputs(h, W, bias, func: str = "linear_cross_entropy") -> None:
         raise ValueError(f"{func}(): W has no class (V = 0)")
     if bias is not None and tuple(bias.shape) != (W.shape[0],):
         raise ValueError(f"{func}(): bias must have shape ({W.shape[0]},), got {bias.shape}")
+    return floating.pop() if floating else np.dtype(np.float64)
 
 
 def check_target(target, h_shape, func: str = "linear_cross_entropy") -> None:
@@ -239,15 +287,19 @@ def check_target(target, h_shape, func: str = "linear_cross_entropy") -> None:
 
 
 def _checked_arrays(h, W, bias):
-    """``h``, ``W`` and ``bias`` as C-contiguous arrays of one float dtype, shapes checked."""
+    """``h``, ``W`` and ``bias`` as C-contiguous arrays of one float dtype (integers and
+    bools promoted), shapes checked."""
     if any(is_device_array(a) for a in (h, W, bias)):
         raise TypeError(
             "linear_cross_entropy(): runs on the CPU (NumPy's BLAS); got an array on a GPU"
         )
     h, W = np.asarray(h), np.asarray(W)
     bias = None if bias is None else np.asarray(bias)
-    check_inputs(h, W, bias)
-    contiguous = np.ascontiguousarray
+    dtype = check_inputs(h, W, bias)
+
+    def contiguous(a):
+        return np.ascontiguousarray(a, dtype=dtype)
+
     return contiguous(h), contiguous(W), None if bias is None else contiguous(bias)
 
 

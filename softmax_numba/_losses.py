@@ -15,6 +15,7 @@ from softmax_numba._targets import (
     check_class_indices,
     check_extra_loss_options,
     check_loss_options,
+    check_probabilities,
     check_target_shape,
     target_kind,
 )
@@ -27,8 +28,8 @@ def cross_entropy(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
     /,
-    *,
     axis: int = -1,
+    *,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int | None = None,
@@ -52,7 +53,10 @@ def cross_entropy(
         Unnormalized scores (dtypes as in :func:`softmax`), classes along ``axis``.
     target : array_like
         Either integer class indices with the shape of ``logits`` without ``axis``,
-        or probabilities (floating) with the shape of ``logits``.
+        or probabilities (floating) with the shape of ``logits``.  Probabilities
+        must be ``>= 0``: a negative entry is a ``ValueError`` (PyTorch documents
+        ``[0, 1]`` but does not check, and a negative ``q_j`` gives a negative
+        loss); rows need not sum to 1, as in PyTorch.
     axis : int, default -1
         The class axis.
     reduction : {"mean", "sum", "none"}
@@ -94,8 +98,10 @@ def cross_entropy(
 
     Returns
     -------
-    loss : ndarray
-        A 0-d array for ``"mean"`` and ``"sum"``, else one value per row.
+    loss : ndarray or NumPy scalar
+        A NumPy scalar of the result dtype for ``"mean"`` and ``"sum"`` (as NumPy's
+        and scipy's full reductions return; a torch tensor in gives a 0-d tensor),
+        else one value per row.
     grad : ndarray
         Only with ``return_grad``: the gradient, shaped as ``logits`` (``grad_out``
         when given).
@@ -105,9 +111,11 @@ def cross_entropy(
     Raises
     ------
     ValueError
-        A class index outside ``[0, C)`` (other than ``ignore_index``), a target
-        shape that does not match, a bad ``reduction`` or ``label_smoothing``, a
-        ``grad_out`` without ``return_grad``.
+        A class index outside ``[0, C)`` (other than ``ignore_index``), an empty
+        class axis with class indices, a negative probability, a target shape that
+        does not match (a floating target of the class-index shape is named as
+        such), a bad ``reduction`` or ``label_smoothing``, a ``grad_out`` without
+        ``return_grad`` or a read-only one.
 
     See Also
     --------
@@ -191,6 +199,7 @@ def cross_entropy(
         count = int(np.count_nonzero(check_class_indices(labels, rows.n, ignore_index)))
         probabilities = None
     else:
+        check_probabilities(target)
         probabilities = rows.operand(target, "target")
         count = rows.count
     # No row counts (all ignored): the mean loss is NaN below, its gradient zeros.
@@ -237,7 +246,7 @@ def cross_entropy(
         value = total / count if reduction == "mean" and count else total
         if reduction == "mean" and not count:
             value = np.nan
-        loss = np.asarray(value, dtype=rows.result_dtype)
+        loss = np.asarray(value, dtype=rows.result_dtype)[()]  # a NumPy scalar
     if not return_grad:
         return loss
     return loss, rows.restore(grad, grad_out)
@@ -277,7 +286,7 @@ def _with_options(rows, labels, engine, options, return_grad, grad_out, want_lse
     if options.reduction == "none":
         loss = rows.restore_reduced(loss)
     else:
-        loss = np.asarray(loss, dtype=rows.result_dtype)
+        loss = np.asarray(loss, dtype=rows.result_dtype)[()]  # a NumPy scalar
     results = [loss]
     if return_grad:
         results.append(rows.restore(grad, grad_out))

@@ -160,8 +160,9 @@ class HostRows(RowsBase):
 
     # ------------------------------------------------------------------ outputs
     def check_out(self, out, shape, dtype, name: str = "out") -> None:
-        """Raise unless ``out`` is a NumPy array of ``shape`` and ``dtype``; ``name``
-        is the argument's name in the message."""
+        """Raise unless ``out`` is a writeable NumPy array of ``shape`` and ``dtype``
+        (checked before any kernel runs: Numba refuses a read-only buffer with a long
+        typing error); ``name`` is the argument's name in the message."""
         if not isinstance(out, np.ndarray):
             raise TypeError(
                 f"{self.func}(): {name} must be a NumPy array, got {type(out).__name__}"
@@ -170,6 +171,11 @@ class HostRows(RowsBase):
             raise ValueError(
                 f"{self.func}(): {name} must have shape {shape} and dtype {dtype}; "
                 f"got shape {out.shape} and dtype {out.dtype}"
+            )
+        if not out.flags.writeable:
+            raise ValueError(
+                f"{self.func}(): {name} must be writeable; got a read-only array "
+                f"(pass a writeable array, or omit {name}= for a new one)"
             )
 
     def empty(self, shape) -> np.ndarray:

@@ -41,8 +41,15 @@ def target_kind(dtype, ignore_index) -> str:
 
 def check_target_shape(kind: str, target_shape, logits_shape, row_shape, axis: int) -> None:
     """Class indices have the logits' shape without the class axis (``row_shape``),
-    probabilities the logits' shape."""
+    probabilities the logits' shape; floating class indices are named as such."""
     target_shape, logits_shape, row_shape = map(tuple, (target_shape, logits_shape, row_shape))
+    if kind == PROBABILITY and target_shape == row_shape != logits_shape:
+        raise ValueError(
+            f"cross_entropy(): target has a floating dtype and shape {target_shape}, the "
+            f"logits' without axis {axis}: class indices must be integers (cast with "
+            f"target.astype(np.int64)); a probability target has the logits' shape "
+            f"{logits_shape}"
+        )
     if kind == INDEX and target_shape != row_shape:
         raise ValueError(
             f"cross_entropy(): class-index target must have shape {row_shape} "
@@ -66,6 +73,11 @@ def check_class_indices(
     """The mask of the counted rows (:func:`counted`), after checking that each of
     their class indices lies in ``[0, n_classes)``."""
     valid = counted(labels, ignore_index)
+    if n_classes == 0 and valid.any():
+        raise ValueError(
+            f"{func}(): the class axis is empty (0 classes), so no class index is valid; "
+            "a loss needs at least one class"
+        )
     bad = valid & ((labels < 0) | (labels >= n_classes))
     if bad.any():
         raise ValueError(
@@ -74,6 +86,20 @@ def check_class_indices(
             + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")")
         )
     return valid
+
+
+def check_probabilities(target, func: str = "cross_entropy") -> None:
+    """Refuse a probability target with a negative entry (one pass of ``min``).
+
+    PyTorch's ``cross_entropy`` documents probabilities in ``[0, 1]`` but does not
+    check, and a negative ``q_j`` gives a negative loss and breaks the analysis of
+    the loss as a sum of non-negative terms; NaN entries pass (they poison their row).
+    Sums other than 1 are accepted, as by PyTorch."""
+    if target.size and np.min(target) < 0:
+        raise ValueError(
+            f"{func}(): probability target has a negative entry ({np.min(target)}); "
+            "probabilities must be >= 0"
+        )
 
 
 def check_extra_loss_options(z_loss, softcap, class_weights, n_classes: int, dtype, func: str):

@@ -176,6 +176,16 @@ def restore(out, shape):
     return out.reshape(shape) if out.shape != shape else out
 
 
+def _item(block):
+    return np.asarray(block)[()]
+
+
+def scalar(x):
+    """``x``, whose 0-d result computes to a NumPy scalar, as the in-memory functions
+    (and Dask's own reductions) return; arrays of more dimensions unchanged."""
+    return x.map_blocks(_item, dtype=x.dtype) if x.ndim == 0 else x
+
+
 def state_parts(state, axis: int) -> tuple[da.Array, da.Array]:
     """``m`` and ``log1p(s)`` of every row from the merged state."""
     m, s = (da.take(state, k, axis=axis) for k in (0, 1))

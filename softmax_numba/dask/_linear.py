@@ -11,7 +11,7 @@ import numpy.typing as npt
 from softmax_numba._chunked import ChunkedRows, LossOptions
 from softmax_numba._linear import check_inputs, check_target
 from softmax_numba._targets import check_class_indices, check_extra_loss_options, check_loss_options
-from softmax_numba.dask._graph import engine_of
+from softmax_numba.dask._graph import engine_of, scalar
 
 _FUNC = "linear_cross_entropy"
 
@@ -119,6 +119,8 @@ def linear_cross_entropy(
     Parameters
     ----------
     h : dask.array.Array or array_like, shape (..., d)
+        As in :func:`softmax_numba.linear_cross_entropy` (integers and bools
+        promoted).
     W : dask.array.Array or array_like, shape (V, d)
     target : dask.array.Array or array_like of int, shape (...)
         Class indices, checked when the result is computed (a ``ValueError`` then).
@@ -134,7 +136,8 @@ def linear_cross_entropy(
     Returns
     -------
     loss : dask.array.Array
-        0-d for ``"mean"`` and ``"sum"``, else shaped as ``target``.
+        0-d for ``"mean"`` and ``"sum"`` (it computes to a NumPy scalar), else
+        shaped as ``target``.
     grads : tuple of dask.array.Array
         Only with ``return_grad``: ``(dh, dW, dbias)`` (``dbias`` ``None`` without
         ``bias``).
@@ -172,11 +175,12 @@ def linear_cross_entropy(
     engine = engine_of(backend)
     h, W = da.asarray(h), da.asarray(W)
     bias = None if bias is None else da.asarray(bias)
-    check_inputs(h, W, bias, _FUNC)
+    dtype = check_inputs(h, W, bias, _FUNC)  # integers and bools promoted
+    h, W = h.astype(dtype), W.astype(dtype)
+    bias = None if bias is None else bias.astype(dtype)
     target = da.asarray(target)
     check_target(target, h.shape, _FUNC)
     n_classes, d = W.shape
-    dtype = np.dtype(h.dtype)
     weights = check_extra_loss_options(
         z_loss, softcap, None if class_weights is None else np.asarray(class_weights),
         n_classes, dtype, _FUNC,
@@ -214,7 +218,7 @@ def linear_cross_entropy(
         loss = per_row(lambda s: np.add(*s.losses()))
     else:
         total = dask.delayed(_reduced, pure=True)(losses, reduction, dtype)
-        loss = da.from_delayed(total, (), dtype=dtype)
+        loss = scalar(da.from_delayed(total, (), dtype=dtype))
     results = [loss]
     if return_grad:
         results.append(_gradients(rows, W, bias, states, losses, h.shape, bounds, reduction))

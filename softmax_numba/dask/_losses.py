@@ -11,6 +11,7 @@ from softmax_numba._targets import (
     PROBABILITY,
     check_class_indices,
     check_loss_options,
+    check_probabilities,
     check_target_shape,
     counted,
     target_kind,
@@ -21,6 +22,7 @@ from softmax_numba.dask._graph import (
     indices,
     kernels,
     prepare,
+    scalar,
     state_parts,
     states,
     unstack,
@@ -111,8 +113,8 @@ def cross_entropy(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
     /,
-    *,
     axis: int = -1,
+    *,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int | None = None,
@@ -131,8 +133,9 @@ def cross_entropy(
         Unnormalized scores, classes along ``axis``.
     target : dask.array.Array or array_like
         Integer class indices with the shape of ``logits`` without ``axis``, or
-        floating probabilities with the shape of ``logits``.  Class indices are
-        checked when the result is computed (a ``ValueError`` then).
+        floating probabilities (``>= 0``) with the shape of ``logits``.  Class
+        indices and the sign of probabilities are checked when the result is
+        computed (a ``ValueError`` then), as in :func:`softmax_numba.cross_entropy`.
     axis : int, default -1
         The class axis.
     reduction : {"mean", "sum", "none"}
@@ -151,7 +154,8 @@ def cross_entropy(
     Returns
     -------
     loss : dask.array.Array
-        0-d for ``"mean"`` and ``"sum"``, else one value per row.
+        0-d for ``"mean"`` and ``"sum"`` (it computes to a NumPy scalar), else one
+        value per row.
     grad : dask.array.Array
         Only with ``return_grad``.
 
@@ -247,18 +251,26 @@ def _reduce(losses, count, reduction: str, compute, result):
         return losses.astype(result), da.asarray(np.asarray(1.0, compute))
     total = losses.sum(dtype=compute)
     if reduction == "sum":
-        return total.astype(result), da.asarray(np.asarray(1.0, compute))
+        return scalar(total.astype(result)), da.asarray(np.asarray(1.0, compute))
     safe = da.maximum(count, 1)
     mean = da.where(count > 0, total / safe, np.nan).astype(compute)
     scale = da.where(count > 0, 1.0 / safe, 0.0).astype(compute)  # no row: zeros
-    return mean.astype(result), scale
+    return scalar(mean.astype(result)), scale
+
+
+def _nonnegative(block):
+    check_probabilities(block)
+    return block
 
 
 def _probability(x, target, axis, reduction, smoothing, return_grad, engine, result):
     """Probability targets ``q``: ``loss = sum_j q_j ((m - x_j) + log1p(s))`` from the
     merged state, ``grad = sum(q) softmax(x) - q`` from the chunked :func:`softmax`."""
     compute = np.dtype(x.dtype)
-    check_target_shape(PROBABILITY, target.shape, x.shape, (), axis)
+    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    check_target_shape(PROBABILITY, target.shape, x.shape, row_shape, axis)
+    # A negative probability is a ValueError when the result is computed.
+    target = target.map_blocks(_nonnegative, dtype=target.dtype)
     q = target.astype(compute).rechunk(x.chunks)
     if smoothing:
         q = (1.0 - smoothing) * q + smoothing / x.shape[axis]

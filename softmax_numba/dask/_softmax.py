@@ -14,6 +14,7 @@ from softmax_numba.dask._graph import (
     normalized,
     prepare,
     restore,
+    scalar,
     states,
 )
 
@@ -21,8 +22,8 @@ from softmax_numba.dask._graph import (
 def online_states(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int = -1,
+    *,
     split_every: int | None = None,
     backend: str = "auto",
 ) -> da.Array:
@@ -85,8 +86,8 @@ def online_states(
 def softmax(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
 ) -> da.Array:
@@ -157,8 +158,8 @@ def softmax(
 def log_softmax(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
 ) -> da.Array:
@@ -236,8 +237,8 @@ def _logsumexp(state, axis: int, keepdims: bool, result):
 def logsumexp(
     x: npt.ArrayLike,
     /,
-    *,
     axis: int | None = -1,
+    *,
     b: npt.ArrayLike | None = None,
     keepdims: bool = False,
     return_sign: bool = False,
@@ -301,4 +302,4 @@ def logsumexp(
     x, axis, compute, result = prepare(x, axis, "logsumexp", multiple=True)
     state = states(x.astype(compute), axis, compute, engine_of(backend))
     lse = _logsumexp(state, axis, keepdims, result)
-    return lse.reshape(()) if ndim == 0 else lse
+    return scalar(lse.reshape(()) if ndim == 0 else lse)
