@@ -30,4 +30,4 @@ ROOFLINE_MIN_SAMPLE_S = 5e-3
 #: of calls of one implementation in a round.  21 rounds give a 95% interval of the
 #: median from the 6th to the 16th smallest ratio.
 CLAIM_ROUNDS = 21
-CLAIM_MIN_SAMPLE_S = 1e-2
+CLAIM_MIN_SAMPLE_S = 5e-2

@@ -65,19 +65,24 @@ def interleaved(
     timed in turn: a slow spell of a shared machine hits them alike, and a ratio taken
     within a round cancels it.
 
-    Each candidate is called twice first (compilation, page faults), then each round
-    times a block of ``inner`` calls of each (``inner`` chosen so that a block lasts at
-    least ``min_sample_s``; one implementation at a time, so a thread pool left spinning
-    by one does not slow the next call of the other).  The order is reversed every
-    other round (A B, B A, A B, ...) so that neither candidate always runs first.
+    Each candidate is called first (compilation, page faults), then timed on three
+    more calls, the fastest of which sets ``inner`` so that a block of ``inner`` calls
+    lasts at least ``min_sample_s`` (the fastest: a call slowed by another process
+    would give that candidate short blocks, each bearing a whole delay, and bias its
+    ratio).  Each round times a block of each candidate (one implementation at a time,
+    so a thread pool left spinning by one does not slow the next call of the other).
+    The order is reversed every other round (A B, B A, A B, ...) so that neither
+    candidate always runs first.
     """
     inner = {}
     for name, fn in candidates.items():
         fn()
-        start = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - start, 1e-9)
-        inner[name] = max(1, int(min_sample_s / once))
+        once = np.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            once = min(once, time.perf_counter() - start)
+        inner[name] = max(1, int(min_sample_s / max(once, 1e-9)))
     samples = {name: np.empty(rounds) for name in candidates}
     order = list(candidates.items())
     for k in range(rounds):
