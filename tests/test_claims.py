@@ -52,7 +52,7 @@ SEPARATE = "time of separate / time of fused (loss only)"
 GAUSS_SIG = "GB/s of gaussian / GB/s of sigmoid"
 GAUSS_SOFT = "GB/s of gaussian / GB/s of softmax[shifted]"
 MAXOUT = "GB/s of maxout[pool=4] / GB/s of softmax[shifted]"
-COPY = "GB/s of softmax / GB/s of a parallel copy"
+COPY = "GB/s of softmax / GB/s of a copy (np.copyto)"
 ROUNDS = 21
 
 
