@@ -115,31 +115,82 @@ def resolve_backend(backend: str, size: int, device: bool = False) -> str:
     return backend
 
 
-_SERIAL_BACKENDS = ("auto", "cpu")
+_HOST_BACKENDS = ("auto", "cpu", "parallel")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def small_rows(x, axis, backend: str) -> np.ndarray | None:
-    """The ``(rows, n)`` view of ``x`` when a call can skip :class:`Rows` and go to the
-    serial kernel at once: a non-empty C-contiguous float32/float64 ndarray along
-    its last axis, smaller than ``config.PARALLEL_MIN_ELEMENTS``, on the serial or
-    automatic engine.  ``None`` otherwise (then the general path decides).
+def lean_rows(x, axis, backend: str) -> tuple[np.ndarray, str] | None:
+    """``(rows, engine)`` when a call can go straight to a CPU kernel: ``x`` a
+    non-empty C-contiguous float32/float64 ndarray taken along its last axis, on the
+    ``"auto"``, ``"cpu"`` or ``"parallel"`` engine; ``rows`` is its ``(count, n)``
+    view, ``engine`` the Numba engine that runs (``"auto"`` resolved by size, as
+    :func:`resolve_backend`).  ``None`` otherwise, and for the parallel engine's
+    long rows that are split across threads: the general path (``softmax_numba._rows``)
+    then checks and decides.
 
-    The general path costs tens of microseconds in NumPy calls, which is all the
-    time a small softmax takes; this check costs about one.
+    This is the lean path of every public function: a few attribute reads (about a
+    microsecond), where the general path costs tens of microseconds in NumPy calls,
+    as much as the whole kernel on an array of a few thousand entries.
     """
     if (
         type(x) is not np.ndarray
-        or backend not in _SERIAL_BACKENDS
+        or backend not in _HOST_BACKENDS
         or x.dtype not in _FLOATS
         or x.ndim == 0
-        or not isinstance(axis, int)  # a float axis equal to -1 goes on to be refused
+        or type(axis) is not int  # a float or bool axis goes on to be refused
         or (axis != -1 and axis != x.ndim - 1)
-        or not 0 < x.size < config.PARALLEL_MIN_ELEMENTS
+        or x.size == 0
         or not x.flags.c_contiguous
     ):
         return None
-    return x.reshape(-1, x.shape[-1])
+    n = x.shape[-1]
+    rows = x.reshape(-1, n)
+    if backend == "auto":
+        if x.size < config.PARALLEL_MIN_ELEMENTS:
+            return rows, "cpu"
+        backend = resolve_backend(backend, x.size)
+    if split_chunks(backend, rows.shape[0], n) > 1:
+        return None
+    return rows, backend
+
+
+def lean_out(out, like: np.ndarray, shape: tuple[int, ...], inputs: tuple = (), *, whole=None):
+    """The buffer a lean call writes: a new ``shape`` array of ``like``'s dtype, or
+    ``out`` viewed as ``shape`` when it is a writeable C-contiguous ndarray of
+    ``like``'s dtype and shape (or ``whole``, the result's shape, where it differs)
+    that is ``like`` (or one of ``inputs``) itself or overlaps none of them.  ``None``
+    when ``out`` needs the general path, which checks it and says what is wrong."""
+    if out is None:
+        return np.empty(shape, like.dtype)
+    if (
+        type(out) is np.ndarray
+        and out.dtype == like.dtype
+        and out.shape == (like.shape if whole is None else whole)
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        arrays = (like, *inputs)
+        if any(out is a for a in arrays) or not any(np.may_share_memory(out, a) for a in arrays):
+            return out.reshape(shape)
+    return None
+
+
+def lean_map(x, axis, backend: str, out, kernels, *args, streaming: bool = False):
+    """A row map (``kernels.<engine>(rows, result, *args)``) on the lean path
+    (:func:`lean_rows`): the result in ``x``'s shape, ``out`` itself when given, or
+    ``None`` when the call needs the general path.  ``streaming``: the kernel takes,
+    last, whether to write with streaming stores (:func:`streams`)."""
+    lean = lean_rows(x, axis, backend)
+    if lean is None:
+        return None
+    rows, engine = lean
+    result = lean_out(out, x, rows.shape)
+    if result is None:
+        return None
+    if streaming:
+        args = (*args, streams(engine, result.nbytes))
+    getattr(kernels, engine)(rows, result, *args)
+    return result.reshape(x.shape) if out is None else out
 
 
 def run(kernels, engine: str, *args, cpu_extra: tuple = ()) -> None:

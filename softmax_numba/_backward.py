@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_numba._api import is_device_array, run, small_rows
+from softmax_numba._api import is_device_array, lean_out, lean_rows, run
 from softmax_numba._rows import rows_of
 
 
 def vjp(name, y, dy, axis, backend, out, kernel_pair, multiple=False):
     """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
     same shape (``multiple``: whether ``axis`` may be a tuple, as in the forward op)."""
-    if out is None and (data := small_rows(y, axis, backend)) is not None:
-        if type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype:
-            if dy.flags.c_contiguous:  # the rows of both, as they are: no copies
-                result = np.empty_like(data)
-                kernel_pair.cpu(data, dy.reshape(data.shape), result)
-                return result.reshape(y.shape)
+    lean = lean_rows(y, axis, backend)
+    if lean is not None and type(dy) is np.ndarray and dy.shape == y.shape:
+        data, engine = lean
+        if dy.dtype == y.dtype and dy.flags.c_contiguous:  # both as they are: no copies
+            result = lean_out(out, y, data.shape, inputs=(dy,))
+            if result is not None:
+                getattr(kernel_pair, engine)(data, dy.reshape(data.shape), result)
+                return result.reshape(y.shape) if out is None else out
     rows = rows_of(y, axis, name, multiple=multiple)
     dy = dy if is_device_array(dy) else np.asarray(dy)
     if tuple(dy.shape) != rows.shape:

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import bounds, reference
-from softmax_numba._api import run
+from softmax_numba._api import lean_map, run
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import elementwise as kernels
@@ -15,10 +15,13 @@ from softmax_numba.declaration import Entry
 
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
+    params = tuple(float(p) for p in params)
+    result = lean_map(x, axis, backend, out, kernel_pair, *params, bool(normalize))
+    if result is not None:
+        return result
     rows = rows_of(x, axis, name, multiple=True)
     engine = rows.engine(backend)
     result = rows.new_rows(out)
-    params = tuple(float(p) for p in params)
     run(kernel_pair, engine, rows.data, result, *params, bool(normalize))
     return rows.restore(result, out)
 

@@ -123,15 +123,16 @@ def _torch_in(func: str, tensor, name: str):
 
 
 def _torch_out(result, like):
+    """``result`` as a tensor on ``like``'s device (``like=None``: a CPU tensor)."""
     torch = sys.modules["torch"]
     if hasattr(result, "__cuda_array_interface__"):
         return torch.as_tensor(result, device=like.device)
-    array = np.asarray(result)
+    array = result if type(result) is np.ndarray else np.asarray(result)
     if array.dtype.kind == "V" and array.dtype.name == "bfloat16":  # .name is slow
         tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     else:
         tensor = torch.from_numpy(array)
-    return tensor if like.device.type == "cpu" else tensor.to(like.device)
+    return tensor if like is None or like.is_cpu else tensor.to(like.device)
 
 
 # ----------------------------------------------------------------------------- cupy
@@ -174,10 +175,65 @@ def same_kind_out(function):
     def wrapper(*args, **kwargs):
         plain = _PLAIN_TYPES.issuperset
         if not plain(map(type, args)) or (kwargs and not plain(map(type, kwargs.values()))):
-            return _convert_and_call(function, func, positional, args, kwargs)
+            result = _lean_torch_call(function, args, kwargs)
+            if result is _NOT_LEAN:
+                result = _convert_and_call(function, func, positional, args, kwargs)
+            return result
         return function(*args, **kwargs)
 
     return wrapper
+
+
+#: What :func:`_lean_torch_call` returns for a call it leaves to the general path.
+_NOT_LEAN = object()
+#: Argument types that a lean torch call passes as they are.
+_SCALARS = frozenset({int, float, bool, str, tuple, type(None)})
+
+
+def _lean_torch_call(function, args, kwargs):
+    """The call with each torch CPU tensor viewed as a NumPy array and the results
+    viewed back, when every array argument is such a tensor of a NumPy dtype (not
+    bfloat16, not requiring grad unless grad mode is off) and the others are scalars,
+    strings, tuples or ``None``: the lean path of a torch call, a few attribute reads
+    instead of :func:`_convert_and_call`'s checks.  ``_NOT_LEAN`` otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return _NOT_LEAN
+    back = {}
+
+    def view(value):
+        if type(value) in _SCALARS:
+            return value
+        if type(value) is not torch.Tensor or not value.is_cpu or value.dtype == torch.bfloat16:
+            raise LookupError
+        if value.requires_grad:
+            if torch.is_grad_enabled():
+                raise LookupError  # the general path says why it is refused
+            value = value.detach()
+        array = value.numpy()
+        back[id(array)] = (array, value)
+        return array
+
+    try:
+        args = [view(a) for a in args]
+        kwargs = {k: view(v) for k, v in kwargs.items()}
+    except LookupError:
+        return _NOT_LEAN
+    return _outward(function(*args, **kwargs), back, _torch_out, None)
+
+
+def _outward(value, back, convert_out, first):
+    """A result in the kind of the arguments: ``out=`` (an array found in ``back``)
+    as it was passed, other arrays through ``convert_out(value, first)``; tuples
+    element by element; ``None`` and Python scalars as they are."""
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if isinstance(value, tuple):  # linear_cross_entropy's (dh, dW, dbias)
+        return tuple(_outward(v, back, convert_out, first) for v in value)
+    passed = back.get(id(value))
+    if passed is not None and passed[0] is value:
+        return passed[1]  # ``out=``: written in place, returned as passed
+    return convert_out(value, first)
 
 
 def _convert_and_call(function, func, positional, args, kwargs):
@@ -199,16 +255,4 @@ def _convert_and_call(function, func, positional, args, kwargs):
 
     args = [inward(first, positional[0]), *(inward(a, n) for n, a in named)]
     kwargs = {k: inward(v, k) for k, v in kwargs.items()}
-    result = function(*args, **kwargs)
-
-    def outward(value):
-        if value is None or type(value) in (bool, int, float):
-            return value
-        if isinstance(value, tuple):  # linear_cross_entropy's (dh, dW, dbias)
-            return tuple(outward(v) for v in value)
-        passed = back.get(id(value))
-        if passed is not None and passed[0] is value:
-            return passed[1]  # ``out=``: written in place, returned as passed
-        return convert_out(value, first)
-
-    return outward(result)
+    return _outward(function(*args, **kwargs), back, convert_out, first)

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import bounds, reference
-from softmax_numba._api import is_device_array, run
+from softmax_numba._api import is_device_array, lean_out, lean_rows, run
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
@@ -20,6 +20,7 @@ from softmax_numba._targets import (
     target_kind,
 )
 from softmax_numba.cpu import losses as kernels
+from softmax_numba.cpu.targets import counted_class_indices
 from softmax_numba.declaration import CORE, Entry, with_distributions, with_targets
 
 
@@ -170,6 +171,14 @@ def cross_entropy(
     check_loss_options(reduction, label_smoothing)
     if grad_out is not None and not return_grad:
         raise ValueError("cross_entropy(): grad_out= needs return_grad=True")
+    extras = bool(z_loss) or softcap is not None or class_weights is not None
+    if not (extras or return_lse or return_entropy):
+        lean = _lean_cross_entropy(
+            logits, target, axis, reduction, label_smoothing, ignore_index, return_grad,
+            backend, grad_out,
+        )  # fmt: skip
+        if lean is not None:
+            return lean
     rows = rows_of(logits, axis, "cross_entropy")
     if grad_out is not None:
         rows.check_out(grad_out, rows.shape, rows.result_dtype, name="grad_out")
@@ -178,7 +187,6 @@ def cross_entropy(
     engine = rows.engine(backend)
     kind = target_kind(target.dtype, ignore_index)
     check_target_shape(kind, target.shape, rows.shape, rows.moved_shape[:-1], rows.axis)
-    extras = bool(z_loss) or softcap is not None or class_weights is not None
     if extras or return_lse or return_entropy:
         if kind != INDEX or engine == "cuda":
             raise NotImplementedError(
@@ -202,8 +210,7 @@ def cross_entropy(
         check_probabilities(target)
         probabilities = rows.operand(target, "target")
         count = rows.count
-    # No row counts (all ignored): the mean loss is NaN below, its gradient zeros.
-    scale = {"mean": 1.0 / count if count else 0.0, "sum": 1.0, "none": 1.0}[reduction]
+    scale = _gradient_scale(reduction, count)
 
     losses = rows.new_reduced()
     inputs = () if probabilities is None else (probabilities,)
@@ -241,15 +248,66 @@ def cross_entropy(
     if reduction == "none":
         loss = rows.restore_reduced(losses)
     else:
-        host_losses = rows.to_host(losses)
-        total = np.sum(host_losses, dtype=rows.compute_dtype)
-        value = total / count if reduction == "mean" and count else total
-        if reduction == "mean" and not count:
-            value = np.nan
-        loss = np.asarray(value, dtype=rows.result_dtype)[()]  # a NumPy scalar
+        loss = _reduced(rows.to_host(losses), reduction, count, rows.result_dtype)
     if not return_grad:
         return loss
     return loss, rows.restore(grad, grad_out)
+
+
+def _gradient_scale(reduction: str, count: int) -> float:
+    """The factor of each row's gradient: ``1 / count`` for a mean (0 when no row
+    counts: the mean loss is then NaN, its gradient zeros), else 1."""
+    return (1.0 / count if count else 0.0) if reduction == "mean" else 1.0
+
+
+def _reduced(losses: np.ndarray, reduction: str, count: int, dtype):
+    """The sum or the mean (over the ``count`` rows that count) of the per-row losses,
+    as a NumPy scalar of ``dtype``; NaN for a mean over no row."""
+    total = np.sum(losses, dtype=losses.dtype)
+    if reduction == "mean":
+        total = total / count if count else np.nan
+    return np.asarray(total, dtype=dtype)[()]
+
+
+def _lean_cross_entropy(
+    logits, target, axis, reduction, smoothing, ignore_index, return_grad, backend, grad_out
+):
+    """:func:`cross_entropy` on the lean path (:func:`~softmax_numba._api.lean_rows`):
+    logits as it takes them, int64 class indices of their shape without the last axis,
+    every index in range (one compiled pass), ``grad_out`` as
+    :func:`~softmax_numba._api.lean_out` takes it.  ``None`` otherwise: the general
+    path then checks everything and says what is wrong."""
+    lean = lean_rows(logits, axis, backend)
+    if (
+        lean is None
+        or type(target) is not np.ndarray
+        or target.dtype != np.int64
+        or target.shape != logits.shape[:-1]
+        or not (ignore_index is None or type(ignore_index) is int)
+    ):
+        return None
+    data, engine = lean
+    count, n = data.shape
+    labels = target.reshape(count)
+    ignore = -1 if ignore_index is None else ignore_index
+    counted = counted_class_indices(labels, n, ignore_index is not None, ignore)
+    if counted < 0:
+        return None
+    grad = lean_out(grad_out, logits, data.shape) if return_grad else np.empty((0, 0), data.dtype)
+    if grad is None:
+        return None
+    losses = np.empty(count, data.dtype)
+    scale = _gradient_scale(reduction, counted)
+    getattr(kernels.CROSS_ENTROPY_INDEX, engine)(
+        data, labels, ignore, float(smoothing), scale, return_grad, losses, grad
+    )
+    if reduction == "none":
+        loss = losses.reshape(logits.shape[:-1])[()]
+    else:
+        loss = _reduced(losses, reduction, counted, data.dtype)
+    if not return_grad:
+        return loss
+    return loss, (grad.reshape(logits.shape) if grad_out is None else grad_out)
 
 
 def _with_options(rows, labels, engine, options, return_grad, grad_out, want_lse, want_entropy):

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import bounds, reference
-from softmax_numba._api import run
+from softmax_numba._api import lean_out, lean_rows, run
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import maxout as kernels
@@ -73,6 +73,20 @@ def maxout(
     """
     if axis is None:
         raise TypeError("maxout(): axis must be an int")
+    lean = lean_rows(x, axis, backend)
+    if (
+        lean is not None
+        and type(pool_size) is int
+        and 0 < pool_size
+        and not lean[0].shape[1] % pool_size
+    ):
+        data, engine = lean
+        groups = data.shape[1] // pool_size
+        pooled = (*x.shape[:-1], groups)
+        result = lean_out(out, x, (data.shape[0], groups), whole=pooled)
+        if result is not None:
+            getattr(kernels.MAXOUT, engine)(data, pool_size, result)
+            return result.reshape(pooled) if out is None else out
     rows = rows_of(x, axis, "maxout")
     if not isinstance(pool_size, int | np.integer) or pool_size < 1:
         raise ValueError(f"maxout(): pool_size must be a positive integer, got {pool_size!r}")

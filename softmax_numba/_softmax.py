@@ -10,8 +10,9 @@ from softmax_numba._api import (
     check_choice,
     dtypes_for,
     is_device_array,
+    lean_map,
+    lean_rows,
     run,
-    small_rows,
     split_chunks,
     streams,
 )
@@ -64,10 +65,10 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
     (``split_row(row, out_row, pieces)``, ``None`` for algorithms never split), else
     ``kernel`` on the chosen engine (``streaming``: the CPU kernels take whether to
     write with streaming stores); excluded entries are set to ``excluded``."""
-    if where is None and out is None and (data := small_rows(x, axis, backend)) is not None:
-        result = np.empty_like(data)
-        kernel.cpu(data, result, *((False,) if streaming else ()))
-        return result.reshape(x.shape)
+    if where is None:
+        result = lean_map(x, axis, backend, out, kernel, streaming=streaming)
+        if result is not None:
+            return result
     rows = rows_of(x, axis, name, multiple=True)
     engine = rows.engine(backend)
     data, mask = _masked_rows(rows, where)
@@ -340,11 +341,11 @@ def logsumexp(
     >>> round(float(lse), 6), float(sign)  # log(e - 1), negative sum
     (0.541325, -1.0)
     """
-    if b is None and not keepdims and not return_sign:
-        if (data := small_rows(x, axis, backend)) is not None:
-            result = np.empty(data.shape[0], dtype=data.dtype)
-            kernels.LOGSUMEXP.cpu(data, result)
-            return result.reshape(x.shape[:-1])[()]
+    if b is None and not return_sign and (lean := lean_rows(x, axis, backend)) is not None:
+        data, engine = lean
+        result = np.empty(data.shape[0], dtype=data.dtype)
+        getattr(kernels.LOGSUMEXP, engine)(data, result)
+        return result.reshape(x.shape[:-1] + (1,) * keepdims)[()]
     if b is not None and not is_device_array(x):
         x, b = _broadcast_with_weights(np.asarray(x), b)
     rows = rows_of(x, axis, "logsumexp", multiple=True)

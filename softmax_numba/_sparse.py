@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import bounds, reference
-from softmax_numba._api import check_choice, run
+from softmax_numba._api import check_choice, lean_map, lean_out, lean_rows, run
 from softmax_numba._backward import vjp
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
@@ -14,6 +14,12 @@ from softmax_numba.cpu import sparse as kernels
 from softmax_numba.declaration import Entry, backward_of
 
 SPARSEMAX_ALGORITHMS = ("auto", "pivot", "sort")
+
+
+def _lean_count(x) -> int:
+    """The number of rows of ``x`` along its last axis (the support sizes' buffer of
+    the lean path; any number will do when the lean path is not taken)."""
+    return x.size // x.shape[-1] if type(x) is np.ndarray and x.ndim and x.shape[-1] else 0
 
 
 @same_kind_out
@@ -90,11 +96,15 @@ def sparsemax(
     (array([0. , 0.4, 0.6]), 2)
     """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
+    kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
+    if not return_support_size:
+        lean = lean_map(x, axis, backend, out, kernel, np.empty(_lean_count(x), np.int64))
+        if lean is not None:
+            return lean
     rows = rows_of(x, axis, "sparsemax")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
     support = np.empty(rows.count, dtype=np.int64)
-    kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
     run(kernel, engine, rows.data, result, support)
     p = rows.restore(result, out)
     if not return_support_size:
@@ -166,10 +176,12 @@ def entmax15(
     array([0.      , 0.429466, 0.570534])
     """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
+    kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
+    if (lean := lean_map(x, axis, backend, out, kernel)) is not None:
+        return lean
     rows = rows_of(x, axis, "entmax15")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
-    kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
     run(kernel, engine, rows.data, result)
     return rows.restore(result, out)
 
@@ -250,6 +262,11 @@ def entmax_bisect(
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
         raise ValueError(f"entmax_bisect(): n_iter must be a positive integer, got {n_iter!r}")
+    lean = lean_rows(x, axis, backend)
+    if lean is not None and (result := lean_out(out, x, lean[0].shape)) is not None:
+        data, engine = lean
+        getattr(kernels.ENTMAX_BISECT, engine)(data, float(alpha), int(n_iter), result)
+        return result.reshape(x.shape) if out is None else out
     rows = rows_of(x, axis, "entmax_bisect")
     engine = rows.engine(backend)
     result = rows.new_rows(out)
