@@ -60,14 +60,24 @@ study-quick: $(STAMP)
 plots: $(STAMP)
 	$(PY) -m experiments plots
 
-# pytest-benchmark's table, then the roofline benchmark (ours, a parallel copy and
-# the installed peers timed interleaved; install the peers with `pip install -e ".[peers]"`),
-# then forward + backward through softmax_numba.torch against torch (results/TORCH.md),
-# then linear_cross_entropy against the materialized forms (results/LINEAR.md).
-bench: $(STAMP)
+# The peers of the benchmarks (torch, onnxruntime and onnx, JAX, entmax), into the venv.
+PEERS_STAMP := $(VENV)/.peers
+
+$(PEERS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[peers]"
+	touch $(PEERS_STAMP)
+
+# The peers, pytest-benchmark's table, then the roofline benchmark (ours, a parallel
+# copy and the peers timed interleaved), then every op from 1 x 10 to 16384 x 4096
+# against the peers (results/SIZES.md, sizes.csv, sizes.png; about 10 minutes on 2
+# cores), then forward + backward through softmax_numba.torch against torch
+# (results/TORCH.md), then linear_cross_entropy against the materialized forms
+# (results/LINEAR.md).
+bench: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmark.json
 	$(PY) -m experiments bench-summary
 	$(PY) -m experiments roofline
+	$(PY) -m experiments sizes
 	$(PY) -m experiments torch-autograd
 	$(PY) -m experiments linear-ce
 	$(PY) -m experiments plots

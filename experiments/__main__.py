@@ -10,6 +10,11 @@
                                                         softmax_numba.torch against torch
     python -m experiments linear-ce [--quick]           linear_cross_entropy against the
                                                         materialized forms and the products
+    python -m experiments sizes [--quick] [--library PATH]
+                                                        every op from 1 x 10 to 16384 x 4096
+                                                        against torch, onnxruntime, scipy,
+                                                        JAX and a copy (SIZES.md); PATH: time
+                                                        that checkout of the library
 
 Every step measures every cell of its grid, here and now: the tables already in
 DIR (such as the committed results/) are not reused, and each is replaced only
@@ -51,6 +56,7 @@ import argparse
 import contextlib
 import json
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -251,6 +257,10 @@ def redraw(out: pathlib.Path) -> None:
     readme.write(out)
     if (out / "roofline.csv").exists():
         roofline.write_report(out)
+    if (out / "sizes.csv").exists():
+        from experiments.report import sizes as sizes_report
+
+        sizes_report.write(out)
     _log(f"plots: {len(made)} figures; verdicts in {path}; summary in {out / 'README.md'}")
 
 
@@ -270,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "roofline",
             "torch-autograd",
             "linear-ce",
+            "sizes",
         ),
     )
     parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
@@ -304,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run the sweeps' cells on this dask.distributed scheduler's workers",
     )
+    parser.add_argument(
+        "--library",
+        metavar="PATH",
+        default=None,
+        help="sizes only: time the softmax_numba of the checkout at PATH (a process of its own)",
+    )
     args = parser.parse_args(argv)
     out = args.out or pathlib.Path("results") / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +338,19 @@ def main(argv: list[str] | None = None) -> int:
 
         table = torch_autograd.run(out, args.quick, progress=not args.no_progress)
         _log(f"torch-autograd: {len(table.read())} rows in {table.path}")
+        return 0
+    if args.command == "sizes":
+        from experiments.measure import sizes
+
+        mode = "fresh" if args.fresh else "keep" if args.keep else "auto"
+        progress = not args.no_progress
+        if args.library is not None and not sizes.use_library(args.library):
+            # This process has imported this checkout's softmax_numba: time the other
+            # in a process that imports it first.
+            command = sizes.child_command(out, args.quick, progress, mode, args.library)
+            return subprocess.call(command, cwd=sizes.ROOT)
+        path = sizes.run(out, args.quick, progress, mode, args.library)
+        _log(f"sizes: {path}, {out / 'SIZES.md'}, {out / 'sizes.png'}")
         return 0
     if args.command == "linear-ce":
         from experiments.measure import linear_ce

@@ -10,7 +10,7 @@ from softmax_numba import registry
 SOFTMAX_FAMILY = registry.tagged("family")
 ALTERNATIVES = registry.tagged("alternative")
 SCALES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4)
-PEERS = ("scipy", "torch", "jax", "entmax")
+PEERS = ("scipy", "torch", "onnxruntime", "jax", "entmax")
 #: The common offset ``c`` of the offset sweep, ``x = c + scale z``.
 OFFSETS = (0.0, 10.0, -100.0, 100.0, 1e3, -1e4, 1e4, 1e5, -1e6, 1e6)
 #: The log-domain family of the offset sweep, scored beside the peers.

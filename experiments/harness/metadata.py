@@ -39,6 +39,8 @@ PACKAGES = (
     "torch",
     "jax",
     "entmax",
+    "onnxruntime",
+    "onnx",
 )
 
 

@@ -2,9 +2,19 @@
 
 Each peer maps an op to a factory ``make(args) -> fn`` that converts the
 arguments once (outside the timing) and returns a zero-argument callable.  SciPy
-is always there; PyTorch CPU, JAX and the ``entmax`` package are optional extras
-(``pip install softmax_numba[peers]``) and simply absent from the tables when not
-installed.  PyTorch gets as many threads as Numba.
+is always there; PyTorch CPU, onnxruntime, JAX and the ``entmax`` package are
+optional extras (``pip install softmax_numba[peers]``) and simply absent from the
+tables when not installed.  PyTorch and onnxruntime get as many threads as Numba.
+
+onnxruntime runs one-op ONNX models built in memory
+(:class:`experiments.measure.sizes.Ort`: ``Softmax``, ``LogSoftmax``,
+``ReduceLogSumExp``, ``Sigmoid``; input and output bound with ``io_binding`` to
+arrays allocated once, its pool not spinning).  Its ``SoftmaxCrossEntropyLoss``
+gives the loss without the gradient (that lives in onnxruntime-training), so it
+is no peer of our ``cross_entropy`` entry (loss and gradient) here; the sizes
+benchmark times it on the loss alone.  All of these run in one process with Numba
+(none crashed with numba 0.68, torch 2.13, onnxruntime 1.32, jax 0.10); the sizes
+benchmark runs JAX apart all the same.
 """
 
 from __future__ import annotations
@@ -89,7 +99,25 @@ def _jax() -> dict:
     }
 
 
-_LOADERS = {"scipy": _scipy, "torch": _torch, "jax": _jax, "entmax": _entmax}
+def _onnxruntime() -> dict:
+    from experiments.measure.sizes import Ort
+
+    runtime = Ort()
+    threads = numba.get_num_threads()
+
+    def model(op):
+        return lambda args: runtime.make(op, np.ascontiguousarray(args[0]), None, threads)
+
+    return {op: model(op) for op in ("softmax", "log_softmax", "logsumexp", "sigmoid")}
+
+
+_LOADERS = {
+    "scipy": _scipy,
+    "torch": _torch,
+    "onnxruntime": _onnxruntime,
+    "jax": _jax,
+    "entmax": _entmax,
+}
 
 
 def _scipy_results() -> dict:

@@ -61,7 +61,13 @@ def _speed_headline(out: pathlib.Path) -> list[str]:
 
 OURS = ("numpy", "cpu", "parallel")
 #: How the text names each peer (a backend or engine of the tables that is not ours).
-PEER_NAMES = {"scipy": "scipy", "torch": "PyTorch", "jax": "JAX", "entmax": "entmax"}
+PEER_NAMES = {
+    "scipy": "scipy",
+    "torch": "PyTorch",
+    "onnxruntime": "onnxruntime",
+    "jax": "JAX",
+    "entmax": "entmax",
+}
 
 
 def _read(out: pathlib.Path, name: str) -> pd.DataFrame | None:
