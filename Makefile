@@ -78,6 +78,7 @@ bench: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m experiments bench-summary
 	$(PY) -m experiments roofline
 	$(PY) -m experiments sizes
+	$(PY) -m experiments crossover
 	$(PY) -m experiments torch-autograd
 	$(PY) -m experiments linear-ce
 	$(PY) -m experiments plots

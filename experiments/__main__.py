@@ -15,6 +15,9 @@
                                                         against torch, onnxruntime, scipy,
                                                         JAX and a copy (SIZES.md); PATH: time
                                                         that checkout of the library
+    python -m experiments crossover [--quick]           serial against parallel engine per
+                                                        op and size (CROSSOVER.md): where
+                                                        backend="auto" starts the threads
 
 Every step measures every cell of its grid, here and now: the tables already in
 DIR (such as the committed results/) are not reused, and each is replaced only
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch-autograd",
             "linear-ce",
             "sizes",
+            "crossover",
         ),
     )
     parser.add_argument("--quick", action="store_true", help="small grids (about a minute)")
@@ -351,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.call(command, cwd=sizes.ROOT)
         path = sizes.run(out, args.quick, progress, mode, args.library)
         _log(f"sizes: {path}, {out / 'SIZES.md'}, {out / 'sizes.png'}")
+        return 0
+    if args.command == "crossover":
+        from experiments.measure import crossover
+
+        table = crossover.run(out, args.quick, progress=not args.no_progress)
+        _log(f"crossover: {len(table)} rows in {out / 'crossover.csv'}, {out / 'CROSSOVER.md'}")
         return 0
     if args.command == "linear-ce":
         from experiments.measure import linear_ce

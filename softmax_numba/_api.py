@@ -89,11 +89,18 @@ def is_device_array(x) -> bool:
     return _runtime.is_device_array(x)
 
 
-def resolve_backend(backend: str, size: int, device: bool = False) -> str:
+def parallel_min_elements(op: str | None) -> int:
+    """The size from which ``backend="auto"`` runs ``op`` on the parallel engine
+    (``config.PARALLEL_MIN_ELEMENTS_BY_OP``, measured per op, else
+    ``config.PARALLEL_MIN_ELEMENTS``)."""
+    return config.PARALLEL_MIN_ELEMENTS_BY_OP.get(op, config.PARALLEL_MIN_ELEMENTS)
+
+
+def resolve_backend(backend: str, size: int, device: bool = False, op: str | None = None) -> str:
     """The engine that runs: ``"numpy"``, ``"cpu"``, ``"parallel"`` or ``"cuda"``.
 
     ``"auto"`` picks CUDA for arrays that live on a GPU, else the parallel engine for
-    arrays of at least ``config.PARALLEL_MIN_ELEMENTS`` elements when Numba has more
+    arrays of at least :func:`parallel_min_elements` of ``op`` when Numba has more
     than one thread, else the serial one.
     """
     check_choice("backend", backend, BACKENDS)
@@ -110,7 +117,7 @@ def resolve_backend(backend: str, size: int, device: bool = False) -> str:
         _runtime.cuda()  # a clear error when numba-cuda or a GPU is missing
         return "cuda"
     if backend == "auto":
-        parallel = size >= config.PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
+        parallel = size >= parallel_min_elements(op) and numba.get_num_threads() > 1
         return "parallel" if parallel else "cpu"
     return backend
 
@@ -119,14 +126,14 @@ _HOST_BACKENDS = ("auto", "cpu", "parallel")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def lean_rows(x, axis, backend: str) -> tuple[np.ndarray, str] | None:
+def lean_rows(x, axis, backend: str, op: str | None = None) -> tuple[np.ndarray, str] | None:
     """``(rows, engine)`` when a call can go straight to a CPU kernel: ``x`` a
     non-empty C-contiguous float32/float64 ndarray taken along its last axis, on the
     ``"auto"``, ``"cpu"`` or ``"parallel"`` engine; ``rows`` is its ``(count, n)``
-    view, ``engine`` the Numba engine that runs (``"auto"`` resolved by size, as
-    :func:`resolve_backend`).  ``None`` otherwise, and for the parallel engine's
-    long rows that are split across threads: the general path (``softmax_numba._rows``)
-    then checks and decides.
+    view, ``engine`` the Numba engine that runs (``"auto"`` resolved by size for
+    ``op``, the public function's name, as :func:`resolve_backend`).  ``None``
+    otherwise, and for the parallel engine's long rows that are split across threads:
+    the general path (``softmax_numba._rows``) then checks and decides.
 
     This is the lean path of every public function: a few attribute reads (about a
     microsecond), where the general path costs tens of microseconds in NumPy calls,
@@ -146,9 +153,9 @@ def lean_rows(x, axis, backend: str) -> tuple[np.ndarray, str] | None:
     n = x.shape[-1]
     rows = x.reshape(-1, n)
     if backend == "auto":
-        if x.size < config.PARALLEL_MIN_ELEMENTS:
+        if x.size < parallel_min_elements(op):
             return rows, "cpu"
-        backend = resolve_backend(backend, x.size)
+        backend = resolve_backend(backend, x.size, op=op)
     if split_chunks(backend, rows.shape[0], n) > 1:
         return None
     return rows, backend
@@ -175,12 +182,12 @@ def lean_out(out, like: np.ndarray, shape: tuple[int, ...], inputs: tuple = (), 
     return None
 
 
-def lean_map(x, axis, backend: str, out, kernels, *args, streaming: bool = False):
+def lean_map(op: str, x, axis, backend: str, out, kernels, *args, streaming: bool = False):
     """A row map (``kernels.<engine>(rows, result, *args)``) on the lean path
     (:func:`lean_rows`): the result in ``x``'s shape, ``out`` itself when given, or
     ``None`` when the call needs the general path.  ``streaming``: the kernel takes,
     last, whether to write with streaming stores (:func:`streams`)."""
-    lean = lean_rows(x, axis, backend)
+    lean = lean_rows(x, axis, backend, op)
     if lean is None:
         return None
     rows, engine = lean

@@ -11,7 +11,7 @@ from softmax_numba._rows import rows_of
 def vjp(name, y, dy, axis, backend, out, kernel_pair, multiple=False):
     """Run a backward op ``dx = f(y, dy)`` row by row: ``y`` and ``dy`` must have the
     same shape (``multiple``: whether ``axis`` may be a tuple, as in the forward op)."""
-    lean = lean_rows(y, axis, backend)
+    lean = lean_rows(y, axis, backend, name)
     if lean is not None and type(dy) is np.ndarray and dy.shape == y.shape:
         data, engine = lean
         if dy.dtype == y.dtype and dy.flags.c_contiguous:  # both as they are: no copies

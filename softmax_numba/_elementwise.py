@@ -16,7 +16,7 @@ from softmax_numba.declaration import Entry
 
 def _elementwise(name, x, axis, normalize, backend, out, kernel_pair, *params):
     params = tuple(float(p) for p in params)
-    result = lean_map(x, axis, backend, out, kernel_pair, *params, bool(normalize))
+    result = lean_map(name, x, axis, backend, out, kernel_pair, *params, bool(normalize))
     if result is not None:
         return result
     rows = rows_of(x, axis, name, multiple=True)

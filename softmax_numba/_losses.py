@@ -277,7 +277,7 @@ def _lean_cross_entropy(
     every index in range (one compiled pass), ``grad_out`` as
     :func:`~softmax_numba._api.lean_out` takes it.  ``None`` otherwise: the general
     path then checks everything and says what is wrong."""
-    lean = lean_rows(logits, axis, backend)
+    lean = lean_rows(logits, axis, backend, "cross_entropy")
     if (
         lean is None
         or type(target) is not np.ndarray

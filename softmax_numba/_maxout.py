@@ -73,7 +73,7 @@ def maxout(
     """
     if axis is None:
         raise TypeError("maxout(): axis must be an int")
-    lean = lean_rows(x, axis, backend)
+    lean = lean_rows(x, axis, backend, "maxout")
     if (
         lean is not None
         and type(pool_size) is int

@@ -63,7 +63,7 @@ class RowsBase:
 
     def engine(self, backend: str) -> str:
         """The engine for these rows (see :func:`~softmax_numba._api.resolve_backend`)."""
-        return resolve_backend(backend, self.size, device=self.device)
+        return resolve_backend(backend, self.size, device=self.device, op=self.func)
 
     def reduced_shape(self, keepdims: bool) -> tuple[int, ...]:
         """The input's shape without the axis (or with it of length 1)."""

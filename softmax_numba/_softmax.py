@@ -66,7 +66,7 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
     ``kernel`` on the chosen engine (``streaming``: the CPU kernels take whether to
     write with streaming stores); excluded entries are set to ``excluded``."""
     if where is None:
-        result = lean_map(x, axis, backend, out, kernel, streaming=streaming)
+        result = lean_map(name, x, axis, backend, out, kernel, streaming=streaming)
         if result is not None:
             return result
     rows = rows_of(x, axis, name, multiple=True)
@@ -341,7 +341,11 @@ def logsumexp(
     >>> round(float(lse), 6), float(sign)  # log(e - 1), negative sum
     (0.541325, -1.0)
     """
-    if b is None and not return_sign and (lean := lean_rows(x, axis, backend)) is not None:
+    if (
+        b is None
+        and not return_sign
+        and (lean := lean_rows(x, axis, backend, "logsumexp")) is not None
+    ):
         data, engine = lean
         result = np.empty(data.shape[0], dtype=data.dtype)
         getattr(kernels.LOGSUMEXP, engine)(data, result)

@@ -98,7 +98,9 @@ def sparsemax(
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     kernel = kernels.SPARSEMAX["pivot" if algorithm == "auto" else algorithm]
     if not return_support_size:
-        lean = lean_map(x, axis, backend, out, kernel, np.empty(_lean_count(x), np.int64))
+        lean = lean_map(
+            "sparsemax", x, axis, backend, out, kernel, np.empty(_lean_count(x), np.int64)
+        )
         if lean is not None:
             return lean
     rows = rows_of(x, axis, "sparsemax")
@@ -177,7 +179,7 @@ def entmax15(
     """
     check_choice("algorithm", algorithm, SPARSEMAX_ALGORITHMS)
     kernel = kernels.ENTMAX15["pivot" if algorithm == "auto" else algorithm]
-    if (lean := lean_map(x, axis, backend, out, kernel)) is not None:
+    if (lean := lean_map("entmax15", x, axis, backend, out, kernel)) is not None:
         return lean
     rows = rows_of(x, axis, "entmax15")
     engine = rows.engine(backend)
@@ -262,7 +264,7 @@ def entmax_bisect(
         raise ValueError(f"entmax_bisect(): alpha must be > 1 (alpha = 1 is softmax), got {alpha}")
     if not isinstance(n_iter, int | np.integer) or n_iter < 1:
         raise ValueError(f"entmax_bisect(): n_iter must be a positive integer, got {n_iter!r}")
-    lean = lean_rows(x, axis, backend)
+    lean = lean_rows(x, axis, backend, "entmax_bisect")
     if lean is not None and (result := lean_out(out, x, lean[0].shape)) is not None:
         data, engine = lean
         getattr(kernels.ENTMAX_BISECT, engine)(data, float(alpha), int(n_iter), result)

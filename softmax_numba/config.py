@@ -37,8 +37,16 @@ if EXP not in ("fast", "libm"):
 #: Compile time.  Cache compiled kernels on disk, so that a second process does not recompile.
 CACHE: bool = True
 
-#: Per call.  ``backend="auto"`` uses the parallel engine from this many elements on.
+#: Per call.  ``backend="auto"`` uses the parallel engine from this many elements on,
+#: for a function that :data:`PARALLEL_MIN_ELEMENTS_BY_OP` does not name.
 PARALLEL_MIN_ELEMENTS: int = 1 << 16
+
+#: Per call.  The same, per public function, where the serial and the parallel engine
+#: were timed against each other (``python -m experiments.measure.crossover``,
+#: ``results/CROSSOVER.md``): the size from which waking the threads pays.  A function
+#: missing here uses :data:`PARALLEL_MIN_ELEMENTS`; ``tests/test_config.py`` checks
+#: these values against the committed table.
+PARALLEL_MIN_ELEMENTS_BY_OP: dict[str, int] = {}
 
 #: Per call.  The parallel engine splits a row across threads (with the exact online-softmax
 #: merge of the partial ``(max, sum)`` states) when there are fewer rows than
@@ -110,6 +118,16 @@ ROW_CHUNKS: int = 64
 #: exactly.
 ONLINE_BLOCK: int = 256
 
+#: Compile time.  Elements per block of every sum the CPU kernels take along a row
+#: (the ``s`` of softmax and its relatives, the backward ops' dot products, the
+#: losses' and the normalized maps' sums): a block is summed in the compute dtype by
+#: the vectorized loop, and the blocks' sums are accumulated with a compensated
+#: (two-sum) addition, so that the rounding error of a sum of ``n`` terms stays that
+#: of one block, whatever ``n`` (:func:`softmax_numba.bounds.summation_bound`).  A
+#: multiple of 64 (four 16-lane vectors); the per-block cost is a horizontal add and
+#: six flops, under 1% of the block's time at 512.
+SUM_BLOCK: int = 512
+
 #: Compile time (CUDA).  Bisection steps before the exact refinement of sparsemax
 #: and 1.5-entmax, and the most refinement rounds (each removes at least one
 #: support entry, so a row of ``n`` needs at most ``n``; 64 is a safety stop).
@@ -124,6 +142,7 @@ COMPILE_TIME: tuple[str, ...] = (
     "CACHE",
     "ROW_CHUNKS",
     "ONLINE_BLOCK",
+    "SUM_BLOCK",
     "CUDA_MAX_THREADS_PER_BLOCK",
     "BRACKET_STEPS",
     "MAX_REFINEMENTS",

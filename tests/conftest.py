@@ -47,4 +47,5 @@ def eager_parallel(monkeypatch):
     from softmax_numba import config
 
     monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS_BY_OP", {})
     monkeypatch.setattr(config, "SPLIT_ROW_MIN_LENGTH", 2048)
