@@ -14,6 +14,8 @@ from softmax_numba.cpu._math import (
     _target_features,
     atan_array,
     exp_array,
+    exp_nonpositive_array,
+    exp_shifted_array,
     log1p_array,
     log1p_unit_interval_array,
 )
@@ -357,3 +359,111 @@ def test_both_scaling_paths_at_the_range_edges_whatever_the_host(path, tmp_path)
         if execute:
             x = np.load(tmp_path / f"x_{name}.npy")
             _assert_exp_at_the_edges(x, np.load(tmp_path / f"out_{name}.npy"))
+
+
+# ----------------------------------------------------------------------------- exp_shifted
+
+#: The smallest normal number, and the largest exact result exp_shifted may flush to 0.
+_TINY = {np.float32: 2.0**-126, np.float64: 2.0**-1022}
+_FLUSHED_BELOW = {np.float32: 2.0**-126.5, np.float64: 2.0**-1022.5}
+
+
+def _shifted_inputs(dtype):
+    """x <= 0: every 61st negative float32 bit pattern down to -110 (float64: 4 million
+    samples down to -750, uniform and log-uniform), every float near the flush
+    boundary (k = -127 or -1023 from k = -126 or -1022) and near the smallest normal
+    result, and the special values."""
+    if dtype == np.float32:
+        x = np.arange(0x80000000, 0xFF800001, 61, dtype=np.uint64).astype(np.uint32)
+        x = x.view(np.float32)
+        x = x[x >= -110]
+    else:
+        rng = np.random.default_rng(5)
+        x = -np.concatenate([rng.uniform(0, 750, 3_000_000), 10 ** rng.uniform(-300, 2.9, 10**6)])
+    ints = np.int32 if dtype == np.float32 else np.int64
+    bias = 126 if dtype == np.float32 else 1022
+    edges = np.array([-(bias + 0.5) * _LN2, -bias * _LN2], dtype).view(ints)
+    near = (edges[:, None] + np.arange(-3000, 3001, dtype=ints)).ravel().view(dtype)
+    special = [0.0, -0.0, -np.inf, np.nan, -np.finfo(dtype).max, -np.finfo(dtype).tiny]
+    return np.concatenate([x, near, special]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_shifted_is_exp_down_to_the_smallest_normal_and_flushes_below(dtype):
+    """The shifted kernels' ``exp`` (clamped below, 2^k from one shift, no select):
+    the same bits as :func:`exp_nonpositive` wherever the exact result is a normal
+    number (so within its ulp bound), 0 wherever it is below ``2^-126.5`` (float32;
+    ``2^-1022.5`` for float64), between them 0 or the subnormal within 1.5 of its
+    ulps; NaN only for NaN, 0 for ``-inf``, 1 for 0."""
+    x = _shifted_inputs(dtype)
+    fast, careful = np.empty_like(x), np.empty_like(x)
+    exp_shifted_array(x, fast)
+    exp_nonpositive_array(x, careful)
+    exact = np.exp(x.astype(np.longdouble))
+    normal = exact >= _TINY[dtype]
+    np.testing.assert_array_equal(fast[normal], careful[normal])
+    ulps = np.abs(fast[normal] - exact[normal]) / np.spacing(exact[normal].astype(dtype))
+    assert np.max(ulps) <= 1.5
+    flushed = ~np.isnan(x) & (exact < _FLUSHED_BELOW[dtype])
+    assert not fast[flushed].any()
+    band = ~normal & ~flushed & ~np.isnan(x)
+    assert band.any()
+    subnormal_ulp = np.finfo(dtype).smallest_subnormal
+    assert np.all((fast[band] == 0) | (np.abs(fast[band] - exact[band]) <= 1.5 * subnormal_ulp))
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(x))
+    np.testing.assert_array_equal(fast[-6:-2], [1.0, 1.0, 0.0, np.nan])
+
+
+_SHIFTED_ON_EVERY_TARGET = r"""
+import json, re, sys
+import numpy as np
+from numba import types
+from softmax_numba.cpu import _math
+
+folder = sys.argv[1]
+result = {"features": _math._target_features()}
+for name in ("float32", "float64"):
+    x = np.load(f"{folder}/x_{name}.npy")
+    out = np.empty_like(x)
+    _math.exp_shifted_array(x, out)
+    np.save(f"{folder}/out_{name}.npy", out)
+    signature = (types.Array(types.float32 if name == "float32" else types.float64, 1, "C"),) * 2
+    asm = _math.exp_shifted_array.inspect_asm(signature)
+    result[name] = sorted(set(re.findall(r"\b(v\w*blend\w*|vp?cmp\w*|vscalef\w*)\b", asm)))
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow  # a subprocess compiling exp_shifted_array afresh for another CPU
+@pytest.mark.parametrize("target", ["without avx512", "skylake-avx512"])
+def test_exp_shifted_gives_the_same_bits_on_every_target_with_no_select(target, tmp_path):
+    """``exp_shifted`` has no target-dependent step (no ``vscalef``): compiled for the
+    host with AVX-512 turned off (the path of AVX2 CPUs) or for Skylake-AVX512, it
+    gives the same bits as in this process, and its machine code has no compare and
+    no blend (no per-lane special case).  Executed only where the host can run it."""
+    host = _target_features()
+    if target == "skylake-avx512":
+        env = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": _SKYLAKE_AVX512}
+        if "+avx512f" not in host.split(","):
+            pytest.skip("this host cannot run AVX-512 code")
+    else:
+        off = [("-" + f[1:]) if f[1:].startswith(_AVX512_FAMILY) else f for f in host.split(",")]
+        env = {"NUMBA_CPU_FEATURES": ",".join(off)}
+    expected = {}
+    for dtype in (np.float32, np.float64):
+        x = _shifted_inputs(dtype)
+        np.save(tmp_path / f"x_{np.dtype(dtype).name}.npy", x)
+        expected[np.dtype(dtype).name] = np.empty_like(x)
+        exp_shifted_array(x, expected[np.dtype(dtype).name])
+    run = subprocess.run(
+        [sys.executable, "-c", _SHIFTED_ON_EVERY_TARGET, str(tmp_path)],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["features"] == env["NUMBA_CPU_FEATURES"]
+    for name, out in expected.items():
+        assert result[name] == [], result[name]
+        np.testing.assert_array_equal(np.load(tmp_path / f"out_{name}.npy"), out)

@@ -18,6 +18,14 @@ measured exhaustively over float32 by the study (``results/exp_ulp.csv``) and
 bounded in the tests.  On AVX-512 the float32 ``exp`` is 17 vector instructions per
 16 entries, of which 10 use the FMA pipes (about 0.25 ns per entry on one Zen 4
 core at 2.6 GHz).
+
+The hot loops of the shifted kernels, whose argument is ``x_i - max(x) <= 0``, call
+:func:`exp_shifted` instead: the same reduction and polynomial, clamped below so
+that ``2^k`` is one shift of the bits of ``x / ln2`` and one product, with no
+select on any target (15 vector instructions per vector on AVX2 and AVX-512, against
+32 for :func:`exp_nonpositive` on AVX2); it gives the same bits wherever the result
+is a normal number and flushes results below ``2^-126.5`` to 0, and ``-inf`` gives 0
+with no underflow (an underflowing product costs some 100 cycles on Intel cores).
 """
 
 from __future__ import annotations
@@ -94,15 +102,20 @@ def max_from_bit_bounds(highest, lowest):  # pragma: no cover - replaced by the 
     raise NotImplementedError("max_from_bit_bounds runs inside compiled kernels")
 
 
-# IEEE floats order as sign-magnitude integers.  Read as two's complement, the
+# IEEE floats order as sign-magnitude integers (the kernels' row max,
+# ``softmax_numba.cpu.softmax.maximum``, and the max of the next row that their exp
+# passes take).  Read as two's complement, the
 # non-negative floats keep their order and the negative ones reverse it (a larger
 # magnitude is a larger integer), so a running max needs the largest and the
 # smallest integer: the largest, if it is not negative, is the largest float;
 # otherwise every entry is negative and the smallest integer is the one of least
-# magnitude.  Two integer ops per vector (``vpmaxsd``, ``vpminsd``),
-# which LLVM vectorizes in any loop; a float max needs ``nnan``, and ``llvm.maxnum``
-# only vectorizes in a loop with no other work.  A positive NaN wins the largest
-# integer; a negative one is passed over.
+# magnitude.  Two integer ops per vector (``vpmaxsd``, ``vpminsd``, one cycle of
+# latency each), which LLVM vectorizes in any loop; a float max needs ``nnan``, and
+# ``llvm.maxnum`` lowers to a max, a compare and a blend per vector, whose chain
+# through the accumulator (some 8 cycles) made a max pass of its own cost 0.05 ns
+# per float32 entry on a Xeon core, a sixth of a softmax.  A positive NaN wins the
+# largest integer; a negative one is passed over (it is the smallest integer only
+# of a row of negative NaNs).
 
 
 @overload(float_bits, jit_options={"fastmath": {"contract", "nsz"}})
@@ -331,6 +344,65 @@ def _exp_nonpositive_overload(x):
         return lambda x: exp_of_clamped(np.float32(-104.0) if x < np.float32(-104.0) else x)
     if x == types.float64:
         return lambda x: exp_of_clamped(-746.0 if x < -746.0 else x)
+    return None
+
+
+def exp_shifted(x):  # pragma: no cover - replaced by the overload in compiled code
+    """``exp`` of a shifted argument ``x = x_i - max(x) <= 0`` (``-inf`` included) or
+    NaN, for the hot loops of the shifted kernels, with no per-lane special case:
+    results below ``2^-126.5`` (float32; ``2^-1022.5`` for float64) are flushed to 0
+    (compiled code only).  See the comment above its overload."""
+    raise NotImplementedError("exp_shifted runs inside compiled kernels")
+
+
+# exp_shifted: the argument is clamped below at a value whose k = rint(x / ln2) is
+# -127 (float32; -1023 for float64), and 2^k is formed by shifting the bits of
+# n = x / ln2 + 1.5 2^23 + 127 (a float whose units digit is k + 127, the biased
+# exponent of 2^k) into the exponent field: one shift, then one product p 2^k.  The
+# clamp is the only select (one vmaxps, which lets NaN through).  For k >= -126,
+# 2^k is normal and p 2^k is exact where the result is normal (the same bits as
+# exp); for x in [-126.5 ln2, -126 ln2) it is subnormal, rounded once.  At k = -127
+# the biased exponent is 0, 2^k reads as +0.0 and the result is 0: exp(x) < 2^-126.5
+# there, below the smallest normal number (the tests score no entry whose exact
+# value is below it).  -inf gives 0 with no underflow (0 * p), so a masked row raises
+# no floating-point assist (Intel cores take some 100 cycles per underflowing
+# product); NaN stays NaN (NaN * 0 is NaN).  The terms lost from a sum of such
+# terms are below n 2^-126.5: they matter only to a sum below n 2^-96 or so, which
+# the shifted sums recompute with :func:`exp_nonpositive`.
+
+_SHIFTER32_BIASED = np.float32(12583039.0)  # 1.5 * 2^23 + 127
+_SHIFTER64_BIASED = 6755399441056767.0  # 1.5 * 2^52 + 1023
+#: The clamps: rint(-88 / ln2) = -127, rint(-709 / ln2) = -1023.
+_FLUSH32 = np.float32(-88.0)
+_FLUSH64 = -709.0
+
+
+@overload(exp_shifted, jit_options={"fastmath": {"contract", "nsz"}})
+def _exp_shifted_overload(x):
+    if x == types.float32:
+
+        def exp_shifted32(x):
+            x = _FLUSH32 if x < _FLUSH32 else x
+            n = x * np.float32(1.4426950408889634) + _SHIFTER32_BIASED
+            k = n - _SHIFTER32_BIASED
+            r = x - k * np.float32(0.693359375)
+            r = r - k * np.float32(-2.12194440e-4)
+            p = horner(r, _EXP32)
+            return p * _from_bits(np.int32(_bits(n) << np.int32(23)))
+
+        return exp_shifted32
+    if x == types.float64:
+
+        def exp_shifted64(x):
+            x = _FLUSH64 if x < _FLUSH64 else x
+            n = x * 1.4426950408889634 + _SHIFTER64_BIASED
+            k = n - _SHIFTER64_BIASED
+            r = x - k * 6.93147180369123816490e-01
+            r = r - k * 1.90821492927058770002e-10
+            p = horner(r, _EXP64)
+            return p * _from_bits(_bits(n) << np.int64(52))
+
+        return exp_shifted64
     return None
 
 
@@ -587,6 +659,7 @@ def _atan_overload(x):
 #: above, or the C library's.
 kernel_exp = exp if config.EXP == "fast" else math.exp
 kernel_exp_nonpositive = exp_nonpositive if config.EXP == "fast" else math.exp
+kernel_exp_shifted = exp_shifted if config.EXP == "fast" else math.exp
 kernel_log1p = log1p if config.EXP == "fast" else math.log1p
 kernel_log1p_unit_interval = log1p_unit_interval if config.EXP == "fast" else math.log1p
 kernel_atan = atan if config.EXP == "fast" else math.atan
@@ -597,6 +670,20 @@ def exp_array(x, out):
     """``out[i] = exp(x[i])`` with the fast ``exp``, for measuring it on its own."""
     for i in range(x.size):
         out[i] = exp(x[i])
+
+
+@jit
+def exp_nonpositive_array(x, out):
+    """``out[i] = exp(x[i])`` for ``x[i] <= 0`` with :func:`exp_nonpositive`."""
+    for i in range(x.size):
+        out[i] = exp_nonpositive(x[i])
+
+
+@jit
+def exp_shifted_array(x, out):
+    """``out[i] = exp(x[i])`` for ``x[i] <= 0`` with :func:`exp_shifted`."""
+    for i in range(x.size):
+        out[i] = exp_shifted(x[i])
 
 
 @jit
