@@ -14,23 +14,28 @@ from softmax_numba import warmup
 
 
 def _progress(total: int):
-    """A tqdm bar on stderr, or one line per step where tqdm is not installed."""
+    """Callbacks ``(before each step, after each step, close)``: a tqdm bar on stderr
+    whose description names the step that is compiling, or, where tqdm is not
+    installed, one line per step as it starts."""
     try:
         from tqdm import tqdm
     except ImportError:
-        done = iter(range(1, total + 1))
+        started = iter(range(1, total + 1))
 
-        def step(s):
-            sys.stderr.write(f"[{next(done)}/{total}] {s.name}\n")
+        def start(s):
+            sys.stderr.write(f"[{next(started)}/{total}] {s.name}\n")
+            sys.stderr.flush()
 
-        return step, lambda: None
+        return start, lambda s: None, lambda: None
     bar = tqdm(total=total, unit="call", file=sys.stderr)
 
-    def step(s):
-        bar.set_postfix_str(s.name, refresh=False)
+    def start(s):
+        bar.set_description_str(s.name)  # refreshes: shown while it compiles
+
+    def done(s):
         bar.update()
 
-    return step, bar.close
+    return start, done, bar.close
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         total = len(warmup.steps(dtypes, engines))
     except ValueError as error:
         parser.error(str(error))
-    step, close = _progress(total)
+    start, done, close = _progress(total)
     try:
-        warmup.warm_up(dtypes, engines, on_step=step)
+        warmup.warm_up(dtypes, engines, on_step=done, on_start=start)
     finally:
         close()
     where = ", ".join(warmup.cache_locations())

@@ -1,16 +1,37 @@
 """Compile and cache the CPU kernels ahead of the first real call.
 
 Every kernel is compiled with ``cache=True`` (see ``softmax_numba.cpu._compile``):
-the first call of a kernel for a dtype compiles it, which takes seconds, and
-writes the machine code to Numba's cache, from which later processes load it in
-milliseconds.  :func:`warm_up` makes those first calls now, on small arrays, for
-every registered op (``softmax_numba.registry``) and the paths the registry's
-arguments do not reach (``logsumexp``'s weights, the parallel engine's split of
-long rows).  ``python -m softmax_numba warmup`` runs it with a progress bar.
+the first call of a kernel for a type signature compiles it, which takes seconds,
+and writes the machine code to Numba's cache, from which later processes load it
+in milliseconds.  :func:`warm_up` makes those first calls now, on small arrays,
+through the public functions, so that what is compiled is what a user's call
+needs:
+
+- every registered op (``softmax_numba.registry``), on each engine and dtype, with
+  its arguments laid out three ways, because Numba compiles one machine code per
+  argument type and a read-only array is another type: all C-contiguous (passed
+  to the kernel as they are), the input Fortran-ordered (the general path, where
+  an operand of the input's shape and dtype, such as ``dy`` or a probability
+  target, reaches the kernel as a read-only broadcast view) and all
+  Fortran-ordered (every operand copied, writeable);
+- every algorithm of the functions that take ``algorithm=``;
+- the paths the registry's arguments do not reach: ``logsumexp``'s weights ``b=``
+  (each of ``a`` and ``b`` read-only or copied), ``cross_entropy``'s options that
+  run the chunked sweep (z-loss, soft-cap, class weights, ``return_lse``,
+  ``return_entropy``), ``linear_cross_entropy`` with and without gradients and
+  with several chunks of the vocabulary, the parallel engine's split of long rows,
+  and the functions of :mod:`softmax_numba.dask` when Dask is installed.
+
+:func:`kernels` lists the CPU kernels and :func:`cold_kernels` those that a
+warm-up left uncompiled (the test suite requires none).  ``python -m
+softmax_numba warmup`` runs it with a progress bar that names each step.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -18,12 +39,26 @@ import numba
 import numpy as np
 
 from softmax_numba import config, registry
-from softmax_numba._softmax import log_softmax, logsumexp, softmax
+from softmax_numba._linear import linear_cross_entropy
+from softmax_numba._losses import cross_entropy
+from softmax_numba._softmax import SOFTMAX_ALGORITHMS, log_softmax, logsumexp, softmax
+from softmax_numba._sparse import SPARSEMAX_ALGORITHMS
 
 #: The engines whose kernels are compiled by Numba on the CPU.
 ENGINES = ("cpu", "parallel")
 #: The dtypes the kernels compute in (float16 and bfloat16 compute in float32).
 DTYPES = ("float32", "float64")
+
+#: The choices of ``algorithm=`` of the public functions that take it.
+ALGORITHMS = {
+    "softmax": SOFTMAX_ALGORITHMS,
+    "sparsemax": SPARSEMAX_ALGORITHMS,
+    "entmax15": SPARSEMAX_ALGORITHMS,
+}
+
+#: Rows and columns of the small arrays; the columns divide by every registered
+#: ``divisor`` (maxout's pool).
+_SMALL = (3, 8)
 
 
 @dataclass(frozen=True)
@@ -34,26 +69,125 @@ class Step:
     call: Callable[[], object]
 
 
+def _layouts() -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+    """How each layout arranges the ``i``-th argument of an entry (its arrays of two or
+    more dimensions): all C-contiguous (the shortcut that passes the arrays as they
+    are), the first one Fortran-ordered (the general path: the input copied, an
+    operand of its shape and dtype passed as a read-only broadcast view), all
+    Fortran-ordered (every operand copied, writeable)."""
+    return {
+        "C": lambda i, a: np.ascontiguousarray(a),
+        "first F": lambda i, a: np.asfortranarray(a) if i == 0 else np.ascontiguousarray(a),
+        "F": lambda i, a: np.asfortranarray(a),
+    }
+
+
+def _normal(shape, dtype) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+def _entry_call(entry, dtype: np.dtype, arrange: Callable, engine: str, extra: dict):
+    def call():
+        args = entry.arguments(_normal(_SMALL, dtype), np.random.default_rng(0))
+        args = tuple(arrange(i, a) if np.ndim(a) > 1 else a for i, a in enumerate(args))
+        return entry.function(*args, backend=engine, **{**entry.kwargs, **extra})
+
+    return call
+
+
 def _registry_steps(dtype: np.dtype, engine: str) -> list[Step]:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 8)).astype(dtype)
-    steps = []
+    found = []
     for entry in registry.ENTRIES:
-        args = entry.arguments(x, rng)
-        steps.append(
-            Step(
-                f"{entry.name} {dtype.name} {engine}",
-                lambda entry=entry, args=args: entry.run(args, backend=engine),
-            )
-        )
-    weights = np.ones_like(x)
-    steps.append(
+        variants = [("", {})]
+        if "algorithm" not in entry.kwargs:  # entries of the other algorithms set it
+            choices = ALGORITHMS.get(entry.op, ())
+            variants += [(f"[algorithm={a}]", {"algorithm": a}) for a in choices]
+        for label, arrange in _layouts().items():
+            for suffix, extra in variants:
+                found.append(
+                    Step(
+                        f"{entry.name}{suffix} {dtype.name} {engine} ({label})",
+                        _entry_call(entry, dtype, arrange, engine, extra),
+                    )
+                )
+    return found
+
+
+def _weighted_steps(dtype: np.dtype, engine: str) -> list[Step]:
+    """``logsumexp(a, b=b)``: ``a`` and ``b`` are broadcast together, and each reaches
+    the kernel as a read-only view where it had the full shape, else as a copy; the
+    four pairs."""
+    rows, n = _SMALL
+    shapes = [((rows, n), (rows, n)), ((rows, n), (n,)), ((rows, 1), (rows, n)), ((rows, 1), (n,))]
+    return [
         Step(
-            f"logsumexp[b=] {dtype.name} {engine}",
-            lambda: logsumexp(x, b=weights, backend=engine),
+            f"logsumexp[a {a}, b {b}] {dtype.name} {engine}",
+            lambda a=a, b=b: logsumexp(_normal(a, dtype), b=np.ones(b, dtype), backend=engine),
         )
-    )
-    return steps
+        for a, b in shapes
+    ]
+
+
+#: Options of ``cross_entropy`` that run the chunked sweep, and of
+#: ``linear_cross_entropy``: every kernel of ``softmax_numba.cpu.chunked_losses``.
+_CHUNKED_OPTIONS = (
+    {"z_loss": 1e-4, "return_lse": True},
+    {"softcap": 5.0, "label_smoothing": 0.1, "return_entropy": True},
+    {"class_weights": "ones", "ignore_index": 1},
+)
+
+
+def _options(kwargs: dict, n: int, dtype) -> dict:
+    """``kwargs`` with each ``"ones"`` replaced by ones, one per class."""
+    return {
+        k: np.ones(n, dtype) if isinstance(v, str) and v == "ones" else v for k, v in kwargs.items()
+    }
+
+
+def _chunked_steps(dtype: np.dtype, engine: str) -> list[Step]:
+    rows, n = _SMALL
+    target = np.arange(rows) % n
+    found = []
+    for kwargs in _CHUNKED_OPTIONS:
+        label = ", ".join(kwargs)
+        for grad in (False, True):
+            found.append(
+                Step(
+                    f"cross_entropy[{label}{', grad' if grad else ''}] {dtype.name} {engine}",
+                    lambda kwargs=kwargs, grad=grad: cross_entropy(
+                        _normal(_SMALL, dtype),
+                        target,
+                        return_grad=grad,
+                        backend=engine,
+                        **_options(kwargs, n, dtype),
+                    ),
+                )
+            )
+    hidden = 4
+    for chunks, kwargs in (
+        (1, {}),
+        (2, {"softcap": 5.0, "bias": "ones"}),
+        (2, _CHUNKED_OPTIONS[2]),
+    ):
+        label = ", ".join([f"chunks={chunks}", *kwargs])
+        for grad in (False, True):
+
+            def call(chunks=chunks, kwargs=kwargs, grad=grad):
+                return linear_cross_entropy(
+                    _normal((rows, hidden), dtype),
+                    _normal((n, hidden), dtype),
+                    target,
+                    chunk_size=-(-n // chunks),
+                    return_grad=grad,
+                    backend=engine,
+                    **_options(kwargs, n, dtype),
+                )
+
+            grad_label = ", grad" if grad else ""
+            found.append(
+                Step(f"linear_cross_entropy[{label}{grad_label}] {dtype.name} {engine}", call)
+            )
+    return found
 
 
 def _split_row_steps(dtype: np.dtype) -> list[Step]:
@@ -66,6 +200,35 @@ def _split_row_steps(dtype: np.dtype) -> list[Step]:
         Step(f"{f.__name__}[split] {dtype.name} parallel", lambda f=f: f(x, backend="parallel"))
         for f in (softmax, log_softmax, logsumexp)
     ]
+
+
+def _dask_steps(dtype: np.dtype, engine: str) -> list[Step]:
+    """The kernels of :mod:`softmax_numba.dask` (``softmax_numba.cpu.states`` and the
+    merge of chunked-loss states), when Dask is installed: a row in two chunks."""
+    if importlib.util.find_spec("dask") is None:
+        return []
+
+    def call():
+        import dask
+        import dask.array as da
+
+        from softmax_numba import dask as snd
+
+        rows, n = _SMALL
+        x = da.from_array(_normal(_SMALL, dtype), chunks=(rows, n // 2))
+        target = da.from_array(np.arange(rows) % n, chunks=rows)
+        h = da.from_array(_normal((rows, 4), dtype), chunks=(rows, 4))
+        W = da.from_array(_normal((n, 4), dtype), chunks=(n // 2, 4))
+        lazy = [
+            snd.softmax(x, backend=engine),
+            snd.log_softmax(x, backend=engine),
+            snd.logsumexp(x, backend=engine),
+            *snd.cross_entropy(x, target, return_grad=True, backend=engine),
+            snd.linear_cross_entropy(h, W, target, backend=engine),
+        ]
+        return dask.compute(*lazy, scheduler="synchronous")
+
+    return [Step(f"softmax_numba.dask {dtype.name} {engine}", call)]
 
 
 def steps(dtypes: Iterable[str] = DTYPES, engines: Iterable[str] = ENGINES) -> list[Step]:
@@ -86,29 +249,71 @@ def steps(dtypes: Iterable[str] = DTYPES, engines: Iterable[str] = ENGINES) -> l
     for dtype in map(np.dtype, dtypes):
         for engine in engines:
             found += _registry_steps(dtype, engine)
+            found += _weighted_steps(dtype, engine)
+            found += _chunked_steps(dtype, engine)
+            found += _dask_steps(dtype, engine)
         if "parallel" in engines:
             found += _split_row_steps(dtype)
     return found
 
 
+def kernels() -> dict[str, numba.core.registry.CPUDispatcher]:
+    """Every CPU kernel of :mod:`softmax_numba.cpu` (the serial and the parallel one of
+    each :class:`~softmax_numba.cpu._compile.Engines`), by ``module.NAME.engine``."""
+    from softmax_numba import cpu
+    from softmax_numba.cpu._compile import Engines
+
+    found = {}
+    for info in pkgutil.iter_modules(cpu.__path__):
+        module = importlib.import_module(f"{cpu.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            pairs = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, pair in pairs:
+                if not isinstance(pair, Engines):
+                    continue
+                label = name if key is None else f"{name}[{key}]"
+                for engine in ENGINES:
+                    found[f"{info.name}.{label}.{engine}"] = getattr(pair, engine)
+    return found
+
+
+def cold_kernels(dtypes: Iterable[str] = DTYPES, engines: Iterable[str] = ENGINES) -> list[str]:
+    """The kernels of ``engines`` (see :func:`kernels`) that this process has not
+    compiled, nor loaded from the cache, for some dtype of ``dtypes``: their first
+    array argument of that dtype; as ``"name dtype"``."""
+    cold = []
+    for name, kernel in kernels().items():
+        if name.rsplit(".", 1)[1] not in engines:
+            continue
+        seen = {
+            next((a.dtype.name for a in sig if isinstance(a, numba.types.Array)), None)
+            for sig in kernel.signatures
+        }
+        cold += [f"{name} {dtype}" for dtype in dtypes if dtype not in seen]
+    return cold
+
+
 def cache_locations() -> list[str]:
     """Where Numba keeps the compiled kernels of this package (the ``__pycache__``
     folders beside the sources, or ``NUMBA_CACHE_DIR`` when it is set)."""
-    from softmax_numba.cpu import softmax as kernels
+    from softmax_numba.cpu import softmax as softmax_kernels
 
-    return sorted({kernels.SOFTMAX["shifted"].cpu._cache._cache_path})
+    return sorted({softmax_kernels.SOFTMAX["shifted"].cpu._cache._cache_path})
 
 
 def warm_up(
     dtypes: Iterable[str] = DTYPES,
     engines: Iterable[str] = ENGINES,
     on_step: Callable[[Step], None] | None = None,
+    on_start: Callable[[Step], None] | None = None,
 ) -> int:
     """Compile (or load from the cache) every kernel for ``dtypes`` and ``engines``;
-    ``on_step`` is called after each step (a progress bar).  Returns the number of
-    steps."""
+    ``on_start`` is called before each step and ``on_step`` after it (a progress
+    bar).  Returns the number of steps."""
     todo = steps(dtypes, engines)
     for step in todo:
+        if on_start is not None:
+            on_start(step)
         step.call()
         if on_step is not None:
             on_step(step)
