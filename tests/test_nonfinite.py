@@ -149,3 +149,36 @@ def test_maxout_nan_at_every_place_in_a_group(pool, backend, rng):
     x[0, 1] = np.inf
     expected = x.reshape(pool, groups, pool).max(-1)  # NumPy's max propagates NaN
     np.testing.assert_array_equal(sn.maxout(x, pool_size=pool, backend=backend), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_row_max_skips_nans_of_either_sign(dtype, rng):
+    """The kernels' row max (``softmax_numba.cpu.softmax.maximum``: a pass of integer
+    max and min over the bits, the NaN-skipping ``maxnum`` pass only for a row whose
+    result is NaN) is the max over the numbers, never NaN: a positive NaN would win
+    the integer max, a negative one the integer min of an all-negative row."""
+    from softmax_numba.cpu.softmax import maximum
+
+    neg_nan = np.negative(np.array(NAN, dtype))
+    assert np.signbit(neg_nan) and np.isnan(neg_nan)
+    long = rng.standard_normal(1000).astype(dtype)
+    cases = [
+        ([NAN, 1.0, 2.0], 2.0),
+        ([neg_nan, -1.0, -2.0], -1.0),
+        ([-2.0, NAN, -1.0], -1.0),
+        ([NAN], -INF),
+        ([neg_nan, neg_nan], -INF),
+        ([], -INF),
+        ([-INF, NAN], -INF),
+        ([INF, neg_nan], INF),
+        ([-0.0, -1.0], -0.0),
+        ([-0.0, 0.0], 0.0),
+    ]
+    for row, expected in cases:
+        got = maximum(np.array(row, dtype=dtype))
+        assert got == expected and np.signbit(got) == np.signbit(expected), (row, got)
+    for place in (0, 517, 999):
+        for nan in (NAN, neg_nan):
+            row = long.copy()
+            row[place] = nan
+            assert maximum(row) == np.nanmax(row), (place, nan)

@@ -98,7 +98,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             half = in_dtype_of(xi, 0.5)
             x_t = xi[t]
             gap = half_mean_gap(xi, m) if smoothing != 0 else in_dtype_of(xi, 0.0)
-            s_at_inf = settled(xi, m, in_dtype_of(xi, 0.0))
+            s_at_inf = settled(xi, m, in_dtype_of(xi, 1.0))  # (used only for an infinite m)
             if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
                 s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
                 if pending >= 0:
@@ -106,6 +106,7 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
                 pending, pending_r = i, in_dtype_of(x, scale) * softmax_scale(m, s)
             else:
                 s, m_next = shifted_sum_excluding(xi, m, following)
+                s = settled(xi, m, s)
             if math.isinf(m):
                 s = s_at_inf
             # Every term halved (exactly) and the sum doubled: m - x_t can overflow.

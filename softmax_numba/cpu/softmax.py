@@ -28,6 +28,7 @@ from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
+from softmax_numba.cpu._math import kernel_exp_shifted as exp_shifted
 from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu._stream import stream_fence, stream_log_probability
 
@@ -52,11 +53,21 @@ state_logsumexp = _STATE.logsumexp
 def maximum(x):
     """``max(x)`` skipping NaNs; ``-inf`` for an empty row or one with no number.
 
-    One vectorized pass of IEEE ``maxNum`` (:func:`~softmax_numba.cpu._math.maxnum`).
+    One vectorized pass of integer max and min over the bits
+    (:func:`next_bit_bounds`, two one-cycle instructions per vector); only a row
+    whose result is NaN (it holds a positive NaN, or only negative ones) takes a
+    second pass of IEEE ``maxNum`` (:func:`~softmax_numba.cpu._math.maxnum`), whose
+    compare and blend per vector made this pass cost as much as a third of an exp
+    pass.  The kernels find a NaN of the row from its sum (``exp(NaN - m)``).
     """
-    m = in_dtype_of(x, -np.inf)
+    highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
-        m = maxnum(m, x[i])
+        highest, lowest = next_bit_bounds(highest, lowest, x[i])
+    m = max_from_bit_bounds(highest, lowest)
+    if m != m:
+        m = in_dtype_of(x, -np.inf)
+        for i in range(x.size):
+            m = maxnum(m, x[i])
     return m
 
 
@@ -92,7 +103,7 @@ def shifted_sum_excluding(x, m, following):
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
         top = x[i] == m
-        e = exp_nonpositive(x[i] - m)
+        e = exp_shifted(x[i] - m)
         s += in_dtype_of(x, 0.0) if top else e
         ties += in_dtype_of(x, 1.0) if top else in_dtype_of(x, 0.0)
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
@@ -121,6 +132,36 @@ def exp_shifted_excluding_into(x, m, out, following):
 
 
 @jit
+def refined_tiny_sum(x, m, s):
+    """``s = sum_{i != k} exp(x_i - m)`` as a shifted sum computed it with
+    :func:`~softmax_numba.cpu._math.exp_shifted`, which flushes terms below
+    ``2^-126.5`` (float32; ``2^-1022.5`` for float64) to 0, or the sum again with
+    :func:`~softmax_numba.cpu._math.exp_nonpositive`, subnormal terms included, for
+    the rare row where those terms could matter: ``s`` below ``n tiny / (eps / 128)``
+    (``n 2^-96``, ``n 2^-963``; every entry but the max 66 (float32) or more below
+    it).  Elsewhere the flushed terms are below ``u / 64`` of ``s``.  That rare row
+    is a near-certain one, whose ``log1p(s)`` (log-softmax of its max, log-sum-exp
+    near 0, the loss of its max) is relative to ``s``.  Entries beyond the underflow
+    range (``-inf`` included) skip ``exp``, which is fed 0 there, so that a masked
+    row raises no underflow.  A NaN ``s`` (a NaN in the row, ``m = +-inf``) is
+    returned as it is."""
+    info = np.finfo(x.dtype)
+    if not s < in_dtype_of(x, info.tiny * 128.0 / info.eps) * in_dtype_of(x, x.size):
+        return s
+    # exp rounds to 0 below (emin - p) ln2: -103.97 (float32), -745.13 (float64)
+    low = in_dtype_of(x, (info.minexp - info.nmant - 1) * 0.6931471805599453)
+    zero = in_dtype_of(x, 0.0)
+    total = ties = zero
+    for i in range(x.size):
+        d = x[i] - m
+        keep = d >= low
+        e = exp_nonpositive(d if keep else zero)
+        total += e if keep and d != zero else zero
+        ties += in_dtype_of(x, 1.0) if d == zero else zero
+    return total + max(ties - in_dtype_of(x, 1.0), zero)
+
+
+@jit
 def nan_or(x, value):
     """The first NaN of ``x`` if it has one, else ``value`` (a NaN poisons its row)."""
     for i in range(x.size):
@@ -131,11 +172,13 @@ def nan_or(x, value):
 
 @jit
 def settled(x, m, s):
-    """The ``s`` of the state convention: ``s`` itself for a finite ``m = max(x)``;
-    for ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN), 0, or a NaN of ``x``."""
+    """The ``s`` of the state convention from a shifted sum ``s``: for a finite ``m =
+    max(x)``, ``s`` itself, summed again with the careful ``exp`` in the rare row
+    where the fast one's flushed terms could matter (:func:`refined_tiny_sum`); for
+    ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN), 0, or a NaN of ``x``."""
     if math.isinf(m):
         return nan_or(x, in_dtype_of(x, 0.0))
-    return s
+    return refined_tiny_sum(x, m, s)
 
 
 @jit
@@ -164,7 +207,7 @@ def exp_shifted_into(x, m, out, following):
     s = in_dtype_of(x, 0.0)
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
-        e = exp_nonpositive(x[i] - m)
+        e = exp_shifted(x[i] - m)
         out[i] = e
         s += e
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
@@ -249,7 +292,7 @@ def softmax_online_row(x, out):
     m, s = online_state(x)
     r = softmax_scale(m, s)
     for i in range(x.size):
-        out[i] = exp_nonpositive(x[i] - m) * r
+        out[i] = exp_shifted(x[i] - m) * r
 
 
 @jit
@@ -433,7 +476,7 @@ def split_softmax_row(x, out, chunks):
     n = x.size
     for c in prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
-            out[i] = exp_nonpositive(x[i] - m) * r
+            out[i] = exp_shifted(x[i] - m) * r
 
 
 @jit
