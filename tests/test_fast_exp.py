@@ -467,3 +467,50 @@ def test_exp_shifted_gives_the_same_bits_on_every_target_with_no_select(target, 
     for name, out in expected.items():
         assert result[name] == [], result[name]
         np.testing.assert_array_equal(np.load(tmp_path / f"out_{name}.npy"), out)
+
+
+_ROW_KERNEL_ON_A_TARGET = r"""
+import json
+from numba import types
+from softmax_numba.cpu import _math
+from softmax_numba.cpu.softmax import LOGSUMEXP, SOFTMAX
+
+rows, row = types.Array(types.float32, 2, "C"), types.Array(types.float32, 1, "C")
+result = {"wide": _math.WIDE_VECTORS}
+for name, kernel, signature in (
+    ("softmax", SOFTMAX["shifted"].cpu, (rows, rows)),
+    ("logsumexp", LOGSUMEXP.cpu, (rows, row)),
+):
+    kernel.compile(signature)
+    result[name] = {
+        "attribute": '"prefer-vector-width"="512"' in kernel.inspect_llvm(signature),
+        "zmm": "zmm" in kernel.inspect_asm(signature),
+    }
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow  # a subprocess compiling two kernels afresh for another CPU
+@pytest.mark.parametrize("target", ["without avx512", "skylake-avx512"])
+def test_row_kernels_take_512_bit_vectors_on_avx512_only(target, tmp_path):
+    """The kernels that take a row max ask for 512-bit vectors where the target has
+    AVX-512F (LLVM's tuning for Skylake-AVX512 keeps to 256 bits unless asked), and
+    compile as before elsewhere: no attribute, no zmm register (compiled only)."""
+    host = _target_features()
+    if target == "skylake-avx512":
+        env = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": _SKYLAKE_AVX512}
+    else:
+        off = [("-" + f[1:]) if f[1:].startswith(_AVX512_FAMILY) else f for f in host.split(",")]
+        env = {"NUMBA_CPU_FEATURES": ",".join(off)}
+    run = subprocess.run(
+        [sys.executable, "-c", _ROW_KERNEL_ON_A_TARGET],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    wide = target == "skylake-avx512"
+    assert result["wide"] is wide
+    for name in ("softmax", "logsumexp"):
+        assert result[name] == {"attribute": wide, "zmm": wide}, (name, result[name])
