@@ -19,10 +19,6 @@ bounded in the tests.  On AVX-512 the float32 ``exp`` is 17 vector instructions 
 16 entries, of which 10 use the FMA pipes (about 0.25 ns per entry on one Zen 4
 core at 2.6 GHz).
 
-On CPUs with AVX-512F, the kernels that take a row max ask LLVM for 512-bit vectors
-(:func:`prefer_wide_vectors`), which its tuning for Intel server cores otherwise
-declines (it keeps to 256 bits there): a fifth to a third less time per entry.
-
 The hot loops of the shifted kernels, whose argument is ``x_i - max(x) <= 0``, call
 :func:`exp_shifted` instead: the same reduction and polynomial, clamped below so
 that ``2^k`` is one shift of the bits of ``x / ln2`` and one product, with no
@@ -177,30 +173,6 @@ def _target_features() -> str:
 #: vector ``ldexp`` is a libm call per lane, and :func:`exp` adds ``k`` to the
 #: exponent bits instead, with selects for the ranges where that is wrong.
 VECTOR_LDEXP: bool = "+avx512f" in _target_features().split(",")
-
-
-#: Whether the kernels that take a row max ask LLVM for 512-bit vectors
-#: (:func:`prefer_wide_vectors`): on CPUs with AVX-512F, where LLVM's tuning for
-#: Intel server cores (Skylake-SP to Sapphire Rapids) otherwise keeps to 256 bits.
-WIDE_VECTORS: bool = VECTOR_LDEXP
-
-
-@intrinsic
-def prefer_wide_vectors(typingctx):
-    """Mark the function being compiled ``"prefer-vector-width"="512"`` (as clang's
-    ``-mprefer-vector-width=512``) where :data:`WIDE_VECTORS`; nothing elsewhere.  A
-    helper that calls it and is inlined by Numba marks the kernel it lands in, whose
-    loops LLVM then vectorizes with zmm registers: half the instructions per entry
-    of the exp passes."""
-
-    def codegen(context, builder, signature, args):
-        if WIDE_VECTORS:
-            # llvmlite's FunctionAttributes (a set) knows no string attribute: set.add
-            # passes its check, and the IR prints the attribute as written.
-            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 @intrinsic

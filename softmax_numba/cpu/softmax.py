@@ -25,12 +25,7 @@ from numba import prange
 
 from softmax_numba import config, state_algebra
 from softmax_numba.cpu._compile import engines, in_dtype_of, jit
-from softmax_numba.cpu._math import (
-    float_bits,
-    max_from_bit_bounds,
-    maxnum,
-    prefer_wide_vectors,
-)
+from softmax_numba.cpu._math import float_bits, max_from_bit_bounds, maxnum
 from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_exp_shifted as exp_shifted
@@ -65,7 +60,6 @@ def maximum(x):
     compare and blend per vector made this pass cost as much as a third of an exp
     pass.  The kernels find a NaN of the row from its sum (``exp(NaN - m)``).
     """
-    prefer_wide_vectors()  # every kernel that takes a row max (see _math)
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
         highest, lowest = next_bit_bounds(highest, lowest, x[i])
