@@ -132,32 +132,39 @@ def exp_shifted_excluding_into(x, m, out, following):
 
 
 @jit
-def refined_tiny_sum(x, m, s):
-    """``s = sum_{i != k} exp(x_i - m)`` as a shifted sum computed it with
-    :func:`~softmax_numba.cpu._math.exp_shifted`, which flushes terms below
-    ``2^-126.5`` (float32; ``2^-1022.5`` for float64) to 0, or the sum again with
-    :func:`~softmax_numba.cpu._math.exp_nonpositive`, subnormal terms included, for
-    the rare row where those terms could matter: ``s`` below ``n tiny / (eps / 128)``
-    (``n 2^-96``, ``n 2^-963``; every entry but the max 66 (float32) or more below
-    it).  Elsewhere the flushed terms are below ``u / 64`` of ``s``.  That rare row
-    is a near-certain one, whose ``log1p(s)`` (log-softmax of its max, log-sum-exp
-    near 0, the loss of its max) is relative to ``s``.  Entries beyond the underflow
-    range (``-inf`` included) skip ``exp``, which is fed 0 there, so that a masked
-    row raises no underflow.  A NaN ``s`` (a NaN in the row, ``m = +-inf``) is
-    returned as it is."""
+def tiny_sum(x, s):
+    """Whether a shifted sum ``s`` over ``x`` may have lost a part that matters to the
+    flush of :func:`~softmax_numba.cpu._math.exp_shifted`, which drops terms below
+    ``2^-126.5`` (float32; ``2^-1022.5`` for float64): ``s`` below ``n tiny / (eps /
+    128)`` (``n 2^-96``, ``n 2^-963``; every entry but the max 66 (float32) or 708
+    (float64) or more below it).  Elsewhere the flushed terms are below ``u / 64`` of
+    ``s``.  False for a NaN ``s``."""
     info = np.finfo(x.dtype)
-    if not s < in_dtype_of(x, info.tiny * 128.0 / info.eps) * in_dtype_of(x, x.size):
-        return s
+    return s < in_dtype_of(x, info.tiny * 128.0 / info.eps) * in_dtype_of(x, x.size)
+
+
+@jit(reassociate=False)
+def careful_sum(x, m):
+    """``sum_{i != k} exp(x_i - m)`` with :func:`~softmax_numba.cpu._math.exp_nonpositive`,
+    subnormal terms included, for the rare row where :func:`tiny_sum` holds: a
+    near-certain one, whose ``log1p(s)`` (log-softmax of its max, log-sum-exp near 0,
+    the loss of its max) is relative to ``s``.  A scalar loop: entries beyond the
+    underflow range (``-inf`` included, as in a masked row) are skipped by a branch,
+    with no ``exp`` and no underflow, and a loop of vector code here, never run on
+    other rows, made the row loops that call :func:`settled` a third slower on rows
+    of 10 entries.  Without ``reassoc``, so that its bits do not depend on the copy
+    of it that runs (see ``_compile.jit``)."""
+    info = np.finfo(x.dtype)
     # exp rounds to 0 below (emin - p) ln2: -103.97 (float32), -745.13 (float64)
     low = in_dtype_of(x, (info.minexp - info.nmant - 1) * 0.6931471805599453)
     zero = in_dtype_of(x, 0.0)
     total = ties = zero
     for i in range(x.size):
         d = x[i] - m
-        keep = d >= low
-        e = exp_nonpositive(d if keep else zero)
-        total += e if keep and d != zero else zero
-        ties += in_dtype_of(x, 1.0) if d == zero else zero
+        if d == zero:
+            ties += in_dtype_of(x, 1.0)
+        elif d >= low:
+            total += exp_nonpositive(d)
     return total + max(ties - in_dtype_of(x, 1.0), zero)
 
 
@@ -173,12 +180,15 @@ def nan_or(x, value):
 @jit
 def settled(x, m, s):
     """The ``s`` of the state convention from a shifted sum ``s``: for a finite ``m =
-    max(x)``, ``s`` itself, summed again with the careful ``exp`` in the rare row
-    where the fast one's flushed terms could matter (:func:`refined_tiny_sum`); for
-    ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN), 0, or a NaN of ``x``."""
+    max(x)``, ``s`` itself, or summed again with the careful ``exp`` in the rare row
+    where the fast one's flushed terms could matter (:func:`tiny_sum`,
+    :func:`careful_sum`); for ``m = +-inf`` (where ``exp(inf - inf)`` made it NaN),
+    0, or a NaN of ``x``."""
     if math.isinf(m):
         return nan_or(x, in_dtype_of(x, 0.0))
-    return refined_tiny_sum(x, m, s)
+    if tiny_sum(x, s):
+        return careful_sum(x, m)
+    return s
 
 
 @jit
