@@ -12,18 +12,66 @@ cancels).  The op declarations (``ENTRIES`` of each public module) pick theirs h
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
-from softmax_numba import reference
+from softmax_numba import config, reference
 from softmax_numba.error_metrics import as_rows, unit_roundoff
 
 
-def summation_bound(n: int) -> float:
-    """Bound, in u, on the relative error of a sum of ``n`` non-negative terms in any
-    of the package's summation orders (16-lane vectors unrolled four times, NumPy's
-    pairwise blocks of eight accumulators, blocks of 256 merged in order, a CUDA
-    block's tree): ``n / 8 + log2(n) + 4``."""
+def plain_summation_bound(n: int) -> float:
+    """Bound, in u, on the relative error of one sum of ``n`` non-negative terms in
+    any of the package's orders without blocks (vector lanes unrolled, at least 8
+    accumulators; NumPy's pairwise blocks of eight accumulators; a CUDA block's
+    threads and tree): ``n / 8 + log2(n) + 4``."""
     return n / 8 + np.log2(max(n, 1)) + 4
+
+
+def summation_bound(n: int) -> float:
+    """Bound, in u, on the relative error of a sum of ``n`` non-negative terms along a
+    row, in every order of the numpy, cpu and parallel engines: ``sigma(n)``.
+
+    - The CPU kernels sum a block of ``B = config.SUM_BLOCK`` terms in the vectorized
+      loop (:func:`plain_summation_bound` of ``min(n, B)``) and add the blocks' sums
+      with a compensated (two-sum) addition, within ``2 u`` of their exact sum
+      (``softmax_numba.cpu.softmax.add_compensated``): beyond ``B`` the bound no
+      longer grows with ``n``.
+    - The online state (``softmax[online]``, the pieces of a row split over threads)
+      folds blocks of ``config.ONLINE_BLOCK``: each block's term ``(1 + s_b)
+      e^{m_b - r}`` rounds its sum (``u``), ``exp`` (``2 u``) and the product (``u``);
+      the compensated sum adds ``2 u``; a term is rescaled by ``exp`` and a product
+      at most twice while it matters and once at the end (``3 x 3 u``): 15 u above
+      the block's own sum.
+    - NumPy's pairwise sum: ``16 + 3 + ceil(log2(n / 128))`` u, below either.
+
+    The CUDA engine sums a row in its threads' order: its bound is
+    :func:`plain_summation_bound` of the whole row (:func:`summation_order`).
+    """
+    if _ORDER.get() == "cuda":
+        return plain_summation_bound(n)
+    block = config.SUM_BLOCK
+    bound = plain_summation_bound(min(n, block)) + (2 if n > block else 0)
+    if n > config.ONLINE_BLOCK:
+        bound = max(bound, plain_summation_bound(config.ONLINE_BLOCK) + 15)
+    return bound
+
+
+#: The engine whose summation order :func:`summation_bound` describes.
+_ORDER: contextvars.ContextVar[str] = contextvars.ContextVar("summation_order", default="cpu")
+
+
+@contextlib.contextmanager
+def summation_order(engine: str | None):
+    """Within the block, :func:`summation_bound` (and so every bound built on it)
+    describes ``engine``'s order of summation: ``"cuda"`` sums a row in its threads'
+    order, with no blocks; any other engine (or ``None``) as the CPU engines."""
+    token = _ORDER.set(engine or "cpu")
+    try:
+        yield
+    finally:
+        _ORDER.reset(token)
 
 
 def underflow_range(dtype) -> float:
@@ -226,9 +274,12 @@ def _exact_softplus(x):
     return np.logaddexp(0, x)
 
 
-#: Per elementwise map: (bound without normalization, bound with it).
+#: Per elementwise map: (bound without normalization, bound with it).  Sigmoid
+#: ``e / (1 + e)``, ``e = exp(-|x|)``: the error of ``e`` over ``1 + e``, and two
+#: roundings; NumPy's float32 ``exp`` is up to 3.6 u from exact (the numpy engine
+#: reached 4.2 u on rows of 2^18), so 6 u.
 ELEMENTWISE = {
-    "sigmoid": (constant(4), exp_like_normalized_bound(sum_bound(9), _exact_sigmoid)),
+    "sigmoid": (constant(6), exp_like_normalized_bound(sum_bound(9), _exact_sigmoid)),
     "softplus": (
         softplus_bound,
         exp_like_normalized_bound(

@@ -182,9 +182,15 @@ def test_pipelined_rows_follow_scipy_on_nonfinite_rows(stream_min_bytes, backend
 _F32 = np.float32
 HOT_LOOPS = {
     "maximum": lambda x: (x,),
-    "exp_shifted_into": lambda x: (x, _F32(0.5), np.empty_like(x), x),
-    "shifted_sum_excluding": lambda x: (x, _F32(0.5), x),
-    "exp_shifted_excluding_into": lambda x: (x, _F32(0.5), np.empty_like(x), x),
+    "exp_shifted_into": lambda x: (x, _F32(0.5), np.empty_like(x), x, np.zeros(4, x.dtype)),
+    "shifted_sum_excluding": lambda x: (x, _F32(0.5), x, np.zeros(4, x.dtype)),
+    "exp_shifted_excluding_into": lambda x: (
+        x,
+        _F32(0.5),
+        np.empty_like(x),
+        x,
+        np.zeros(4, x.dtype),
+    ),
     "scale_into": lambda x: (np.empty_like(x), _F32(0.5)),
 }
 

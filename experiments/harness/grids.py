@@ -57,8 +57,10 @@ def accuracy(quick: bool) -> list[dict]:
 
 def offset_sweep() -> list[dict]:
     """Logits ``c + scale z`` over :data:`OFFSETS`: the log-domain family against
-    the peers at four row lengths, and every registered op at one (an offset the
-    alternatives are not invariant to, but their error must stay within bound)."""
+    the peers at four row lengths and at the vocabulary-sized rows of
+    :data:`experiments.harness.inputs.LONG_ROWS` (scale 3, a row or two each: the
+    CPU engines' blocked sums, issue 27), and every registered op at one (an offset
+    the alternatives are not invariant to, but their error must stay within bound)."""
     from experiments.measure.sweep import accuracy_cells
 
     family = accuracy_cells(
@@ -66,6 +68,15 @@ def offset_sweep() -> list[dict]:
         ("float32", "float64"),
         ("mnist", "attention_128", "imagenet", "attention_4096"),
         (1.0, 3.0),
+        ("normal",),
+        backends=OFFSET_BACKENDS,
+        offsets=OFFSETS,
+    )
+    family += accuracy_cells(
+        OFFSET_FAMILY,
+        ("float32", "float64"),
+        tuple(inputs.LONG_ROWS),
+        (3.0,),
         ("normal",),
         backends=OFFSET_BACKENDS,
         offsets=OFFSETS,

@@ -19,6 +19,15 @@ PRESETS = {
     "attention_16384": 16384,
 }
 
+#: Vocabulary-sized rows, for the offset sweep only (issue 27): a 32000-token
+#: vocabulary (Llama 2, Mistral), Llama 3's 128256 and 2^18.  Apart from
+#: :data:`PRESETS`, so that the scale and speed grids, which take every preset, keep
+#: their size.
+LONG_ROWS = {"vocab_32000": 32000, "llama3_vocab": 128256, "row_262144": 262144}
+
+#: Every row length a sweep cell may name.
+ROW_LENGTHS = {**PRESETS, **LONG_ROWS}
+
 DISTRIBUTIONS = ("normal", "uniform", "dominant", "ties", "masked", "mnist_logits")
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")

@@ -116,7 +116,7 @@ def accuracy_cells(
         entry(name)
     for values, known, what in (
         (dtypes, inputs.DTYPES, "dtype"),
-        (presets, inputs.PRESETS, "preset"),
+        (presets, inputs.ROW_LENGTHS, "preset"),
         (distributions, inputs.DISTRIBUTIONS, "distribution"),
         (backends, (*ENGINES, *peers._RESULT_LOADERS), "backend"),
     ):
@@ -128,7 +128,7 @@ def accuracy_cells(
     cells = []
     for name in entries:
         for preset in presets:
-            n = inputs.PRESETS[preset]
+            n = inputs.ROW_LENGTHS[preset]
             if not entry(name).accepts(n):
                 continue
             for dist in distributions:

@@ -29,7 +29,14 @@ from numba import prange
 
 from softmax_numba.cpu._compile import engines, in_dtype_of, jit
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
-from softmax_numba.cpu.softmax import merge_state, online_state, softmax_scale
+from softmax_numba.cpu.softmax import (
+    SUM_BLOCK,
+    add_compensated,
+    compensated_total,
+    merge_state,
+    online_state,
+    softmax_scale,
+)
 
 
 @jit
@@ -42,27 +49,36 @@ def capped_into(zi, cap):
 @jit
 def weighted_gap(zi, m, weights):
     """``sum_j w_j (m - z_j)`` for ``m = max(z)`` (``w = 1`` when ``weights`` is empty):
-    every term ``>= 0``."""
-    total = in_dtype_of(zi, 0.0)
-    if weights.size == 0:
-        for j in range(zi.size):
-            total += m - zi[j]
-    else:
-        for j in range(zi.size):
-            total += weights[j] * (m - zi[j])
-    return total
+    every term ``>= 0``; a block of ``SUM_BLOCK`` at a time (``add_compensated``)."""
+    total = carry = in_dtype_of(zi, 0.0)
+    for start in range(0, zi.size, SUM_BLOCK):
+        zb = zi[start : start + SUM_BLOCK]
+        s = in_dtype_of(zi, 0.0)
+        if weights.size == 0:
+            for j in range(zb.size):
+                s += m - zb[j]
+        else:
+            wb = weights[start : start + SUM_BLOCK]
+            for j in range(zb.size):
+                s += wb[j] * (m - zb[j])
+        total, carry = add_compensated(total, carry, s)
+    return compensated_total(total, carry)
 
 
 @jit
 def entropy_sum(zi, m):
     """``sum_j exp(z_j - m) (m - z_j)`` for ``m = max(z)``; a ``-inf`` entry adds 0
-    (its limit), not ``0 * inf``."""
-    total = in_dtype_of(zi, 0.0)
-    for j in range(zi.size):
-        d = m - zi[j]
-        if d < math.inf:
-            total += exp_nonpositive(-d) * d
-    return total
+    (its limit), not ``0 * inf``; a block of ``SUM_BLOCK`` at a time."""
+    total = carry = in_dtype_of(zi, 0.0)
+    for start in range(0, zi.size, SUM_BLOCK):
+        zb = zi[start : start + SUM_BLOCK]
+        s = in_dtype_of(zi, 0.0)
+        for j in range(zb.size):
+            d = m - zb[j]
+            if d < math.inf:
+                s += exp_nonpositive(-d) * d
+        total, carry = add_compensated(total, carry, s)
+    return compensated_total(total, carry)
 
 
 @jit

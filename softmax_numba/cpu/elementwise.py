@@ -20,7 +20,13 @@ from softmax_numba.cpu._math import kernel_exp as exp
 from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p_unit_interval as log1p_unit_interval
 from softmax_numba.cpu._math import maxnum
-from softmax_numba.cpu.softmax import maximum, scale_into
+from softmax_numba.cpu.softmax import (
+    SUM_BLOCK,
+    add_compensated,
+    compensated_total,
+    maximum,
+    scale_into,
+)
 
 
 @jit
@@ -64,12 +70,16 @@ def rescaled_sigmoid_into(x, y):
     ``e^{x_j - m}`` to underflow early (Blanchard, Higham & Higham 2021's shift, for
     a map that goes to 0 like ``exp``)."""
     m = maximum(x)
-    t = in_dtype_of(x, 0.0)
-    for j in range(x.size):
-        w = exp_nonpositive(x[j] - m) * sigmoid_ratio(x[j])
-        y[j] = w
-        t += w
-    scale_into(y, in_dtype_of(x, 1.0) / t)
+    total = carry = in_dtype_of(x, 0.0)
+    for start in range(0, x.size, SUM_BLOCK):
+        xb, yb = x[start : start + SUM_BLOCK], y[start : start + SUM_BLOCK]
+        t = in_dtype_of(x, 0.0)
+        for j in range(xb.size):
+            w = exp_nonpositive(xb[j] - m) * sigmoid_ratio(xb[j])
+            yb[j] = w
+            t += w
+        total, carry = add_compensated(total, carry, t)
+    scale_into(y, in_dtype_of(x, 1.0) / compensated_total(total, carry))
 
 
 @jit
@@ -78,13 +88,17 @@ def rescaled_softplus_into(x, b, y):
     ``w_j = e^{z_j - max(z)} softplus_ratio(z_j)``, ``z = b x`` (``max(b x) = b
     max(x)``, rounding being monotonic)."""
     top = maximum(x) * b
-    t = in_dtype_of(x, 0.0)
-    for j in range(x.size):
-        z = x[j] * b
-        w = exp_nonpositive(z - top) * softplus_ratio(z)
-        y[j] = w
-        t += w
-    scale_into(y, in_dtype_of(x, 1.0) / t)
+    total = carry = in_dtype_of(x, 0.0)
+    for start in range(0, x.size, SUM_BLOCK):
+        xb, yb = x[start : start + SUM_BLOCK], y[start : start + SUM_BLOCK]
+        t = in_dtype_of(x, 0.0)
+        for j in range(xb.size):
+            z = xb[j] * b
+            w = exp_nonpositive(z - top) * softplus_ratio(z)
+            yb[j] = w
+            t += w
+        total, carry = add_compensated(total, carry, t)
+    scale_into(y, in_dtype_of(x, 1.0) / compensated_total(total, carry))
 
 
 @jit
@@ -96,9 +110,14 @@ def normalize_into(y, s):
         scale_into(y, in_dtype_of(y, 1.0) / s)
         return
     w = in_dtype_of(y, 1.0) / in_dtype_of(y, y.size)
-    t = in_dtype_of(y, 0.0)
-    for j in range(y.size):
-        t += y[j] * w
+    total = carry = in_dtype_of(y, 0.0)
+    for start in range(0, y.size, SUM_BLOCK):
+        yb = y[start : start + SUM_BLOCK]
+        t = in_dtype_of(y, 0.0)
+        for j in range(yb.size):
+            t += yb[j] * w
+        total, carry = add_compensated(total, carry, t)
+    t = compensated_total(total, carry)
     for j in range(y.size):
         y[j] = y[j] * w / t
 
@@ -110,18 +129,34 @@ def _sigmoid(x, out, normalize):
     :func:`rescaled_sigmoid_into`)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        s = in_dtype_of(xi, 0.0)
-        for j in range(xi.size):
-            v = xi[j]
-            e = exp_nonpositive(-abs(v))
-            one = in_dtype_of(xi, 1.0)
-            y = one / (one + e) if v >= 0 else e / (one + e)
-            yi[j] = y
-            s += y
-        if normalize and underflowed(yi, s, in_dtype_of(xi, 0.5)):
+        if not normalize:
+            sigmoid_into(xi, yi)
+            continue
+        total = carry = in_dtype_of(xi, 0.0)
+        for start in range(0, xi.size, SUM_BLOCK):
+            stop = start + SUM_BLOCK
+            piece = sigmoid_into(xi[start:stop], yi[start:stop])
+            total, carry = add_compensated(total, carry, piece)
+        s = compensated_total(total, carry)
+        if underflowed(yi, s, in_dtype_of(xi, 0.5)):
             rescaled_sigmoid_into(xi, yi)
-        elif normalize:
+        else:
             normalize_into(yi, s)
+
+
+@jit
+def sigmoid_into(x, y):
+    """``y = sigmoid(x)`` on a piece of a row; returns ``sum(y)`` (the kernels add the
+    pieces' sums a block of ``SUM_BLOCK`` at a time, with ``add_compensated``)."""
+    s = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        v = x[j]
+        e = exp_nonpositive(-abs(v))
+        one = in_dtype_of(x, 1.0)
+        r = one / (one + e) if v >= 0 else e / (one + e)
+        y[j] = r
+        s += r
+    return s
 
 
 def _softplus(x, out, beta, normalize):
@@ -132,16 +167,31 @@ def _softplus(x, out, beta, normalize):
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         b = in_dtype_of(xi, beta)
-        s = in_dtype_of(xi, 0.0)
-        for j in range(xi.size):
-            z = xi[j] * b
-            y = max(xi[j], in_dtype_of(xi, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
-            yi[j] = y
-            s += y
-        if normalize and underflowed(yi, s * b, in_dtype_of(xi, math.log(2.0))):
+        if not normalize:
+            softplus_into(xi, b, yi)
+            continue
+        total = carry = in_dtype_of(xi, 0.0)
+        for start in range(0, xi.size, SUM_BLOCK):
+            stop = start + SUM_BLOCK
+            piece = softplus_into(xi[start:stop], b, yi[start:stop])
+            total, carry = add_compensated(total, carry, piece)
+        s = compensated_total(total, carry)
+        if underflowed(yi, s * b, in_dtype_of(xi, math.log(2.0))):
             rescaled_softplus_into(xi, b, yi)
-        elif normalize:
+        else:
             normalize_into(yi, s)
+
+
+@jit
+def softplus_into(x, b, y):
+    """``y = softplus(x)`` (``beta = b``) on a piece of a row; returns ``sum(y)``."""
+    s = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        z = x[j] * b
+        r = max(x[j], in_dtype_of(x, 0.0)) + log1p_unit_interval(exp_nonpositive(-abs(z))) / b
+        y[j] = r
+        s += r
+    return s
 
 
 def _arctan(x, out, normalize):
@@ -150,43 +200,71 @@ def _arctan(x, out, normalize):
     one ``atan`` per entry, of ``x`` or ``-1/x``, and a select (no branch)."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
-        pi = in_dtype_of(xi, math.pi)
-        half = in_dtype_of(xi, 0.5)
-        s = in_dtype_of(xi, 0.0)
-        for j in range(xi.size):
-            v = xi[j]
-            positive = v >= 0
-            a = atan(v if positive else -in_dtype_of(xi, 1.0) / v) / pi
-            y = half + a if positive else a
-            yi[j] = y
-            s += y
-        if normalize:
-            normalize_into(yi, s)
+        if not normalize:
+            arctan_into(xi, yi)
+            continue
+        total = carry = in_dtype_of(xi, 0.0)
+        for start in range(0, xi.size, SUM_BLOCK):
+            stop = start + SUM_BLOCK
+            piece = arctan_into(xi[start:stop], yi[start:stop])
+            total, carry = add_compensated(total, carry, piece)
+        normalize_into(yi, compensated_total(total, carry))
+
+
+@jit
+def arctan_into(x, y):
+    """``y = 1/2 + arctan(x) / pi`` on a piece of a row; returns ``sum(y)``."""
+    pi = in_dtype_of(x, math.pi)
+    half = in_dtype_of(x, 0.5)
+    s = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        v = x[j]
+        positive = v >= 0
+        a = atan(v if positive else -in_dtype_of(x, 1.0) / v) / pi
+        r = half + a if positive else a
+        y[j] = r
+        s += r
+    return s
 
 
 def _gaussian(x, out, mu, sigma, normalize):
     """``exp(a)`` with ``a = -(x - mu)^2 / (2 sigma^2)``, one pass.  Normalized, it is
-    ``softmax(a)``, shifted by ``max(a) = -min|x - mu|^2 / (2 sigma^2)`` (a read-only
-    pass for the nearest entry) so that a row far from ``mu`` does not underflow to
-    0/0; the sum comes from the exp pass and one more pass scales."""
+    ``softmax(a)``, shifted by ``max(a) = -r^2 / (2 sigma^2)``, ``r = min|x - mu|`` (a
+    read-only pass for the nearest entry) so that a row far from ``mu`` does not
+    underflow to 0/0; the sum comes from the exp pass and one more pass scales."""
     for i in prange(x.shape[0]):
         xi, yi = x[i], out[i]
         c = in_dtype_of(xi, mu)
         k = in_dtype_of(xi, -0.5 / (sigma * sigma))
-        shift = in_dtype_of(xi, 0.0)
-        if normalize:
-            closeness = in_dtype_of(xi, -np.inf)  # max of -|x - mu|: maxnum vectorizes
-            for j in range(xi.size):
-                closeness = maxnum(closeness, -abs(xi[j] - c))
-            shift = k * closeness * closeness
-        s = in_dtype_of(xi, 0.0)
+        if not normalize:
+            gaussian_into(xi, c, k, in_dtype_of(xi, 0.0), yi)
+            continue
+        closeness = in_dtype_of(xi, -np.inf)  # max of -|x - mu|: maxnum vectorizes
         for j in range(xi.size):
-            d = xi[j] - c
-            e = exp(k * d * d - shift)
-            yi[j] = e
-            s += e
-        if normalize:
-            normalize_into(yi, s)
+            closeness = maxnum(closeness, -abs(xi[j] - c))
+        if k * closeness * closeness == -np.inf:  # max(a) overflows: NaN, as softmax(a)
+            yi[:] = np.nan
+            continue
+        total = carry = in_dtype_of(xi, 0.0)
+        for start in range(0, xi.size, SUM_BLOCK):
+            stop = start + SUM_BLOCK
+            piece = gaussian_into(xi[start:stop], c, k, -closeness, yi[start:stop])
+            total, carry = add_compensated(total, carry, piece)
+        normalize_into(yi, compensated_total(total, carry))
+
+
+@jit
+def gaussian_into(x, c, k, r, y):
+    """``y = exp(k ((x - c)^2 - r^2))`` on a piece of a row, as ``k (d - r) (d + r)``
+    with ``d = |x - c|``: ``d - r`` is exact where it cancels (0 at the nearest entry,
+    whatever the contraction of the products into FMAs); returns ``sum(y)``."""
+    s = in_dtype_of(x, 0.0)
+    for j in range(x.size):
+        d = abs(x[j] - c)
+        e = exp(k * ((d - r) * (d + r)))
+        y[j] = e
+        s += e
+    return s
 
 
 SIGMOID = engines(_sigmoid)

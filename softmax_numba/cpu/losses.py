@@ -27,12 +27,17 @@ from softmax_numba.cpu._math import kernel_exp_nonpositive as exp_nonpositive
 from softmax_numba.cpu._math import kernel_log1p as log1p
 from softmax_numba.cpu.softmax import (
     ROW_CHUNKS,
+    SUM_BLOCK,
+    add_compensated,
+    compensated_total,
     exp_shifted_excluding_into,
     maximum,
     row_range,
+    row_state,
     settled,
     shifted_sum_excluding,
     softmax_scale,
+    sum_scratch,
     surprisal,
 )
 
@@ -45,10 +50,14 @@ def half_mean_gap(x, m):
     before subtracting would cancel: its error would be ``u |m|``, not
     ``u (m - x_j)``."""
     w = in_dtype_of(x, 1.0) / in_dtype_of(x, x.size)
-    total = in_dtype_of(x, 0.0)
-    for j in range(x.size):
-        total += halved_gap(x[j], m, w)
-    return total
+    total = carry = in_dtype_of(x, 0.0)
+    for start in range(0, x.size, SUM_BLOCK):
+        block = x[start : start + SUM_BLOCK]
+        s = in_dtype_of(x, 0.0)
+        for j in range(block.size):
+            s += halved_gap(block[j], m, w)
+        total, carry = add_compensated(total, carry, s)
+    return compensated_total(total, carry)
 
 
 @jit(reassociate=False)
@@ -76,11 +85,13 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
     its loss) overlaps that pass."""
     rows, n = x.shape
     chunks = min(rows, ROW_CHUNKS)
+    accs = sum_scratch(x, chunks)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
         m = maximum(x[start])
+        acc = accs[c]
         eps = in_dtype_of(x, smoothing)
         hit = (in_dtype_of(x, 1.0) - eps) * in_dtype_of(x, scale)
         floor = eps / in_dtype_of(x, n) * in_dtype_of(x, scale)
@@ -100,12 +111,12 @@ def _cross_entropy_index(x, target, ignore, smoothing, scale, want_grad, loss, g
             gap = half_mean_gap(xi, m) if smoothing != 0 else in_dtype_of(xi, 0.0)
             s_at_inf = settled(xi, m, in_dtype_of(xi, 1.0))  # (used only for an infinite m)
             if want_grad:  # keep exp(x - m) for the gradient: one exp per entry
-                s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following)
+                s, m_next = exp_shifted_excluding_into(xi, m, grad[i], following, acc)
                 if pending >= 0:
                     finish_gradient(grad[pending], pending_r, floor, target[pending], hit)
                 pending, pending_r = i, in_dtype_of(x, scale) * softmax_scale(m, s)
             else:
-                s, m_next = shifted_sum_excluding(xi, m, following)
+                s, m_next = shifted_sum_excluding(xi, m, following, acc)
                 s = settled(xi, m, s)
             if math.isinf(m):
                 s = s_at_inf
@@ -125,20 +136,25 @@ def _cross_entropy_probability(x, q, smoothing, scale, want_grad, loss, grad):
     n = x.shape[1]
     for i in prange(x.shape[0]):
         xi, qi = x[i], q[i]
-        m = maximum(xi)
-        s = settled(xi, m, shifted_sum_excluding(xi, m, xi)[0])
+        m, s = row_state(xi)
         log1p_s = log1p(s)
         eps = in_dtype_of(xi, smoothing)
         keep = in_dtype_of(xi, 1.0) - eps
         floor = eps / in_dtype_of(xi, n)
         half = in_dtype_of(xi, 0.5)
-        value = in_dtype_of(xi, 0.0)
-        q_sum = in_dtype_of(xi, 0.0)
-        for j in range(n):
-            qj = keep * qi[j] + floor
-            if qj != 0:  # halved, so that m - x_j cannot overflow
-                value += qj * surprisal(xi[j] * half, m * half, log1p_s * half)
-            q_sum += qj
+        value = value_carry = q_sum = q_carry = in_dtype_of(xi, 0.0)
+        for start in range(0, n, SUM_BLOCK):
+            xb, qb = xi[start : start + SUM_BLOCK], qi[start : start + SUM_BLOCK]
+            v = t = in_dtype_of(xi, 0.0)
+            for j in range(xb.size):
+                qj = keep * qb[j] + floor
+                if qj != 0:  # halved, so that m - x_j cannot overflow
+                    v += qj * surprisal(xb[j] * half, m * half, log1p_s * half)
+                t += qj
+            value, value_carry = add_compensated(value, value_carry, v)
+            q_sum, q_carry = add_compensated(q_sum, q_carry, t)
+        value = compensated_total(value, value_carry)
+        q_sum = compensated_total(q_sum, q_carry)
         loss[i] = value + value
         if want_grad:
             r = q_sum * softmax_scale(m, s)

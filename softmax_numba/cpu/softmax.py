@@ -71,6 +71,60 @@ def maximum(x):
     return m
 
 
+SUM_BLOCK = config.SUM_BLOCK  # baked in (see softmax_numba.config)
+
+
+@jit(reassociate=False)
+def add_compensated(total, carry, value):
+    """``total + value`` as Knuth's two-sum: the rounded sum and, added to
+    ``carry``, its rounding error, exactly.  Every row sum of the CPU kernels
+    accumulates its blocks' sums (of :data:`SUM_BLOCK` terms) so; ``total + carry``
+    (:func:`compensated_total`) is then within ``2 u`` of the blocks' exact sum
+    (Higham 2002, sec. 4.3), and the error of a sum of any length that of one block.
+
+    Compiled without ``reassoc``, under which LLVM simplifies ``(total - (t - b)) +
+    (value - b)`` to 0 (``tests/test_accuracy.py`` fails without it); flags are per
+    instruction, so they survive inlining into a kernel compiled with them."""
+    t = total + value
+    b = t - total
+    return t, carry + ((total - (t - b)) + (value - b))
+
+
+@jit
+def compensated_total(total, carry):
+    """``total + carry`` of :func:`add_compensated`; ``total`` itself when it is not
+    finite (an overflowed or NaN sum, whose ``carry`` is NaN)."""
+    if math.isfinite(total):
+        return total + carry
+    return total
+
+
+@jit
+def row_sum(a):
+    """``sum_i a_i``, a block of :data:`SUM_BLOCK` at a time (:func:`add_compensated`)."""
+    total = carry = in_dtype_of(a, 0.0)
+    for start in range(0, a.size, SUM_BLOCK):
+        block = a[start : start + SUM_BLOCK]
+        s = in_dtype_of(a, 0.0)
+        for i in range(block.size):
+            s += block[i]
+        total, carry = add_compensated(total, carry, s)
+    return compensated_total(total, carry)
+
+
+@jit
+def row_dot(a, b):
+    """``sum_i a_i b_i``, a block of :data:`SUM_BLOCK` at a time (:func:`add_compensated`)."""
+    total = carry = in_dtype_of(a, 0.0)
+    for start in range(0, a.size, SUM_BLOCK):
+        ab, bb = a[start : start + SUM_BLOCK], b[start : start + SUM_BLOCK]
+        s = in_dtype_of(a, 0.0)
+        for i in range(ab.size):
+            s += ab[i] * bb[i]
+        total, carry = add_compensated(total, carry, s)
+    return compensated_total(total, carry)
+
+
 @jit
 def next_bit_bounds(highest, lowest, value):
     """One step of the running maximum of the *next* row, kept as the largest and the
@@ -82,7 +136,7 @@ def next_bit_bounds(highest, lowest, value):
 
 
 @jit
-def shifted_sum_excluding(x, m, following):
+def shifted_sum_excluding(x, m, following, acc):
     """``sum_{i != k} exp(x_i - m)`` for ``m = x_k = max(x)``: the ``s`` of the
     shifted algorithm, in one vectorizable pass; also ``max(following)``.
 
@@ -97,7 +151,29 @@ def shifted_sum_excluding(x, m, following):
     that its load from memory overlaps this row's arithmetic (see
     :func:`next_bit_bounds`).  A NaN of that row may win or be passed over; either
     way it poisons the row, through the max or through ``exp(NaN - m)``.
+
+    The row is summed a block of :data:`SUM_BLOCK` at a time (:func:`shifted_piece`),
+    the blocks' sums accumulated by :func:`add_compensated` in ``acc``
+    (:func:`sum_scratch`), so that the rounding error of ``s`` is that of one block.
     """
+    acc[0] = acc[1] = acc[2] = 0
+    acc[3] = -np.inf
+    for start in range(0, x.size, SUM_BLOCK):
+        stop = start + SUM_BLOCK
+        s, t, hb, lb = shifted_piece(x[start:stop], m, following[start:stop])
+        acc[3] = larger(acc[3], max_from_bit_bounds(hb, lb))
+        acc[0], acc[1] = add_compensated(acc[0], acc[1], s)
+        acc[2] += t
+    s, ties = compensated_total(acc[0], acc[1]), acc[2]
+    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), acc[3]
+
+
+@jit
+def shifted_piece(x, m, following):
+    """The vectorized loop of :func:`shifted_sum_excluding` over a piece of a row:
+    the sum of its terms other than the maxima, the count of the maxima and the bit
+    bounds of ``following`` (:func:`next_bit_bounds`).  Each piece starts bounds of
+    its own: carried from block to block, they kept LLVM from vectorizing the loop."""
     s = in_dtype_of(x, 0.0)
     ties = in_dtype_of(x, 0.0)  # a float count keeps every lane of the loop in one type
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
@@ -107,15 +183,53 @@ def shifted_sum_excluding(x, m, following):
         s += in_dtype_of(x, 0.0) if top else e
         ties += in_dtype_of(x, 1.0) if top else in_dtype_of(x, 0.0)
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
-    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), max_from_bit_bounds(
-        highest, lowest
-    )
+    return s, ties, highest, lowest
 
 
 @jit
-def exp_shifted_excluding_into(x, m, out, following):
+def larger(a, b):
+    """``a`` unless ``b`` is greater: the max of the blocks' maxima of the next row
+    (a NaN may win or be passed over, as in :func:`shifted_sum_excluding`)."""
+    return b if b > a else a
+
+
+@jit
+def sum_scratch(x, runs):
+    """Scratch for the blocked sums of rows like ``x`` (:func:`shifted_sum_excluding`,
+    :func:`exp_shifted_excluding_into`, :func:`exp_shifted_into`), one row of it per
+    run of rows (a thread's): the running sum, its compensation, the count of maxima
+    and the max of the next row so far.
+
+    In memory rather than in registers, where they would be live across the blocks'
+    vector loop: there, LLVM no longer kept ``exp``'s constants (and their addresses)
+    in registers inside the loop (+5-10% on the exp pass, AVX-512).  Allocated once
+    per call (an allocation per row costs some 30 ns, 7% of a row of 1000).
+    """
+    return np.zeros((runs, 4), dtype=x.dtype)
+
+
+@jit
+def exp_shifted_excluding_into(x, m, out, following, acc):
     """:func:`shifted_sum_excluding`, also writing ``out_i = exp(x_i - m)`` (1 at the
     maxima), for callers that need the terms again."""
+    acc[0] = acc[1] = acc[2] = 0
+    acc[3] = -np.inf
+    for start in range(0, x.size, SUM_BLOCK):
+        stop = start + SUM_BLOCK
+        s, t, hb, lb = exp_shifted_excluding_piece(
+            x[start:stop], m, out[start:stop], following[start:stop]
+        )
+        acc[3] = larger(acc[3], max_from_bit_bounds(hb, lb))
+        acc[0], acc[1] = add_compensated(acc[0], acc[1], s)
+        acc[2] += t
+    s, ties = compensated_total(acc[0], acc[1]), acc[2]
+    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), acc[3]
+
+
+@jit
+def exp_shifted_excluding_piece(x, m, out, following):
+    """The loop of :func:`exp_shifted_excluding_into` over a piece of a row (as
+    :func:`shifted_piece`)."""
     s = in_dtype_of(x, 0.0)
     ties = in_dtype_of(x, 0.0)
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
@@ -126,9 +240,7 @@ def exp_shifted_excluding_into(x, m, out, following):
         s += e * (in_dtype_of(x, 1.0) - top)
         ties += top
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
-    return s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)), max_from_bit_bounds(
-        highest, lowest
-    )
+    return s, ties, highest, lowest
 
 
 @jit
@@ -158,14 +270,18 @@ def careful_sum(x, m):
     # exp rounds to 0 below (emin - p) ln2: -103.97 (float32), -745.13 (float64)
     low = in_dtype_of(x, (info.minexp - info.nmant - 1) * 0.6931471805599453)
     zero = in_dtype_of(x, 0.0)
-    total = ties = zero
-    for i in range(x.size):
-        d = x[i] - m
-        if d == zero:
-            ties += in_dtype_of(x, 1.0)
-        elif d >= low:
-            total += exp_nonpositive(d)
-    return total + max(ties - in_dtype_of(x, 1.0), zero)
+    total = carry = ties = zero
+    for start in range(0, x.size, SUM_BLOCK):  # blocks, as shifted_sum_excluding
+        xb = x[start : start + SUM_BLOCK]
+        block = zero
+        for i in range(xb.size):
+            d = xb[i] - m
+            if d == zero:
+                ties += in_dtype_of(x, 1.0)
+            elif d >= low:
+                block += exp_nonpositive(d)
+        total, carry = add_compensated(total, carry, block)
+    return compensated_total(total, carry) + max(ties - in_dtype_of(x, 1.0), zero)
 
 
 @jit
@@ -195,7 +311,10 @@ def settled(x, m, s):
 def row_state(x):
     """``(m, s)`` of one row: ``m = max(x)``, ``s = sum_{i != k} exp(x_i - m)``."""
     m = maximum(x)
-    return m, settled(x, m, shifted_sum_excluding(x, m, x)[0])
+    if x.size <= SUM_BLOCK:  # one block: no scratch to allocate
+        s, ties, _, _ = shifted_piece(x, m, x)
+        return m, settled(x, m, s + max(ties - in_dtype_of(x, 1.0), in_dtype_of(x, 0.0)))
+    return m, settled(x, m, shifted_sum_excluding(x, m, x, sum_scratch(x, 1)[0])[0])
 
 
 @jit
@@ -211,9 +330,23 @@ def row_logsumexp(x):
 
 
 @jit
-def exp_shifted_into(x, m, out, following):
+def exp_shifted_into(x, m, out, following, acc):
     """``out_i = exp(x_i - m)`` for ``m = max(x)``; returns ``sum_i out_i`` (one read,
-    one write) and ``max(following)`` (see :func:`shifted_sum_excluding`)."""
+    one write) and ``max(following)`` (see :func:`shifted_sum_excluding`; blocked
+    as there)."""
+    acc[0] = acc[1] = 0
+    acc[3] = -np.inf
+    for start in range(0, x.size, SUM_BLOCK):
+        stop = start + SUM_BLOCK
+        s, hb, lb = exp_shifted_piece(x[start:stop], m, out[start:stop], following[start:stop])
+        acc[3] = larger(acc[3], max_from_bit_bounds(hb, lb))
+        acc[0], acc[1] = add_compensated(acc[0], acc[1], s)
+    return compensated_total(acc[0], acc[1]), acc[3]
+
+
+@jit
+def exp_shifted_piece(x, m, out, following):
+    """The loop of :func:`exp_shifted_into` over a piece of a row."""
     s = in_dtype_of(x, 0.0)
     highest = lowest = float_bits(in_dtype_of(x, -np.inf))
     for i in range(x.size):
@@ -221,7 +354,7 @@ def exp_shifted_into(x, m, out, following):
         out[i] = e
         s += e
         highest, lowest = next_bit_bounds(highest, lowest, following[i])
-    return s, max_from_bit_bounds(highest, lowest)
+    return s, highest, lowest
 
 
 @jit
@@ -259,12 +392,16 @@ def row_range(chunk, chunks, rows):
 @jit
 def softmax_naive_row(x, out):
     """``exp(x_i) / sum_j exp(x_j)`` with no shift: overflows on purpose."""
-    s = in_dtype_of(x, 0.0)
-    for i in range(x.size):
-        e = exp(x[i])
-        out[i] = e
-        s += e
-    scale_into(out, in_dtype_of(x, 1.0) / s)
+    total = carry = in_dtype_of(x, 0.0)
+    for start in range(0, x.size, SUM_BLOCK):
+        xb, ob = x[start : start + SUM_BLOCK], out[start : start + SUM_BLOCK]
+        s = in_dtype_of(x, 0.0)
+        for i in range(xb.size):
+            e = exp(xb[i])
+            ob[i] = e
+            s += e
+        total, carry = add_compensated(total, carry, s)
+    scale_into(out, in_dtype_of(x, 1.0) / compensated_total(total, carry))
 
 
 @jit
@@ -280,20 +417,82 @@ def softmax_division_free_row(x, out):
 ONLINE_BLOCK = config.ONLINE_BLOCK  # baked in (see softmax_numba.config)
 
 
+#: How far a piece's max may rise above the reference of a running sum of states
+#: (:func:`fold_state`) before the sum is rescaled to it.  ``n e^RESCALE_SPAN`` stays
+#: far below the largest float32 for any row that fits in memory, and the terms
+#: rescaled twice are below ``e^-RESCALE_SPAN`` of another term of the sum.
+RESCALE_SPAN = 50.0
+
+
+@jit
+def fold_state(m, r, total, carry, pm, ps):
+    """Fold the state ``(pm, ps)`` of a piece, ``pm`` finite, into a running sum of
+    states: ``m``, the max so far (``-inf`` before the first piece), and ``total +
+    carry`` (:func:`add_compensated`), the sum of ``exp(x_i - r)`` over the entries
+    seen but one maximum, relative to a reference ``r <= m``, ``m - r <=``
+    :data:`RESCALE_SPAN`; :func:`settle_folded` gives the state.
+
+    :func:`merge_state` in a loop rescales the sum at every rise of the max, and each
+    rescaling rounds (``exp`` and a product): a row whose pieces' maxima rise one
+    after another would gather that error once per piece.  Here a piece's sum joins
+    the running one as a term of its own, ``(1 + ps) e^{pm - r}``, and the running
+    sum is rescaled only when the max rises more than :data:`RESCALE_SPAN` above
+    ``r``: a term is rescaled at most twice while it matters, and once more at the
+    end."""
+    if m == -np.inf:
+        return pm, pm, ps, in_dtype_of(ps, 0.0)
+    if pm > m:  # the old maximum joins the sum, the piece's own one leaves it
+        total, carry = add_compensated(total, carry, exp(m - r))
+        if pm - r > in_dtype_of(ps, RESCALE_SPAN):
+            f = exp(r - pm)
+            total, carry, r = total * f, carry * f, pm
+        total, carry = add_compensated(total, carry, ps * exp(pm - r))
+        return pm, r, total, carry
+    total, carry = add_compensated(total, carry, (in_dtype_of(ps, 1.0) + ps) * exp(pm - r))
+    return m, r, total, carry
+
+
+@jit
+def settle_folded(m, r, total, carry):
+    """The ``s`` of a running sum of states (:func:`fold_state`), relative to ``m``."""
+    s = compensated_total(total, carry)
+    return s if r == m else s * exp(r - m)
+
+
+@jit
+def merge_states(ms, ss):
+    """The state of a row from the states ``(ms[k], ss[k])`` of its pieces, in order:
+    the pieces whose max is finite are folded (:func:`fold_state`), the others (a
+    ``+inf``, an empty or all ``-inf`` piece, with their NaN) merged at the end
+    (:func:`merge_state`)."""
+    m = r = odd_m = in_dtype_of(ms, -np.inf)
+    total = carry = odd_s = in_dtype_of(ss, 0.0)
+    for k in range(ms.size):
+        if math.isfinite(ms[k]):
+            m, r, total, carry = fold_state(m, r, total, carry, ms[k], ss[k])
+        else:
+            odd_m, odd_s = merge_state(odd_m, odd_s, ms[k], ss[k])
+    return merge_state(m, settle_folded(m, r, total, carry), odd_m, odd_s)
+
+
 @jit
 def online_state(x):
     """The state ``(m, s)`` of a row in one pass (Milakov & Gimelshein 2018), a block
     of ``ONLINE_BLOCK`` entries at a time: each block's own state (its max and
-    :func:`shifted_sum_excluding`) is merged into the running one by
-    :func:`merge_state`.  Summing within blocks keeps the rounding error of ``s``
-    near ``(B + n / B) u`` instead of ``n u``.
+    :func:`shifted_sum_excluding`) is folded into the running one as in
+    :func:`merge_states`, so that the rounding error of ``s`` is that of one
+    block's sum, the compensated sum of the blocks' (``2 u``) and a few rescalings,
+    whatever ``n``.
     """
-    m = in_dtype_of(x, -np.inf)
-    s = in_dtype_of(x, 0.0)
+    m = r = odd_m = in_dtype_of(x, -np.inf)
+    total = carry = odd_s = in_dtype_of(x, 0.0)
     for start in range(0, x.size, ONLINE_BLOCK):
         bm, bs = row_state(x[start : start + ONLINE_BLOCK])
-        m, s = merge_state(m, s, bm, bs)
-    return m, s
+        if math.isfinite(bm):
+            m, r, total, carry = fold_state(m, r, total, carry, bm, bs)
+        else:
+            odd_m, odd_s = merge_state(odd_m, odd_s, bm, bs)
+    return merge_state(m, settle_folded(m, r, total, carry), odd_m, odd_s)
 
 
 @jit
@@ -317,10 +516,15 @@ def weighted_logsumexp_row(x, b):
         shift = in_dtype_of(x, 0.0)
     else:
         shift = m
-    s = in_dtype_of(x, 0.0)
-    for i in range(x.size):
-        if b[i] != 0:
-            s += b[i] * exp(x[i] - shift)
+    total = carry = in_dtype_of(x, 0.0)
+    for start in range(0, x.size, SUM_BLOCK):
+        xb, bb = x[start : start + SUM_BLOCK], b[start : start + SUM_BLOCK]
+        s = in_dtype_of(x, 0.0)
+        for i in range(xb.size):
+            if bb[i] != 0:
+                s += bb[i] * exp(xb[i] - shift)
+        total, carry = add_compensated(total, carry, s)
+    s = compensated_total(total, carry)
     sign = (
         in_dtype_of(x, 1.0) if s > 0 else (in_dtype_of(x, -1.0) if s < 0 else in_dtype_of(x, 0.0))
     )
@@ -343,13 +547,15 @@ def _softmax_shifted(x, out):
     overlapped with the arithmetic), then the row is scaled in cache."""
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
+    accs = sum_scratch(x, chunks)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
         m = maximum(x[start])
+        acc = accs[c]
         for i in range(start, stop):
-            s, m_next = exp_shifted_into(x[i], m, out[i], x[min(i + 1, stop - 1)])
+            s, m_next = exp_shifted_into(x[i], m, out[i], x[min(i + 1, stop - 1)], acc)
             if m == np.inf:
                 s = in_dtype_of(x, np.nan)
             scale_into(out[i], in_dtype_of(x, 1.0) / s)
@@ -375,14 +581,16 @@ def _log_softmax(x, out, stream):
     row)."""
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
+    accs = sum_scratch(x, chunks)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
         m = maximum(x[start])
+        acc = accs[c]
         shift = log1p_s = in_dtype_of(x, 0.0)
         for i in range(start, stop):
-            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
+            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)], acc)
             if i > start:
                 log_probabilities_into(x[i - 1], out[i - 1], shift, log1p_s, stream)
             shift, log1p_s = m, log1p(settled(x[i], m, s))
@@ -404,14 +612,16 @@ def _logsumexp(x, out):
     """
     rows = x.shape[0]
     chunks = min(rows, ROW_CHUNKS)
+    accs = sum_scratch(x, chunks)
     for c in prange(chunks):
         start, stop = row_range(c, chunks, rows)
         if start == stop:
             continue
         shifts = np.empty(stop - start, dtype=x.dtype)
         m = maximum(x[start])
+        acc = accs[c]
         for i in range(start, stop):
-            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)])
+            s, m_next = shifted_sum_excluding(x[i], m, x[min(i + 1, stop - 1)], acc)
             shifts[i - start] = m
             out[i] = settled(x[i], m, s)
             m = m_next
@@ -428,9 +638,7 @@ def _softmax_backward(y, dy, dx):
     """``dx = y * (dy - sum(y * dy))``: the vector-Jacobian product of softmax."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        dot = in_dtype_of(yi, 0.0)
-        for j in range(yi.size):
-            dot += yi[j] * dyi[j]
+        dot = row_dot(yi, dyi)
         for j in range(yi.size):
             dxi[j] = yi[j] * (dyi[j] - dot)
 
@@ -439,9 +647,7 @@ def _log_softmax_backward(y, dy, dx):
     """``dx = dy - exp(y) * sum(dy)``: the vector-Jacobian product of log-softmax."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        total = in_dtype_of(yi, 0.0)
-        for j in range(yi.size):
-            total += dyi[j]
+        total = row_sum(dyi)
         for j in range(yi.size):
             dxi[j] = dyi[j] - exp(yi[j]) * total
 
@@ -466,16 +672,13 @@ LOG_SOFTMAX_BACKWARD = engines(_log_softmax_backward)
 def split_state(x, chunks):
     """The state ``(m, s)`` of one long row, computed on ``chunks`` pieces in
     parallel: each piece's :func:`online_state`, merged in order by
-    :func:`merge_state`."""
+    :func:`merge_states`."""
     n = x.size
     ms = np.empty(chunks, dtype=x.dtype)
     ss = np.empty(chunks, dtype=x.dtype)
     for c in prange(chunks):
         ms[c], ss[c] = online_state(x[c * n // chunks : (c + 1) * n // chunks])
-    m, s = in_dtype_of(x, -np.inf), in_dtype_of(x, 0.0)
-    for c in range(chunks):
-        m, s = merge_state(m, s, ms[c], ss[c])
-    return m, s
+    return merge_states(ms, ss)
 
 
 @jit(parallel=True)

@@ -20,7 +20,12 @@ import numpy as np
 from numba import prange
 
 from softmax_numba.cpu._compile import engines, in_dtype_of, jit
-from softmax_numba.cpu.softmax import maximum
+from softmax_numba.cpu.softmax import (
+    SUM_BLOCK,
+    add_compensated,
+    compensated_total,
+    maximum,
+)
 
 
 @jit
@@ -59,15 +64,15 @@ def sparsemax_sort_row(x, out):
         return 0
     z = np.sort(x)
     n = z.size
-    total = in_dtype_of(x, 0.0)
+    total = carry = in_dtype_of(x, 0.0)  # compensated prefix sums (add_compensated)
     kept = in_dtype_of(x, 0.0)
     support = 0
     for j in range(n):
         v = z[n - 1 - j] - m
-        total += v
-        if in_dtype_of(x, 1.0) + in_dtype_of(x, j + 1) * v > total:
+        total, carry = add_compensated(total, carry, v)
+        if in_dtype_of(x, 1.0) + in_dtype_of(x, j + 1) * v > total + carry:
             support = j + 1
-            kept = total
+            kept = total + carry
         else:
             break
     return clip_shift_into(x, m + (kept - in_dtype_of(x, 1.0)) / in_dtype_of(x, support), out)
@@ -85,12 +90,14 @@ def pivot_support(work, n, squared):
     ``k`` entries, sum ``s1`` and sum of squares ``s2``,
     ``g(p) = s1 - k p`` or ``s2 - 2 p s1 + k p^2``.  ``work`` is reordered; the
     pivots come from a fixed-seed generator, so results are deterministic.
-    Returns ``(k, s1, s2)`` of the support.
+    Returns ``(k, s1, s2)`` of the support.  Every sum is compensated
+    (:func:`~softmax_numba.cpu.softmax.add_compensated`, per entry: the loop is
+    scalar), so that its error does not grow with the support.
     """
     zero = work.dtype.type(0.0)
     one = work.dtype.type(1.0)
     lo, hi = 0, n
-    k, s1, s2 = 0, zero, zero
+    k, s1, s2, c1, c2 = 0, zero, zero, zero, zero
     state = np.int64(0x2545F4914F6CDD1D)
     while lo < hi:
         state = state * np.int64(6364136223846793005) + np.int64(1442695040888963407)
@@ -98,25 +105,27 @@ def pivot_support(work, n, squared):
         pv = work[p]
         work[p] = work[lo]
         work[lo] = pv
-        d1, d2 = pv, pv * pv
+        t1, e1 = add_compensated(s1, c1, pv)
+        t2, e2 = add_compensated(s2, c2, pv * pv)
         j = lo + 1
         for i in range(lo + 1, hi):
             v = work[i]
             if v >= pv:
                 work[i] = work[j]
                 work[j] = v
-                d1 += v
-                d2 += v * v
+                t1, e1 = add_compensated(t1, e1, v)
+                t2, e2 = add_compensated(t2, e2, v * v)
                 j += 1
-        count, t1, t2 = k + j - lo, s1 + d1, s2 + d2
+        count = k + j - lo
         c = work.dtype.type(count)
-        g = (t2 - (pv + pv) * t1 + c * pv * pv) if squared else (t1 - c * pv)
+        u1, u2 = compensated_total(t1, e1), compensated_total(t2, e2)
+        g = (u2 - (pv + pv) * u1 + c * pv * pv) if squared else (u1 - c * pv)
         if g < one:
-            k, s1, s2 = count, t1, t2
+            k, s1, s2, c1, c2 = count, t1, t2, e1, e2
             lo = j
         else:
             lo, hi = lo + 1, j
-    return k, s1, s2
+    return k, compensated_total(s1, c1), compensated_total(s2, c2)
 
 
 @jit
@@ -169,13 +178,17 @@ def _sparsemax_backward(y, dy, dx):
     """``dx = s * (dy - mean_s(dy))`` with ``s`` the support of ``y``."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        total = in_dtype_of(dyi, 0.0)
+        total = carry = in_dtype_of(dyi, 0.0)
         count = 0
-        for j in range(yi.size):
-            if yi[j] > 0:
-                total += dyi[j]
-                count += 1
-        mean = total / in_dtype_of(dyi, count)
+        for start in range(0, yi.size, SUM_BLOCK):
+            yb, db = yi[start : start + SUM_BLOCK], dyi[start : start + SUM_BLOCK]
+            s = in_dtype_of(dyi, 0.0)
+            for j in range(yb.size):
+                if yb[j] > 0:
+                    s += db[j]
+                    count += 1
+            total, carry = add_compensated(total, carry, s)
+        mean = compensated_total(total, carry) / in_dtype_of(dyi, count)
         for j in range(yi.size):
             dxi[j] = dyi[j] - mean if yi[j] > 0 else in_dtype_of(dyi, 0.0)
 
@@ -194,16 +207,15 @@ def entmax15_sort_row(x, out):
     half = in_dtype_of(x, 0.5)
     z = np.sort(x)
     n = z.size
-    s1 = in_dtype_of(x, 0.0)
-    s2 = in_dtype_of(x, 0.0)
+    s1 = c1 = s2 = c2 = in_dtype_of(x, 0.0)  # compensated prefix sums (add_compensated)
     tau_star = in_dtype_of(x, 0.0)
     for j in range(n):
         v = (z[n - 1 - j] - m) * half
-        s1 += v
-        s2 += v * v
+        s1, c1 = add_compensated(s1, c1, v)
+        s2, c2 = add_compensated(s2, c2, v * v)
         k = in_dtype_of(x, j + 1)
-        mean = s1 / k
-        delta = (in_dtype_of(x, 1.0) - (s2 - k * mean * mean)) / k
+        mean = (s1 + c1) / k
+        delta = (in_dtype_of(x, 1.0) - ((s2 + c2) - k * mean * mean)) / k
         tau = mean - math.sqrt(max(delta, in_dtype_of(x, 0.0)))
         if tau <= v:
             tau_star = tau
@@ -303,13 +315,17 @@ def _entmax15_backward(y, dy, dx):
     """``dx = g dy - g sum(g dy) / sum(g)`` with ``g = sqrt(y)``."""
     for i in prange(y.shape[0]):
         yi, dyi, dxi = y[i], dy[i], dx[i]
-        sg = in_dtype_of(dyi, 0.0)
-        sgd = in_dtype_of(dyi, 0.0)
-        for j in range(yi.size):
-            g = math.sqrt(yi[j])
-            sg += g
-            sgd += g * dyi[j]
-        q = sgd / sg
+        sg = cg = sgd = cgd = in_dtype_of(dyi, 0.0)
+        for start in range(0, yi.size, SUM_BLOCK):
+            yb, db = yi[start : start + SUM_BLOCK], dyi[start : start + SUM_BLOCK]
+            b1 = b2 = in_dtype_of(dyi, 0.0)
+            for j in range(yb.size):
+                g = math.sqrt(yb[j])
+                b1 += g
+                b2 += g * db[j]
+            sg, cg = add_compensated(sg, cg, b1)
+            sgd, cgd = add_compensated(sgd, cgd, b2)
+        q = compensated_total(sgd, cgd) / compensated_total(sg, cg)
         for j in range(yi.size):
             g = math.sqrt(yi[j])
             dxi[j] = g * (dyi[j] - q)
