@@ -161,8 +161,12 @@ def softmax(
       (709.8 in float64) and underflows for a row of large negative entries,
       and the row is then NaN.
 
-    Here ``sigma(n) = n/8 + log2(n) + 4`` bounds the relative error of a sum of
-    ``n`` positive terms (in any of the library's summation orders), and
+    Here ``sigma(n)`` bounds the relative error of a sum of ``n`` positive terms
+    (:func:`softmax_numba.bounds.summation_bound`): the CPU engines sum blocks of
+    ``B = config.SUM_BLOCK`` (2048) terms in vector lanes and add the blocks' sums
+    with a compensated addition, so ``sigma(n) = b/8 + log2(b) + 4`` with ``b =
+    min(n, B)``, plus 2 beyond one block, stops growing at ``n = B`` (273); the
+    CUDA engine's is ``n/8 + log2(n) + 4``.  And
     ``spread = min(max_j |x_j - m|, T)`` with ``T = 104`` for float32 and ``746``
     for float64, where ``exp`` underflows.  Entries whose exact value is below the
     smallest normal number are not bounded.

@@ -76,9 +76,9 @@ def sparsemax(
 
     Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
     u (max|x| + 1)``, not relative to ``p_i``, since ``p_i = x_i - tau``
-    cancels; ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
-    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
-    in :func:`softmax`).
+    cancels; ``u`` is the unit roundoff of the computing dtype and ``sigma(n)``
+    bounds the relative error of a sum of ``n`` positive terms (as in
+    :func:`softmax`).
 
     References
     ----------
@@ -157,9 +157,8 @@ def entmax15(
 
     Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
     u (max|x| + 1)``, not relative to ``p_i``, since ``x_i/2 - tau`` cancels;
-    ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
-    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
-    in :func:`softmax`).
+    ``u`` is the unit roundoff of the computing dtype and ``sigma(n)`` bounds the
+    relative error of a sum of ``n`` positive terms (as in :func:`softmax`).
 
     References
     ----------
@@ -240,9 +239,9 @@ def entmax_bisect(
     Error bound (first order): the errors are absolute, of order ``(sigma(n) + 4)
     u (max|x| + 1)`` from rounding, since ``(alpha - 1) x_i - tau`` cancels, plus
     the bisection's error, which halves with each of the ``n_iter`` steps until
-    rounding dominates; ``u`` is the unit roundoff of the computing dtype and ``sigma(n) = n/8 +
-    log2(n) + 4`` bounds the relative error of a sum of ``n`` positive terms (as
-    in :func:`softmax`).
+    rounding dominates; ``u`` is the unit roundoff of the computing dtype and
+    ``sigma(n)`` bounds the relative error of a sum of ``n`` positive terms (as in
+    :func:`softmax`).
 
     References
     ----------
@@ -377,7 +376,7 @@ def entmax15_backward(
 
     Error bound (first order): ``(6 + 2 sigma(n)) u`` relative to ``g_i (|dy_i| +
     sum_j g_j |dy_j| / sum_j g_j)``; ``u`` is the unit roundoff of the computing
-    dtype and ``sigma(n) = n/8 + log2(n) + 4`` bounds the relative error of a sum
+    dtype and ``sigma(n)`` bounds the relative error of a sum
     of ``n`` positive terms (as in :func:`softmax`; the summation bound of
     Higham [2]_).
 
