@@ -165,7 +165,7 @@ def lean_out(out, like: np.ndarray, shape: tuple[int, ...], inputs: tuple = (), 
     """The buffer a lean call writes: a new ``shape`` array of ``like``'s dtype, or
     ``out`` viewed as ``shape`` when it is a writeable C-contiguous ndarray of
     ``like``'s dtype and shape (or ``whole``, the result's shape, where it differs)
-    that is ``like`` (or one of ``inputs``) itself or overlaps none of them.  ``None``
+    that overlaps none of ``like`` and ``inputs`` but the one it is (in place).  ``None``
     when ``out`` needs the general path, which checks it and says what is wrong."""
     if out is None:
         return np.empty(shape, like.dtype)
@@ -176,9 +176,10 @@ def lean_out(out, like: np.ndarray, shape: tuple[int, ...], inputs: tuple = (), 
         and out.flags.c_contiguous
         and out.flags.writeable
     ):
-        arrays = (like, *inputs)
-        if any(out is a for a in arrays) or not any(np.may_share_memory(out, a) for a in arrays):
-            return out.reshape(shape)
+        for array in (like, *inputs):
+            if out is not array and np.may_share_memory(out, array):
+                return None
+        return out.reshape(shape)
     return None
 
 
