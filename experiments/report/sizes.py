@@ -15,21 +15,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.harness import metadata
-from experiments.measure.sizes import ENTMAX_MAX_BYTES, SCIPY_MAX_BYTES
+from experiments.measure.sizes import ENTMAX_MAX_BYTES, LABELS, OPS, SCIPY_MAX_BYTES
 
-OPS = (
-    "softmax",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy",
-    "cross_entropy_grad",
-    "sigmoid",
-    "sparsemax",
-)
-LABELS = {
-    "cross_entropy": "cross_entropy (loss)",
-    "cross_entropy_grad": "cross_entropy (loss + gradient)",
-}
 PEERS = ("torch", "onnxruntime", "scipy", "jax", "entmax")
 STYLE = {
     "ours": {"color": "black", "marker": "o", "linewidth": 2.0, "label": "ours"},
