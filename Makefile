@@ -70,7 +70,9 @@ $(PEERS_STAMP): $(STAMP) pyproject.toml
 # The peers, pytest-benchmark's table, then the roofline benchmark (ours, a parallel
 # copy and the peers timed interleaved), then every op from 1 x 10 to 16384 x 4096
 # against the peers (results/SIZES.md, sizes.csv, sizes.png; about 10 minutes on 2
-# cores), then forward + backward through softmax_numba.torch against torch
+# cores), then a token drawn from logits by sample() against torch's sort path (vLLM's),
+# torch.topk, torch.multinomial and NumPy (results/SAMPLING.md, sampling.csv), then
+# forward + backward through softmax_numba.torch against torch
 # (results/TORCH.md), then linear_cross_entropy against the materialized forms
 # (results/LINEAR.md).
 bench: $(STAMP) $(PEERS_STAMP)
@@ -78,6 +80,7 @@ bench: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m experiments bench-summary
 	$(PY) -m experiments roofline
 	$(PY) -m experiments sizes
+	$(PY) -m experiments sampling
 	$(PY) -m experiments crossover
 	$(PY) -m experiments torch-autograd
 	$(PY) -m experiments linear-ce

@@ -18,6 +18,11 @@
     python -m experiments crossover [--quick]           serial against parallel engine per
                                                         op and size (CROSSOVER.md): where
                                                         backend="auto" starts the threads
+    python -m experiments sampling [--quick]            a token drawn from logits (sample:
+                                                        temperature, top-k, top-p, min-p)
+                                                        against torch's sort path (vLLM's),
+                                                        torch.topk and multinomial, and NumPy
+                                                        (SAMPLING.md)
 
 Every step measures every cell of its grid, here and now: the tables already in
 DIR (such as the committed results/) are not reused, and each is replaced only
@@ -264,6 +269,10 @@ def redraw(out: pathlib.Path) -> None:
         from experiments.report import sizes as sizes_report
 
         sizes_report.write(out)
+    if (out / "sampling.csv").exists():
+        from experiments.report import sampling as sampling_report
+
+        sampling_report.write(out)
     _log(f"plots: {len(made)} figures; verdicts in {path}; summary in {out / 'README.md'}")
 
 
@@ -284,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch-autograd",
             "linear-ce",
             "sizes",
+            "sampling",
             "crossover",
         ),
     )
@@ -355,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.call(command, cwd=sizes.ROOT)
         path = sizes.run(out, args.quick, progress, mode, args.library)
         _log(f"sizes: {path}, {out / 'SIZES.md'}, {out / 'sizes.png'}")
+        return 0
+    if args.command == "sampling":
+        from experiments.measure import sampling
+
+        mode = "fresh" if args.fresh else "keep" if args.keep else "auto"
+        path = sampling.run(out, args.quick, not args.no_progress, mode)
+        _log(f"sampling: {path}, {out / 'SAMPLING.md'}")
         return 0
     if args.command == "crossover":
         from experiments.measure import crossover

@@ -28,6 +28,7 @@ from softmax_numba._elementwise import arctan, gaussian, sigmoid, softplus
 from softmax_numba._linear import linear_cross_entropy
 from softmax_numba._losses import cross_entropy
 from softmax_numba._maxout import maxout
+from softmax_numba._sampling import filter_logits, sample, top_logprobs
 from softmax_numba._softmax import (
     log_softmax,
     log_softmax_backward,
@@ -51,16 +52,19 @@ __all__ = [
     "entmax15",
     "entmax15_backward",
     "entmax_bisect",
+    "filter_logits",
     "gaussian",
     "linear_cross_entropy",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
     "maxout",
+    "sample",
     "sigmoid",
     "softmax",
     "softmax_backward",
     "softplus",
     "sparsemax",
     "sparsemax_backward",
+    "top_logprobs",
 ]

@@ -390,3 +390,223 @@ def maxout(x, pool_size, axis=-1):
     z = np.moveaxis(np.asarray(x), axis, -1)
     grouped = z.reshape(*z.shape[:-1], z.shape[-1] // pool_size, pool_size)
     return np.moveaxis(np.max(grouped, axis=-1), -1, axis)
+
+
+# ------------------------------------------------------------------------ sampling
+# The sort-based oracle of ``sample``, ``filter_logits`` and ``top_logprobs``: the
+# rows are float64 ``(rows, n)`` and every per-row parameter is already normalized by
+# the wrapper (one value per row, "off" spelled as its neutral value).
+
+
+def _sampling_row(x, top_k, top_p, log_min_p, inv_temperature):
+    """The terms ``d = (x - m) invT``, ``w = exp(d)`` and the kept mask of one row."""
+    n = x.shape[0]
+    m = np.max(x)
+    with _quiet():
+        d = (x - m) * inv_temperature
+        w = np.exp(d)
+    # Largest first; equal values in index order (a stable sort of -x).
+    order = np.argsort(-x, kind="stable")
+    xs, ws = x[order], w[order]
+    # 1. top-k: the k-th largest value counted with multiplicity; all its ties stay.
+    t_k = xs[min(int(top_k), n) - 1]
+    # 2. top-p over the top-k set, which is a prefix of the sorted row.  The mass of a
+    # level t, sum over {x_j >= t} of w_j, is the running sum at the last entry equal
+    # to t (ties are summed as one group).
+    if top_p < 1.0:
+        in_k = xs >= t_k
+        running = np.cumsum(np.where(in_k, ws, 0.0))
+        last_of_level = np.searchsorted(-xs, -xs, side="right") - 1
+        mass = running[last_of_level]
+        s_k = running[-1]
+        # the largest level reaching p S_k (it exists: the last level's mass is S_k)
+        first = int(np.argmax(in_k & (mass >= top_p * s_k)))
+        t_p = xs[first]
+    else:
+        t_p = -np.inf  # top_p == 1 keeps every entry, those of zero weight included
+    # 3. min-p: w_j >= min_p max(w) = min_p, in the log domain.
+    kept = (x >= max(t_k, t_p)) & (d >= log_min_p)
+    return d, w, kept
+
+
+def sampling_kept(x, top_k, top_p, log_min_p, inv_temperature):
+    r"""The set of entries that top-k, top-p and min-p keep, found by sorting each row.
+
+    With ``m = max(x)``, ``d_j = (x_j - m) invT``, ``w_j = exp(d_j)`` (``invT =
+    1/T``) and the row sorted largest first (stable, so ties stay in index order):
+
+    1. top-k (Fan, Lewis & Dauphin 2018, "Hierarchical Neural Story Generation",
+       ACL): ``t_k`` is the ``k``-th largest value of ``x`` counted with multiplicity;
+       ``x_j >= t_k`` is kept, so every tie of the ``k``-th value stays (as Hugging
+       Face's ``TopKLogitsWarper`` and vLLM's sampler).  ``k = n`` keeps all.
+    2. top-p, "nucleus" sampling (Holtzman, Buys, Du, Forbes & Choi 2020, "The
+       Curious Case of Neural Text Degeneration", ICLR): over the top-k set, whose
+       weight is ``S_k = sum_{x_j >= t_k} w_j``,
+
+       .. math:: t_p = \max\{t \in x : t \ge t_k,\ \sum_{x_j \ge t} w_j \ge p S_k\},
+
+       the smallest set of the largest entries whose probability reaches ``p``,
+       every tie of ``t_p`` included: the sums are running sums over the sorted row,
+       read at the last entry of each group of equal values.  ``p = 1`` keeps all.
+    3. min-p (Nguyen, Baker, Neo, Roush, Kirsch & Shwartz-Ziv 2024, "Turning Up the
+       Heat: Min-p Sampling for Creative and Coherent LLM Outputs"): ``p_j >= min_p
+       max_i p_i``, written ``d_j >= log(min_p)`` (``log(0) = -inf`` keeps all;
+       ``min_p = 1`` keeps the entries equal to the max).
+
+    ``K = {j : x_j >= max(t_k, t_p), d_j >= log(min_p)}``; it holds the max.  All in
+    float64; the sums are sequential, so a threshold decided within their rounding
+    (relative ``n u``) of ``p S_k`` may differ from another order's.
+
+    Parameters
+    ----------
+    x : ndarray, shape (rows, n)
+        float64 logits; every row has a finite max and no NaN or ``+inf``.
+    top_k : ndarray of int64, shape (rows,)
+        ``k >= 1`` per row; ``n`` (or more) for "off".
+    top_p : ndarray of float64, shape (rows,)
+        ``p`` in ``(0, 1]`` per row; ``1.0`` for "off".
+    log_min_p : ndarray of float64, shape (rows,)
+        ``math.log(min_p)`` per row; ``-inf`` for "off".
+    inv_temperature : ndarray of float64, shape (rows,)
+        ``1 / T``, finite and positive.
+
+    Returns
+    -------
+    ndarray of bool, shape (rows, n)
+        ``True`` where the entry is kept.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    rows = x.shape[0]
+    top_k, top_p, log_min_p, inv_temperature = (
+        np.broadcast_to(np.asarray(a, dtype), (rows,))
+        for a, dtype in (
+            (top_k, np.int64),
+            (top_p, np.float64),
+            (log_min_p, np.float64),
+            (inv_temperature, np.float64),
+        )
+    )
+    kept = np.zeros(x.shape, dtype=bool)
+    for r in range(rows):
+        kept[r] = _sampling_row(x[r], top_k[r], top_p[r], log_min_p[r], inv_temperature[r])[2]
+    return kept
+
+
+def sample_rows(x, top_k, top_p, log_min_p, inv_temperature, greedy, uniforms):
+    r"""Draw from each row's kept, renormalized distribution with the given uniforms.
+
+    With ``K`` the kept set of :func:`sampling_kept` and ``S = sum_{j in K} w_j``, a
+    uniform ``u`` in ``[0, 1)`` gives the first ``j`` of ``K``, in index order, with
+
+    .. math:: \sum_{i \in K,\ i \le j} w_i > u S,
+
+    the inversion of the kept distribution's distribution function (the last ``j`` of
+    ``K`` if none, a rounding guard; with ``S`` the last running sum as here, ``u S <
+    S`` and the guard never acts).  The draw is exact up to the spacing of ``u``
+    (``2^-53``) and the rounding of the running sums (relative ``n u``).  Its
+    log-probability under the same distribution is
+
+    .. math:: d_j - \log S = d_j - \operatorname{log1p}(s),\quad
+              s = \sum_{i \in K,\ i \ne k} w_i,
+
+    ``k`` the first maximum (``w_k = 1``), accurate relative to the result as
+    log_softmax (Blanchard, Higham & Higham 2021, Alg. 2.2): ``log(S)`` would lose
+    ``u / s`` when ``s`` is small.  A greedy row (``T = 0``) gives its first maximum
+    and log-probability 0, the filters aside.
+
+    Parameters
+    ----------
+    x, top_k, top_p, log_min_p, inv_temperature
+        As in :func:`sampling_kept` (``inv_temperature`` is not read on greedy rows).
+    greedy : ndarray of bool, shape (rows,)
+        The rows whose temperature is 0.
+    uniforms : ndarray of float64, shape (rows, draws)
+        The uniforms of each row's draws (``softmax_numba.philox.uniforms``).
+
+    Returns
+    -------
+    indices : ndarray of int64, shape (rows, draws)
+    logprobs : ndarray of float64, shape (rows, draws)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    uniforms = np.asarray(uniforms, dtype=np.float64)
+    rows, draws = uniforms.shape
+    top_k, top_p, log_min_p, inv_temperature, greedy = (
+        np.broadcast_to(np.asarray(a, dtype), (rows,))
+        for a, dtype in (
+            (top_k, np.int64),
+            (top_p, np.float64),
+            (log_min_p, np.float64),
+            (inv_temperature, np.float64),
+            (greedy, bool),
+        )
+    )
+    indices = np.zeros((rows, draws), dtype=np.int64)
+    logprobs = np.zeros((rows, draws), dtype=np.float64)
+    for r in range(rows):
+        if greedy[r]:
+            indices[r] = np.argmax(x[r])  # the first maximum
+            continue
+        d, w, kept = _sampling_row(x[r], top_k[r], top_p[r], log_min_p[r], inv_temperature[r])
+        members = np.flatnonzero(kept)
+        running = np.cumsum(w[members])
+        position = np.searchsorted(running, uniforms[r] * running[-1], side="right")
+        j = members[np.minimum(position, members.size - 1)]
+        k = np.argmax(x[r])
+        s = np.sum(w[members[members != k]])
+        indices[r] = j
+        logprobs[r] = d[j] - np.log1p(s)
+    return indices, logprobs
+
+
+def filtered_logits(x, top_k, top_p, log_min_p, temperature, inv_temperature=None):
+    """The logits that :func:`sampling_kept` keeps, divided by the temperature, and
+    ``-inf`` elsewhere, as Hugging Face's logits warpers return them (temperature,
+    then top-k, top-p and min-p).
+
+    Parameters
+    ----------
+    x, top_k, top_p, log_min_p
+        As in :func:`sampling_kept`.
+    temperature : ndarray of float64, shape (rows,)
+        ``T > 0``, the divisor of the kept entries (float64 division).
+    inv_temperature : ndarray of float64, shape (rows,), optional
+        The ``invT`` of the kept set; ``1 / temperature`` if not given.  Pass the
+        float64 ``1 / T`` of the caller's ``T`` when ``temperature`` holds it rounded
+        to a narrower dtype: ``1 / float32(0.7)`` is not ``1 / 0.7``, and min-p's
+        comparison ``d_j >= log(min_p)`` may tell them apart.
+
+    Returns
+    -------
+    ndarray of float64, shape (rows, n)
+        ``x_j / T`` on the kept set (``x`` itself where ``T = 1``; it may overflow to
+        ``+-inf`` where ``T < 1``), ``-inf`` elsewhere.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    temperature = np.broadcast_to(np.asarray(temperature, np.float64), (x.shape[0],))
+    if inv_temperature is None:
+        inv_temperature = 1.0 / temperature
+    kept = sampling_kept(x, top_k, top_p, log_min_p, inv_temperature)
+    with _quiet():
+        return np.where(kept, x / temperature[:, None], -np.inf)
+
+
+def top_logprobs_rows(x, k):
+    """The ``k`` largest entries of each row, largest first (ties: the lower index
+    first), and their log-probabilities ``log_softmax(x)`` (:func:`log_softmax`).
+
+    Parameters
+    ----------
+    x : ndarray, shape (rows, n)
+        Logits (computed in their own dtype, float64 or wider).
+    k : int
+        ``1 <= k <= n``.
+
+    Returns
+    -------
+    indices : ndarray of int64, shape (rows, k)
+    logprobs : ndarray, shape (rows, k)
+    """
+    x = np.asarray(x)
+    indices = np.argsort(-x, axis=-1, kind="stable")[:, :k].astype(np.int64)
+    return indices, np.take_along_axis(log_softmax(x), indices, axis=-1)

@@ -10,7 +10,9 @@ computed in the rows' dtype.
 
 from __future__ import annotations
 
-from softmax_numba import reference
+import numpy as np
+
+from softmax_numba import philox, reference
 
 
 def _softmax(algorithm: str):
@@ -101,6 +103,51 @@ def _entmax15_backward(y, dy, dx):
     dx[...] = reference.entmax15_backward(y, dy)
 
 
+def _sampling_status(x, status) -> np.ndarray:
+    """The CPU kernels' row status (:mod:`softmax_numba.cpu.sampling`) into
+    ``status``; returns the mask of the rows that can be sampled."""
+    from softmax_numba.cpu import sampling
+
+    status[...] = sampling.VALID
+    status[(x == -np.inf).all(axis=1)] = sampling.ALL_NEGINF
+    status[(x == np.inf).any(axis=1)] = sampling.HAS_POSINF
+    status[np.isnan(x).any(axis=1)] = sampling.HAS_NAN
+    return status == sampling.VALID
+
+
+def _sample(
+    x, first_row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out, status
+):
+    valid = _sampling_status(x, status)
+    rows = first_row + np.flatnonzero(valid)
+    u = philox.uniforms(key, offset, rows, out.shape[1])
+    out[valid], logprob_out[valid] = reference.sample_rows(
+        x[valid].astype(np.float64),
+        top_k[valid],
+        top_p[valid],
+        log_min_p[valid],
+        inv_t[valid],
+        greedy[valid],
+        u,
+    )
+
+
+def _filter_logits(x, temperature, inv_t, top_k, top_p, log_min_p, out, status):
+    valid = _sampling_status(x, status)
+    out[~valid] = np.nan
+    out[valid] = reference.filtered_logits(
+        x[valid], top_k[valid], top_p[valid], log_min_p[valid], temperature[valid], inv_t[valid]
+    )
+
+
+def _top_logprobs(x, out, logprob_out, status):
+    valid = _sampling_status(x, status)
+    out[~valid], logprob_out[~valid] = -1, np.nan
+    out[valid], logprob_out[valid] = reference.top_logprobs_rows(
+        x[valid].astype(np.float64), out.shape[1]
+    )
+
+
 #: Every kernel of the engine, by the CPU kernel's name.
 KERNELS = {
     **{f"_softmax_{a}": _softmax(a) for a in ("naive", "shifted", "division_free", "online")},
@@ -123,6 +170,9 @@ KERNELS = {
     "_entmax_bisect": _entmax_bisect,
     "_sparsemax_backward": _sparsemax_backward,
     "_entmax15_backward": _entmax15_backward,
+    "_sample": _sample,
+    "_filter_logits": _filter_logits,
+    "_top_logprobs": _top_logprobs,
 }
 
 

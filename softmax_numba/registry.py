@@ -22,6 +22,7 @@ __all__ = [
     "DECLARING_MODULES",
     "ENTRIES",
     "KINDS",
+    "SELECTIONS",
     "STUDY_TAGS",
     "Entry",
     "entries",
@@ -47,6 +48,11 @@ DECLARING_MODULES = (
 #: ``linear_cross_entropy`` is ``cross_entropy`` of ``h @ W.T + bias``, tested against
 #: that materialized form (``tests/test_linear_cross_entropy.py``).
 COMPOSITES = ("linear_cross_entropy",)
+
+#: Public functions that pick entries (a token, a kept set, the k largest) rather
+#: than map values within an error bound: tested against the sort-based oracle of
+#: :mod:`softmax_numba.reference` (``tests/test_sampling.py``).
+SELECTIONS = ("sample", "filter_logits", "top_logprobs")
 
 
 def _collect() -> tuple[Entry, ...]:

@@ -202,6 +202,20 @@ def _split_row_steps(dtype: np.dtype) -> list[Step]:
     ]
 
 
+def _sampling_steps(dtype: np.dtype, engine: str) -> list[Step]:
+    """``sample``, ``filter_logits`` and ``top_logprobs`` (:mod:`softmax_numba.cpu.sampling`;
+    every filter runs in the same kernel)."""
+    from softmax_numba import filter_logits, sample, top_logprobs
+
+    x = _normal(_SMALL, dtype)
+    options = {"top_k": 3, "top_p": 0.9, "min_p": 0.01, "backend": engine}
+    return [
+        Step(f"sample {dtype.name} {engine}", lambda: sample(x, seed=0, **options)),
+        Step(f"filter_logits {dtype.name} {engine}", lambda: filter_logits(x, **options)),
+        Step(f"top_logprobs {dtype.name} {engine}", lambda: top_logprobs(x, 2, backend=engine)),
+    ]
+
+
 def _dask_steps(dtype: np.dtype, engine: str) -> list[Step]:
     """The kernels of :mod:`softmax_numba.dask` (``softmax_numba.cpu.states`` and the
     merge of chunked-loss states), when Dask is installed: a row in two chunks."""
@@ -251,6 +265,7 @@ def steps(dtypes: Iterable[str] = DTYPES, engines: Iterable[str] = ENGINES) -> l
             found += _registry_steps(dtype, engine)
             found += _weighted_steps(dtype, engine)
             found += _chunked_steps(dtype, engine)
+            found += _sampling_steps(dtype, engine)
             found += _dask_steps(dtype, engine)
         if "parallel" in engines:
             found += _split_row_steps(dtype)

@@ -137,6 +137,11 @@ def public_calls(dtype) -> None:
         for f in (sn.sigmoid, sn.softplus, sn.arctan, sn.gaussian):
             f(x, backend=be)
             f(x, normalize=True, backend=be)
+        for options in ({}, {"temperature": 0}, {"top_k": 2, "top_p": 0.5, "min_p": 0.1}):
+            sn.sample(x, seed=1, backend=be, **options)
+            sn.sample(x, seed=1, num_samples=3, return_logprobs=True, backend=be, **options)
+        sn.filter_logits(x, top_k=2, temperature=0.5, backend=be)
+        sn.top_logprobs(x, 3, backend=be)
         for algorithm in ("auto", "sort", "pivot"):
             sn.sparsemax(x, algorithm=algorithm, return_support_size=True, backend=be)
             sn.entmax15(x, algorithm=algorithm, backend=be)

@@ -19,8 +19,12 @@ from numba.extending import overload
 from softmax_numba import config
 
 
-def _options(parallel: bool, reassociate: bool = True) -> dict:
-    flags = set(config.FASTMATH) if reassociate else set(config.FASTMATH) - {"reassoc"}
+def _options(parallel: bool, reassociate: bool = True, reciprocal: bool = True) -> dict:
+    flags = set(config.FASTMATH)
+    if not reassociate:
+        flags.discard("reassoc")
+    if not reciprocal:
+        flags.discard("arcp")
     return {
         "cache": config.CACHE,
         "fastmath": flags,
@@ -40,14 +44,18 @@ def _renamed(func, name: str):
     return clone
 
 
+#: The modules outside softmax_numba/cpu whose functions the CPU kernels compile.
+_SHARED_SOURCES = ("state_algebra.py", "philox.py")
+
+
 @functools.cache
 def _cpu_sources_digest() -> str:
     """SHA-1 of the source files of :mod:`softmax_numba.cpu` (the kernels and the
-    helpers they inline) and of :mod:`softmax_numba.state_algebra`, which they
-    compile."""
+    helpers they inline) and of :mod:`softmax_numba.state_algebra` and
+    :mod:`softmax_numba.philox`, which they compile."""
     sha = hashlib.sha1()
     here = pathlib.Path(__file__).parent
-    for path in [*sorted(here.glob("*.py")), here.parent / "state_algebra.py"]:
+    for path in [*sorted(here.glob("*.py")), *(here.parent / f for f in _SHARED_SOURCES)]:
         sha.update(path.read_bytes())
     return sha.hexdigest()
 
@@ -60,7 +68,14 @@ def _compile_time() -> tuple:
     return tuple(zip(config.COMPILE_TIME, map(repr, values), strict=True))
 
 
-def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: str | None = None):
+def jit(
+    func=None,
+    *,
+    parallel: bool = False,
+    reassociate: bool = True,
+    reciprocal: bool = True,
+    inline: str | None = None,
+):
     """``numba.njit`` with the package's fast-math flags and on-disk cache.
 
     Helpers are inlined into their callers by Numba (``inline="always"``, the
@@ -79,6 +94,10 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
     LLVM would otherwise regroup as ``x - (m + log1p(s))`` (the loop-invariant terms
     together, hoisted out of the loop), losing ``u |m|``.  Flags are per
     instruction, so they survive inlining into a kernel compiled with ``reassoc``.
+    ``reciprocal=False`` drops ``arcp`` likewise, for a division that must be the
+    correctly rounded quotient (``arcp`` lets LLVM multiply by a hoisted reciprocal
+    instead, one rounding more: ``filter_logits``'s ``x / T`` differed from NumPy's in
+    166 of 1800 float32 entries).
 
     ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead
     of raising (a row of underflowed terms must give NaN, not an exception).
@@ -92,8 +111,9 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
     """
 
     def decorate(f):
-        options = _options(parallel, reassociate)
-        options["inline"] = inline or ("always" if reassociate and not parallel else "never")
+        options = _options(parallel, reassociate, reciprocal)
+        inlined = reassociate and reciprocal and not parallel
+        options["inline"] = inline or ("always" if inlined else "never")
         flags = sorted(options["fastmath"])
         key = repr((flags, options["inline"], _compile_time(), _cpu_sources_digest()))
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
@@ -107,7 +127,7 @@ def jit(func=None, *, parallel: bool = False, reassociate: bool = True, inline: 
 #: host arrays).
 OUTPUT_PARAMETERS = frozenset(
     {"out", "sign", "dx", "loss", "grad", "support", "m_out", "s_out"}
-    | {"gap_out", "entropy_out", "picked_out"}
+    | {"gap_out", "entropy_out", "picked_out", "logprob_out", "status"}
 )
 
 
