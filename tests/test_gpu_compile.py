@@ -50,7 +50,7 @@ def test_every_kernel_compiles_for_sm90_without_spills(table):
 
 
 def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
-    from softmax_numba.cpu import _compile, elementwise, losses, maxout, softmax, sparse
+    from softmax_numba.cpu import _compile, elementwise, losses, maxout, sampling, softmax, sparse
     from softmax_numba.gpu import _runtime
 
     frame, _ = table
@@ -65,7 +65,7 @@ def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
 
     cpu = {
         pair.name
-        for module in (softmax, losses, elementwise, maxout, sparse)
+        for module in (softmax, losses, elementwise, maxout, sparse, sampling)
         for value in vars(module).values()
         for pair in (value.values() if isinstance(value, dict) else [value])
         if isinstance(pair, _compile.Engines)

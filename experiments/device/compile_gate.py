@@ -107,7 +107,7 @@ def cpu_signatures() -> dict[str, list[tuple]]:
     once on the serial engine in float32 and float64."""
     import softmax_numba as sn
     from softmax_numba import registry
-    from softmax_numba.cpu import elementwise, losses, maxout, softmax, sparse
+    from softmax_numba.cpu import elementwise, losses, maxout, sampling, softmax, sparse
     from softmax_numba.cpu._compile import Engines
 
     rng = np.random.default_rng(0)
@@ -118,8 +118,12 @@ def cpu_signatures() -> dict[str, list[tuple]]:
         sn.logsumexp(x, b=np.ones_like(x), backend="cpu")
         sn.sparsemax(x, algorithm="sort", backend="cpu")
         sn.entmax15(x, algorithm="sort", backend="cpu")
+        # the selections (registry.SELECTIONS) have no entries: called here
+        sn.sample(x, top_k=4, top_p=0.9, min_p=0.05, seed=0, backend="cpu")
+        sn.filter_logits(x, top_k=4, temperature=0.7, backend="cpu")
+        sn.top_logprobs(x, 3, backend="cpu")
     found: dict[str, list[tuple]] = {}
-    for module in (softmax, losses, elementwise, maxout, sparse):
+    for module in (softmax, losses, elementwise, maxout, sparse, sampling):
         for value in vars(module).values():
             pairs = value.values() if isinstance(value, dict) else [value]
             for pair in pairs:

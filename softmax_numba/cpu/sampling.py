@@ -263,7 +263,13 @@ def draw(x, w, floor, m, sums, target):
     return first_argmax(x, m)
 
 
-@jit
+#: The row functions are compiled once per dtype and called by both the serial and
+#: the parallel kernel (``inline="never"``): inlined, each of the four kernels took
+#: 15-40 s to compile.
+_ROW = {"inline": "never"}
+
+
+@jit(**_ROW)
 def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out):
     """The draws of one row into ``out`` (indices) and ``logprob_out``; returns its
     status (:data:`VALID` or why not)."""
@@ -330,63 +336,76 @@ def divided(v, t):
 @engines
 def _filter_logits(x, temperature, inv_t, top_k, top_p, log_min_p, out, status):
     for i in prange(x.shape[0]):
-        row = x[i]
-        m, lowest, code = scan_row(row)
-        status[i] = code
-        if code != VALID:
-            out[i, :] = np.nan
-            continue
-        n = row.size
-        w = np.empty(n, dtype=np.float64)
-        sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
-        store_weights(row, m, inv_t[i], w, sums)
-        floor = row_floor(row, w, m, lowest, inv_t[i], top_k[i], top_p[i], log_min_p[i])
-        t = temperature[i]
-        for j in range(n):
-            v = row[j]
-            scaled = divided(v, t) if t != 1.0 else v
-            out[i, j] = scaled if np.float64(v) >= floor else -np.inf
+        status[i] = filter_row(
+            x[i], temperature[i], inv_t[i], top_k[i], top_p[i], log_min_p[i], out[i]
+        )
+
+
+@jit(**_ROW)
+def filter_row(row, t, inv_t, top_k, top_p, log_min_p, out):
+    """``out``: the row divided by ``t`` where kept, ``-inf`` elsewhere (NaN for a row
+    that cannot be sampled); returns its status."""
+    m, lowest, code = scan_row(row)
+    if code != VALID:
+        out[:] = np.nan
+        return code
+    n = row.size
+    w = np.empty(n, dtype=np.float64)
+    sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
+    store_weights(row, m, inv_t, w, sums)
+    floor = row_floor(row, w, m, lowest, inv_t, top_k, top_p, log_min_p)
+    for j in range(n):
+        v = row[j]
+        scaled = divided(v, t) if t != 1.0 else v
+        out[j] = scaled if np.float64(v) >= floor else -np.inf
+    return VALID
 
 
 @engines
 def _top_logprobs(x, out, logprob_out, status):
     for i in prange(x.shape[0]):
-        row = x[i]
-        k = out.shape[1]
-        m, lowest, code = scan_row(row)
-        status[i] = code
-        if code != VALID:
-            out[i, :] = -1
-            logprob_out[i, :] = np.nan
-            continue
-        n = row.size
-        w = np.empty(n, dtype=np.float64)
-        sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
-        store_weights(row, m, 1.0, w, sums)
-        t = threshold(row, w, -np.inf, m, lowest, k, False)
-        peak = first_argmax(row, m)
-        w[peak] = 0.0
-        rest = 0.0
-        for j in range(n):
-            rest += w[j]
-        log_total = math.log1p(rest)
-        # the entries above t, then those equal to t by index, until k
-        picked = np.empty(k, dtype=np.int64)
-        c = 0
-        for j in range(row.size):
-            if np.float64(row[j]) > t:
-                picked[c] = j
-                c += 1
-        for j in range(row.size):
-            if c < k and np.float64(row[j]) == t:
-                picked[c] = j
-                c += 1
-        # largest first, ties by index: a stable sort of the negated values
-        keys = np.empty(k, dtype=np.float64)
-        for c in range(k):
-            keys[c] = -np.float64(row[picked[c]])
-        order = np.argsort(keys, kind="mergesort")
-        for c in range(k):
-            j = picked[order[c]]
-            out[i, c] = j
-            logprob_out[i, c] = np.float64(row[j]) - m - log_total
+        status[i] = top_logprobs_row(x[i], out[i], logprob_out[i])
+
+
+@jit(**_ROW)
+def top_logprobs_row(row, out, logprob_out):
+    """The ``out.size`` largest entries of the row, largest first (ties by index), and
+    their log-probabilities; returns the row's status."""
+    k = out.size
+    m, lowest, code = scan_row(row)
+    if code != VALID:
+        out[:] = -1
+        logprob_out[:] = np.nan
+        return code
+    n = row.size
+    w = np.empty(n, dtype=np.float64)
+    sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
+    store_weights(row, m, 1.0, w, sums)
+    t = threshold(row, w, -np.inf, m, lowest, k, False)
+    peak = first_argmax(row, m)
+    w[peak] = 0.0
+    rest = 0.0
+    for j in range(n):
+        rest += w[j]
+    log_total = math.log1p(rest)
+    # the entries above t, then those equal to t by index, until k
+    picked = np.empty(k, dtype=np.int64)
+    c = 0
+    for j in range(n):
+        if np.float64(row[j]) > t:
+            picked[c] = j
+            c += 1
+    for j in range(n):
+        if c < k and np.float64(row[j]) == t:
+            picked[c] = j
+            c += 1
+    # largest first, ties by index: a stable sort of the negated values
+    keys = np.empty(k, dtype=np.float64)
+    for c in range(k):
+        keys[c] = -np.float64(row[picked[c]])
+    order = np.argsort(keys, kind="mergesort")
+    for c in range(k):
+        j = picked[order[c]]
+        out[c] = j
+        logprob_out[c] = np.float64(row[j]) - m - log_total
+    return VALID

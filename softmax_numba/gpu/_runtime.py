@@ -67,12 +67,20 @@ def built(dtype_name: str) -> dict:
     """Every CUDA kernel for one compute dtype, compiled lazily on first launch."""
     import numba
 
-    from softmax_numba.gpu import _reduce, elementwise, losses, maxout, softmax, sparse
+    from softmax_numba.gpu import (
+        _reduce,
+        elementwise,
+        losses,
+        maxout,
+        sampling,
+        softmax,
+        sparse,
+    )
 
     dtype = getattr(numba, dtype_name)
     red = _reduce.build(dtype)
     built = {}
-    for family in (softmax, losses, elementwise, maxout, sparse):
+    for family in (softmax, losses, elementwise, maxout, sparse, sampling):
         built.update(family.build(dtype, red))
     return built
 
