@@ -44,9 +44,24 @@ PARALLEL_MIN_ELEMENTS: int = 1 << 16
 #: Per call.  The same, per public function, where the serial and the parallel engine
 #: were timed against each other (``python -m experiments.measure.crossover``,
 #: ``results/CROSSOVER.md``): the size from which waking the threads pays.  A function
-#: missing here uses :data:`PARALLEL_MIN_ELEMENTS`; ``tests/test_config.py`` checks
-#: these values against the committed table.
-PARALLEL_MIN_ELEMENTS_BY_OP: dict[str, int] = {}
+#: missing here uses :data:`PARALLEL_MIN_ELEMENTS`; ``tests/test_crossover.py`` checks
+#: these values against the committed table (measured on a 2-core Xeon, AVX-512).
+PARALLEL_MIN_ELEMENTS_BY_OP: dict[str, int] = {
+    "softmax": 65536,
+    "log_softmax": 32768,
+    "logsumexp": 32768,
+    "softmax_backward": 65536,
+    "log_softmax_backward": 32768,
+    "cross_entropy": 32768,
+    "sigmoid": 32768,
+    "softplus": 8192,
+    "arctan": 16384,
+    "gaussian": 32768,
+    "sparsemax": 8192,
+    "entmax15": 8192,
+    "entmax_bisect": 4096,
+    "maxout": 131072,
+}
 
 #: Per call.  The parallel engine splits a row across threads (with the exact online-softmax
 #: merge of the partial ``(max, sum)`` states) when there are fewer rows than

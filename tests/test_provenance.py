@@ -260,3 +260,29 @@ def test_an_empty_table_names_the_run_that_found_nothing_to_measure(tmp_path):
     store.finish(table)
     assert list(metadata.read(tmp_path / "t.csv")["runs"]) == [run["run_id"]]
     assert metadata.read(tmp_path / "t.csv")["rows"] == 0
+
+
+def test_a_benchmark_without_run_ids_measures_afresh_unless_it_resumes_itself(tmp_path):
+    """roofline, torch-autograd and linear-ce: a finished table (or one from another
+    commit) is removed before a run, so that its numbers are never passed off under
+    this run's commit and date (the roofline step once rewrote the metadata of a
+    table measured two weeks before and measured nothing); an unfinished one of this
+    commit, an interrupted run, is kept and resumed."""
+    path = tmp_path / "roofline.csv"
+
+    def table_after_start(meta: dict | None) -> bool:
+        path.write_text("a,b\n1,2\n")
+        if meta is not None:
+            metadata.meta_path(path).write_text(json.dumps(meta))
+        metadata.start_or_resume(path)
+        assert metadata.read(path)["complete"] is False
+        return path.exists()
+
+    this = metadata.collect()["git_commit"]
+    assert not table_after_start(None)
+    assert not table_after_start({"git_commit": this})  # written before `complete` existed
+    assert not table_after_start({"git_commit": this, "complete": True})
+    assert not table_after_start({"git_commit": "0" * 40, "complete": False})
+    assert table_after_start({"git_commit": this, "complete": False})
+    metadata.write_next_to(path)
+    assert metadata.read(path)["complete"] is True

@@ -268,9 +268,25 @@ def write(table_path, runs: dict[str, dict], complete: bool) -> pathlib.Path:
     return path
 
 
-def write_next_to(table_path) -> pathlib.Path:
+def write_next_to(table_path, *, complete: bool = True) -> pathlib.Path:
     """``name.meta.json`` beside ``name.csv``, describing this process only (for the
-    tables without a ``run_id`` column: roofline, benchmarks)."""
+    tables without a ``run_id`` column: roofline, benchmarks); ``complete``: whether
+    the table is finished (``False`` while it is being measured)."""
     path = meta_path(table_path)
-    path.write_text(json.dumps(collect(), indent=2) + "\n")
+    path.write_text(json.dumps({**collect(), "complete": complete}, indent=2) + "\n")
     return path
+
+
+def start_or_resume(table_path) -> None:
+    """Before a benchmark without run ids measures into ``table_path``: keep the
+    table only if it is an unfinished one of this commit (an interrupted run, which
+    the benchmark then resumes); otherwise remove it, so that every cell is measured
+    here and now.  A finished table (or one whose metadata predates the ``complete``
+    field) is never extended nor passed off as this run's: its metadata would
+    otherwise name this commit and date for numbers measured before."""
+    table_path = pathlib.Path(table_path)
+    meta = read(table_path) or {}
+    resumable = meta.get("complete") is False and meta.get("git_commit") == collect()["git_commit"]
+    if not resumable:
+        table_path.unlink(missing_ok=True)
+    write_next_to(table_path, complete=False)

@@ -188,6 +188,7 @@ def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
     and ``out/LINEAR.md``."""
     from tqdm import tqdm
 
+    metadata.start_or_resume(out / "linear_ce.csv")
     table = Table(out / "linear_ce.csv", COLUMNS, KEY)
     done = table.done_keys()
     shapes = QUICK_SHAPES if quick else SHAPES

@@ -240,6 +240,7 @@ def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
     appended together once all its candidates are timed), then the small-size checks
     into ``out/roofline_small.json``."""
     rounds = settings.ROOFLINE_QUICK_ROUNDS if quick else settings.ROOFLINE_ROUNDS
+    metadata.start_or_resume(out / "roofline.csv")
     table = Table(out / "roofline.csv", COLUMNS, KEY)
     done = table.done_keys()
     todo = [c for c in cells(quick) if (c[0], c[3], str(c[1]), str(c[2]), "ours") not in done]

@@ -144,6 +144,7 @@ def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
     from tqdm import tqdm
 
     rounds = settings.ROOFLINE_QUICK_ROUNDS if quick else settings.ROOFLINE_ROUNDS
+    metadata.start_or_resume(out / "torch_autograd.csv")
     table = Table(out / "torch_autograd.csv", COLUMNS, KEY)
     done = table.done_keys()
     todo = [c for c in cells(quick) if (c[0], c[3], str(c[1]), str(c[2]), "ours") not in done]
