@@ -274,7 +274,7 @@ def sample(
     ``(x_j - m) / T``, then one rounding to the result dtype, ``0.5 u``.
 
     Thresholds are found without a sort: a bisection of the value range by
-    vectorized passes of masked counts and sums, until a few thousand entries are
+    vectorized passes of masked counts and sums, until a few hundred entries are
     left between the bounds, which are sorted and walked (the pivot searches of
     FlashInfer [4]_ and Qrita, on rows in a CPU's cache).  Expected O(n) per row, with
     one float64 scratch row per thread.

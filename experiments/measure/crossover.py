@@ -222,9 +222,15 @@ def write_report(out: pathlib.Path) -> pathlib.Path:
             f"| {op} | {size if size is not None else 'never'} | {held} | "
             f"{at(1 << 16)} | {at(1 << 20)} |"
         )
-    values = ", ".join(f'"{op}": {size}' for op, size in config_values(table).items())
+    # one entry a line, as ruff formats the block (``ruff format`` reads Markdown too)
+    values = [f'    "{op}": {size},' for op, size in config_values(table).items()]
     lines += ["", "What this measurement sets, in `softmax_numba/config.py`:", ""]
-    lines += ["```python", f"PARALLEL_MIN_ELEMENTS_BY_OP = {{{values}}}", "```"]
+    block = (
+        ["PARALLEL_MIN_ELEMENTS_BY_OP = {", *values, "}"]
+        if values
+        else ["PARALLEL_MIN_ELEMENTS_BY_OP = {}"]
+    )
+    lines += ["```python", *block, "```"]
     path = out / "CROSSOVER.md"
     path.write_text("\n".join(lines) + "\n")
     return path

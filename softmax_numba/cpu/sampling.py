@@ -5,14 +5,19 @@ One row at a time, in float64 whatever the row's dtype, with ``m = max(x)``, ``d
 semantics; :func:`softmax_numba.reference.sampling_kept` is the sort-based oracle):
 
 1. one pass for ``m``, the smallest finite entry and the row's validity;
-2. one pass storing ``w`` in a scratch row (the only array of the row's size);
-3. each threshold (``top_k``'s on counts, ``top_p``'s on masses) by a bisection of
-   the value range, each step one vectorized pass of masked counts and sums over the
-   row, until at most :data:`BRACKET` entries lie between the bounds; those are
-   gathered, sorted (a few thousand at most) and walked from the largest to find the
-   exact threshold, ties included.  Expected O(n) per row, a few passes (the
-   bracketing of FlashInfer's and Qrita's pivot searches, on the CPU);
-4. the kept weights summed by blocks of :data:`DRAW_BLOCK`; a draw ``u S`` walks the
+2. with ``top_k`` below the row's length, its threshold on counts alone (no weight),
+   and the entries at or above it gathered in index order: what follows works on
+   those few;
+3. one pass storing ``w`` and its block sums in scratch (the only arrays of the row's
+   size);
+4. each threshold (``top_k``'s on counts, ``top_p``'s on masses) by a bisection of
+   the value range, each step one vectorized pass of masked counts and sums, until at
+   most :data:`BRACKET` entries lie between the bounds; those are gathered, sorted
+   and walked from the largest to find the exact threshold, ties included.  Expected
+   O(n) per row, some ten passes (the bracketing of FlashInfer's and Qrita's pivot
+   searches, on the CPU; a pivot guessed from a sample of the row would save most of
+   them, not done);
+5. the kept weights summed by blocks of :data:`DRAW_BLOCK`; a draw ``u S`` walks the
    block sums, then the entries of one block.
 
 The uniforms come from Philox4x64-10 (:mod:`softmax_numba.philox`) at the counter of
@@ -41,7 +46,7 @@ uniform = _PHILOX.uniform
 DRAW_BLOCK = 256
 #: The bisection of a threshold stops once at most this many entries lie between its
 #: bounds; they are then sorted.
-BRACKET = 2048
+BRACKET = 256
 #: Bisection steps at most (a float64 interval halves to adjacent numbers in 64 steps
 #: at most from any finite range; the search exits once its midpoint repeats).
 _MAX_STEPS = 128
@@ -137,9 +142,14 @@ def kept_sums(x, w, floor, sums):
 
 
 @jit
-def count_and_mass(x, w, bound):
-    """The number and the weight of the entries ``x_j >= bound``."""
+def count_and_mass(x, w, bound, by_mass=True):
+    """The number and the weight of the entries ``x_j >= bound`` (without
+    ``by_mass``, the number alone, and ``w`` is not read)."""
     count = 0
+    if not by_mass:
+        for j in range(x.size):
+            count += np.float64(x[j]) >= bound
+        return count, 0.0
     mass = 0.0
     for j in range(x.size):
         keep = np.float64(x[j]) >= bound
@@ -160,19 +170,20 @@ def threshold(x, w, floor, m, lowest, goal, by_mass):
     """The largest entry ``t >= floor`` of the row whose entries at or above it reach
     ``goal`` (a count, or with ``by_mass`` a weight): ``top_k``'s and ``top_p``'s
     threshold, exactly, ties included; ``-inf`` when even the whole row does not
-    reach it (``top_k`` above the number of entries above ``-inf``).
+    reach it (``top_k`` above the number of entries above ``-inf``).  A count reads
+    no weight: ``w`` may then be empty.
 
     Invariant of the bisection: the criterion holds at ``low`` and fails at
     ``high``; the entries in ``[low, high)`` are then gathered, sorted and walked
     down from ``high`` with the count and mass of the entries above.
     """
-    count, mass = count_and_mass(x, w, m)
+    count, mass = count_and_mass(x, w, m, by_mass)
     if reaches(count, mass, goal, by_mass):
         return m
     low = max(lowest, floor)
     high = m
     above_count, above_mass = count, mass  # of the entries at or above ``high``
-    low_count, low_mass = count_and_mass(x, w, low)
+    low_count, low_mass = count_and_mass(x, w, low, by_mass)
     if not reaches(low_count, low_mass, goal, by_mass):
         return -np.inf
     for _ in range(_MAX_STEPS):
@@ -181,7 +192,7 @@ def threshold(x, w, floor, m, lowest, goal, by_mass):
         pivot = low + (high - low) * 0.5
         if pivot <= low or pivot >= high:
             break
-        count, mass = count_and_mass(x, w, pivot)
+        count, mass = count_and_mass(x, w, pivot, by_mass)
         if reaches(count, mass, goal, by_mass):
             low, low_count = pivot, count
         else:
@@ -195,7 +206,8 @@ def threshold(x, w, floor, m, lowest, goal, by_mass):
         v = np.float64(x[j])
         if v >= low and v < high and k < size:
             values[k] = v
-            weights[k] = w[j]
+            if by_mass:  # a count's w may be empty: never read it
+                weights[k] = w[j]
             k += 1
     order = np.argsort(values[:k])
     count, mass = above_count, above_mass
@@ -272,20 +284,50 @@ _ROW = {"inline": "never"}
 @jit(**_ROW)
 def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out):
     """The draws of one row into ``out`` (indices) and ``logprob_out``; returns its
-    status (:data:`VALID` or why not)."""
+    status (:data:`VALID` or why not).
+
+    With ``top_k`` below the row's length, the top-k threshold is found on counts
+    alone and the entries at or above it gathered, in index order: the weights, top-p,
+    min-p and the draw then work on those few (the draw rule, the first kept index
+    whose running weight exceeds ``u S``, is unchanged by the gather)."""
     m, lowest, status = scan_row(x)
     if status != VALID:
         return status
-    peak = first_argmax(x, m)
     if greedy:
-        out[:] = peak
+        out[:] = first_argmax(x, m)
         logprob_out[:] = 0.0
         return VALID
+    if top_k >= x.size:
+        draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out)
+        return VALID
+    unread = np.empty(0, dtype=np.float64)  # counts read no weight
+    t = threshold(x, unread, -np.inf, m, lowest, top_k, False)
+    size = count_and_mass(x, unread, t, False)[0]
+    values = np.empty(size, dtype=np.float64)
+    where = np.empty(size, dtype=np.int64)
+    k = 0
+    for j in range(x.size):
+        if np.float64(x[j]) >= t and k < size:
+            values[k] = x[j]
+            where[k] = j
+            k += 1
+    least = t if t > -np.inf else lowest  # the smallest gathered entry above -inf
+    draw_row(values, row, m, least, inv_t, top_p, log_min_p, key, offset, out, logprob_out)
+    for s in range(out.size):
+        out[s] = where[out[s]]
+    return VALID
+
+
+@jit(**_ROW)
+def draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out):
+    """The draws from the entries of ``x`` (a valid row, or the entries top-k kept)
+    after top-p and min-p, into ``out`` (positions in ``x``) and ``logprob_out``."""
     n = x.size
+    peak = first_argmax(x, m)
     w = np.empty(n, dtype=np.float64)
     sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
     store_weights(x, m, inv_t, w, sums)
-    floor = row_floor(x, w, m, lowest, inv_t, top_k, top_p, log_min_p)
+    floor = row_floor(x, w, m, lowest, inv_t, n, top_p, log_min_p)
     if floor > -np.inf:
         kept_sums(x, w, floor, sums)
     # the sum as 1 + s, s without the peak's exp(0) = 1, summed apart: log1p(s) keeps
@@ -304,7 +346,6 @@ def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out,
         j = draw(x, w, floor, m, sums, u * total)
         out[s] = j
         logprob_out[s] = (np.float64(x[j]) - m) * inv_t - log_total
-    return VALID
 
 
 @engines
