@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import philox
-from softmax_numba._api import lean_rows, run
+from softmax_numba._api import lean_rows, run, split_chunks
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba.cpu import sampling as kernels
@@ -328,9 +328,7 @@ def sample(
     scores = np.empty((rows.count, draws), dtype=np.float64)
     status = np.zeros(rows.count, dtype=np.int8)
     if rows.count:
-        run(
-            kernels._sample,
-            engine,
+        arguments = (
             rows.data,
             0,
             params.inv_t,
@@ -344,6 +342,10 @@ def sample(
             scores,
             status,
         )
+        if split_chunks(engine, rows.count, rows.n) > 1:
+            kernels.sample_split(*arguments)  # a long row alone: its exp pass over the threads
+        else:
+            run(kernels._sample, engine, *arguments)
         _check_status(status, rows, func)
     logprobs[...] = scores
     shape = rows.reduced_shape(False) + ((draws,) if draws > 1 else ())

@@ -193,12 +193,16 @@ def _chunked_steps(dtype: np.dtype, engine: str) -> list[Step]:
 def _split_row_steps(dtype: np.dtype) -> list[Step]:
     """The parallel engine's long-row path (a few rows longer than
     ``config.SPLIT_ROW_MIN_LENGTH``), when Numba has more than one thread."""
+    from softmax_numba import sample
+
     if numba.get_num_threads() < 2:
         return []
     x = np.zeros((1, max(config.SPLIT_ROW_MIN_LENGTH, 2 * config.SPLIT_MIN_PIECE)), dtype)
     return [
         Step(f"{f.__name__}[split] {dtype.name} parallel", lambda f=f: f(x, backend="parallel"))
         for f in (softmax, log_softmax, logsumexp)
+    ] + [
+        Step(f"sample[split] {dtype.name} parallel", lambda: sample(x, seed=0, backend="parallel"))
     ]
 
 

@@ -576,6 +576,23 @@ def test_same_samples_on_any_thread_count(rng, eager_parallel):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("settings", [{}, {"top_p": 0.9, "min_p": 0.01}], ids=["plain", "top_p"])
+def test_a_long_row_split_over_threads_gives_the_serial_tokens_bit_for_bit(settings, rng):
+    """One row of 128256 on the parallel engine runs its exp pass over the threads
+    (``cpu.sampling.sample_split``): the tokens and the log-probabilities equal the
+    serial engine's exactly (each block's sum is its own loop on either engine)."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs 2 threads")
+    from softmax_numba._api import split_chunks
+
+    x = (rng.standard_normal((1, 128256)) * 3).astype(np.float32)
+    assert split_chunks("parallel", *x.shape) > 1
+    serial = sample(x, num_samples=64, seed=5, return_logprobs=True, backend="cpu", **settings)
+    split = sample(x, num_samples=64, seed=5, return_logprobs=True, backend="parallel", **settings)
+    np.testing.assert_array_equal(split[0], serial[0])
+    np.testing.assert_array_equal(split[1], serial[1])
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_row_does_not_depend_on_the_other_rows(engine, rng):
     """Row i's draws depend on (seed, offset, i) and its row only: permuting the other

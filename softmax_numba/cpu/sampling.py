@@ -111,22 +111,33 @@ def first_argmax(x, m):
 
 
 @jit
+def block_weights(x, m, inv_t, w, sums, b):
+    """Block ``b`` of :func:`store_weights`: its ``w_j`` and ``sums[b]`` (slices keep
+    the inner loop one vectorized loop)."""
+    xs = x[b * DRAW_BLOCK : (b + 1) * DRAW_BLOCK]
+    ws = w[b * DRAW_BLOCK : (b + 1) * DRAW_BLOCK]
+    s = 0.0
+    for j in range(xs.size):
+        e = exp_shifted((np.float64(xs[j]) - m) * inv_t)
+        ws[j] = e
+        s += e
+    sums[b] = s
+
+
+@jit
 def store_weights(x, m, inv_t, w, sums):
     """``w_j = exp((x_j - m) / T)`` (``inv_t = 1 / T``; 0 for ``-inf`` entries), and
-    ``sums[b]`` the sum of block ``b`` (:data:`DRAW_BLOCK` entries); returns their
-    total.  Slices per block keep the inner loop one vectorized loop."""
-    total = 0.0
+    ``sums[b]`` the sum of block ``b`` (:data:`DRAW_BLOCK` entries)."""
     for b in range(sums.size):
-        xs = x[b * DRAW_BLOCK : (b + 1) * DRAW_BLOCK]
-        ws = w[b * DRAW_BLOCK : (b + 1) * DRAW_BLOCK]
-        s = 0.0
-        for j in range(xs.size):
-            e = exp_shifted((np.float64(xs[j]) - m) * inv_t)
-            ws[j] = e
-            s += e
-        sums[b] = s
-        total += s
-    return total
+        block_weights(x, m, inv_t, w, sums, b)
+
+
+@jit(parallel=True)
+def store_weights_split(x, m, inv_t, w, sums):
+    """:func:`store_weights` with the blocks spread over the threads, for a long row
+    alone: each block is summed by its own loop, so the values are the same."""
+    for b in prange(sums.size):
+        block_weights(x, m, inv_t, w, sums, b)
 
 
 @jit
@@ -282,14 +293,17 @@ _ROW = {"inline": "never"}
 
 
 @jit(**_ROW)
-def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out):
+def sample_row(
+    x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out, split
+):
     """The draws of one row into ``out`` (indices) and ``logprob_out``; returns its
     status (:data:`VALID` or why not).
 
     With ``top_k`` below the row's length, the top-k threshold is found on counts
     alone and the entries at or above it gathered, in index order: the weights, top-p,
     min-p and the draw then work on those few (the draw rule, the first kept index
-    whose running weight exceeds ``u S``, is unchanged by the gather)."""
+    whose running weight exceeds ``u S``, is unchanged by the gather).  ``split``: the
+    exp pass of the whole row over the threads (:func:`store_weights_split`)."""
     m, lowest, status = scan_row(x)
     if status != VALID:
         return status
@@ -298,7 +312,7 @@ def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out,
         logprob_out[:] = 0.0
         return VALID
     if top_k >= x.size:
-        draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out)
+        draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out, split)
         return VALID
     unread = np.empty(0, dtype=np.float64)  # counts read no weight
     t = threshold(x, unread, -np.inf, m, lowest, top_k, False)
@@ -312,21 +326,24 @@ def sample_row(x, row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out,
             where[k] = j
             k += 1
     least = t if t > -np.inf else lowest  # the smallest gathered entry above -inf
-    draw_row(values, row, m, least, inv_t, top_p, log_min_p, key, offset, out, logprob_out)
+    draw_row(values, row, m, least, inv_t, top_p, log_min_p, key, offset, out, logprob_out, False)
     for s in range(out.size):
         out[s] = where[out[s]]
     return VALID
 
 
 @jit(**_ROW)
-def draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out):
+def draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logprob_out, split):
     """The draws from the entries of ``x`` (a valid row, or the entries top-k kept)
     after top-p and min-p, into ``out`` (positions in ``x``) and ``logprob_out``."""
     n = x.size
     peak = first_argmax(x, m)
     w = np.empty(n, dtype=np.float64)
     sums = np.empty((n + DRAW_BLOCK - 1) // DRAW_BLOCK, dtype=np.float64)
-    store_weights(x, m, inv_t, w, sums)
+    if split:
+        store_weights_split(x, m, inv_t, w, sums)
+    else:
+        store_weights(x, m, inv_t, w, sums)
     floor = row_floor(x, w, m, lowest, inv_t, n, top_p, log_min_p)
     if floor > -np.inf:
         kept_sums(x, w, floor, sums)
@@ -365,6 +382,32 @@ def _sample(
             offset,
             out[i],
             logprob_out[i],
+            False,
+        )
+
+
+@jit(inline="never")
+def sample_split(
+    x, first_row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out, status
+):
+    """``_sample`` for fewer rows than threads, each long: the rows one after the
+    other, the exp pass of each over the threads (``backend="parallel"``, as
+    :func:`softmax_numba._api.split_chunks` decides for the softmax family).  The
+    same tokens and log-probabilities as the serial engine."""
+    for i in range(x.shape[0]):
+        status[i] = sample_row(
+            x[i],
+            first_row + i,
+            inv_t[i],
+            greedy[i],
+            top_k[i],
+            top_p[i],
+            log_min_p[i],
+            key,
+            offset,
+            out[i],
+            logprob_out[i],
+            True,
         )
 
 
