@@ -73,13 +73,24 @@ def _same_draws(x, draws=5, seed=2026, offset=3, **params):
     return got
 
 
+#: The simulator runs each thread in Python: each filter alone on random rows, and all
+#: of them together on every family of rows (every pair took 2.9 minutes of the suite;
+#: these take about one).
+CASES = [
+    (family, which)
+    for which in ("temperature", *FILTERS)
+    for family in ROW_FAMILIES
+    if family == "random" or which == "all"
+]
+
+
 # ------------------------------------------------------------------------- draws
-@pytest.mark.parametrize("family", ROW_FAMILIES)
-@pytest.mark.parametrize("which", ("temperature", *FILTERS))
+@pytest.mark.parametrize(("family", "which"), CASES)
 def test_same_draws_as_the_cpu_engine(family, which, rng):
     """Each filter alone and all together, temperatures 1, 1/2, 2 and 0.7, on random
-    rows, rows of ties and rows with ``-inf`` entries (one with a single finite
-    entry): 6 rows of 37, 5 draws each (two Philox blocks)."""
+    rows, and all filters on rows of ties, rows with ``-inf`` entries (one with a
+    single finite entry) and extreme values: 6 rows of 37, 5 draws each (two Philox
+    blocks)."""
     x = ROW_FAMILIES[family](rng, rows=6)
     if which == "temperature":
         params = {"temperature": rng.choice([1.0, 0.5, 2.0, 0.7], x.shape[0])}
@@ -161,8 +172,7 @@ def test_values_of_every_magnitude(rng):
 
 
 # ---------------------------------------------------------------- filter_logits
-@pytest.mark.parametrize("family", ROW_FAMILIES)
-@pytest.mark.parametrize("which", FILTERS)
+@pytest.mark.parametrize(("family", "which"), [c for c in CASES if c[1] != "temperature"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_filter_logits_equals_the_cpu_engine(family, which, dtype, rng):
     """The same kept set as the CPU engine and the sort-based reference, and the same
@@ -180,7 +190,7 @@ def test_filter_logits_equals_the_cpu_engine(family, which, dtype, rng):
 
 
 # ---------------------------------------------------------------- top_logprobs
-@pytest.mark.parametrize("k", [1, 7, 30])
+@pytest.mark.parametrize("k", [1, 7])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_top_logprobs_equal_the_cpu_engine(k, dtype, rng):
     """Ties everywhere, a row of ``-inf`` entries (fewer finite entries than ``k``),
