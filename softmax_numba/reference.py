@@ -398,6 +398,17 @@ def maxout(x, pool_size, axis=-1):
 # the wrapper (one value per row, "off" spelled as its neutral value).
 
 
+def _per_row(rows, top_k, top_p, log_min_p, inv_temperature):
+    """The filters as one value per row: ``top_k`` as int64, the others as float64."""
+    return (
+        np.broadcast_to(np.asarray(top_k, np.int64), (rows,)),
+        *(
+            np.broadcast_to(np.asarray(a, np.float64), (rows,))
+            for a in (top_p, log_min_p, inv_temperature)
+        ),
+    )
+
+
 def _sampling_row(x, top_k, top_p, log_min_p, inv_temperature):
     """The terms ``d = (x - m) invT``, ``w = exp(d)`` and the kept mask of one row."""
     n = x.shape[0]
@@ -476,18 +487,11 @@ def sampling_kept(x, top_k, top_p, log_min_p, inv_temperature):
         ``True`` where the entry is kept.
     """
     x = np.asarray(x, dtype=np.float64)
-    rows = x.shape[0]
-    top_k, top_p, log_min_p, inv_temperature = (
-        np.broadcast_to(np.asarray(a, dtype), (rows,))
-        for a, dtype in (
-            (top_k, np.int64),
-            (top_p, np.float64),
-            (log_min_p, np.float64),
-            (inv_temperature, np.float64),
-        )
+    top_k, top_p, log_min_p, inv_temperature = _per_row(
+        x.shape[0], top_k, top_p, log_min_p, inv_temperature
     )
     kept = np.zeros(x.shape, dtype=bool)
-    for r in range(rows):
+    for r in range(x.shape[0]):
         kept[r] = _sampling_row(x[r], top_k[r], top_p[r], log_min_p[r], inv_temperature[r])[2]
     return kept
 
@@ -531,16 +535,10 @@ def sample_rows(x, top_k, top_p, log_min_p, inv_temperature, greedy, uniforms):
     x = np.asarray(x, dtype=np.float64)
     uniforms = np.asarray(uniforms, dtype=np.float64)
     rows, draws = uniforms.shape
-    top_k, top_p, log_min_p, inv_temperature, greedy = (
-        np.broadcast_to(np.asarray(a, dtype), (rows,))
-        for a, dtype in (
-            (top_k, np.int64),
-            (top_p, np.float64),
-            (log_min_p, np.float64),
-            (inv_temperature, np.float64),
-            (greedy, bool),
-        )
+    top_k, top_p, log_min_p, inv_temperature = _per_row(
+        rows, top_k, top_p, log_min_p, inv_temperature
     )
+    greedy = np.broadcast_to(np.asarray(greedy, bool), (rows,))
     indices = np.zeros((rows, draws), dtype=np.int64)
     logprobs = np.zeros((rows, draws), dtype=np.float64)
     for r in range(rows):

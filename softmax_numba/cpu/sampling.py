@@ -365,25 +365,49 @@ def draw_row(x, row, m, lowest, inv_t, top_p, log_min_p, key, offset, out, logpr
         logprob_out[s] = (np.float64(x[j]) - m) * inv_t - log_total
 
 
+@jit
+def sample_into(
+    i,
+    x,
+    first_row,
+    inv_t,
+    greedy,
+    top_k,
+    top_p,
+    log_min_p,
+    key,
+    offset,
+    out,
+    logprob_out,
+    status,
+    split,
+):
+    """Row ``i`` of the kernels' arguments through :func:`sample_row`."""
+    status[i] = sample_row(
+        x[i],
+        first_row + i,
+        inv_t[i],
+        greedy[i],
+        top_k[i],
+        top_p[i],
+        log_min_p[i],
+        key,
+        offset,
+        out[i],
+        logprob_out[i],
+        split,
+    )
+
+
 @engines
 def _sample(
     x, first_row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out, logprob_out, status
 ):
     for i in prange(x.shape[0]):
-        status[i] = sample_row(
-            x[i],
-            first_row + i,
-            inv_t[i],
-            greedy[i],
-            top_k[i],
-            top_p[i],
-            log_min_p[i],
-            key,
-            offset,
-            out[i],
-            logprob_out[i],
-            False,
-        )
+        sample_into(
+            i, x, first_row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out,
+            logprob_out, status, False,
+        )  # fmt: skip
 
 
 @jit(inline="never")
@@ -395,20 +419,10 @@ def sample_split(
     :func:`softmax_numba._api.split_chunks` decides for the softmax family).  The
     same tokens and log-probabilities as the serial engine."""
     for i in range(x.shape[0]):
-        status[i] = sample_row(
-            x[i],
-            first_row + i,
-            inv_t[i],
-            greedy[i],
-            top_k[i],
-            top_p[i],
-            log_min_p[i],
-            key,
-            offset,
-            out[i],
-            logprob_out[i],
-            True,
-        )
+        sample_into(
+            i, x, first_row, inv_t, greedy, top_k, top_p, log_min_p, key, offset, out,
+            logprob_out, status, True,
+        )  # fmt: skip
 
 
 @jit(reciprocal=False)
