@@ -102,39 +102,32 @@ def build(dtype, red) -> dict:
         warp = t // WARP
         return warp, t % WARP, min(WARP, cuda.blockDim.x - warp * WARP)
 
-    @cuda.jit(device=True)
-    def block_smm(a, b, c):
-        """``(sum a, max b, max c)`` over the block, on every thread."""
-        sha = cuda.shared.array(WARP, float64)
-        shb = cuda.shared.array(WARP, float64)
-        shc = cuda.shared.array(WARP, float64)
-        warp, lane, lanes = lanes_here()
-        a, b, c = warp_smm(a, b, c, lanes)
-        if lane == 0:
-            sha[warp], shb[warp], shc[warp] = a, b, c
-        cuda.syncthreads()
-        a, b, c = sha[0], shb[0], shc[0]
-        for w in range(1, (cuda.blockDim.x + WARP - 1) // WARP):
-            a, b, c = sum_max_max(a, b, c, sha[w], shb[w], shc[w])
-        cuda.syncthreads()
-        return a, b, c
+    def block_tree(combine, warp_tree):
+        """A block-wide reduction of three float64 values by ``combine`` (each warp by
+        ``warp_tree``, then the warps' results in order), its result on every thread."""
 
-    @cuda.jit(device=True)
-    def block_lex(a, b, c):
-        """``(a, b)`` the lexicographic maximum and ``max c`` over the block."""
-        sha = cuda.shared.array(WARP, float64)
-        shb = cuda.shared.array(WARP, float64)
-        shc = cuda.shared.array(WARP, float64)
-        warp, lane, lanes = lanes_here()
-        a, b, c = warp_lex(a, b, c, lanes)
-        if lane == 0:
-            sha[warp], shb[warp], shc[warp] = a, b, c
-        cuda.syncthreads()
-        a, b, c = sha[0], shb[0], shc[0]
-        for w in range(1, (cuda.blockDim.x + WARP - 1) // WARP):
-            a, b, c = lex_max(a, b, c, sha[w], shb[w], shc[w])
-        cuda.syncthreads()
-        return a, b, c
+        @cuda.jit(device=True)
+        def reduce(a, b, c):
+            sha = cuda.shared.array(WARP, float64)
+            shb = cuda.shared.array(WARP, float64)
+            shc = cuda.shared.array(WARP, float64)
+            warp, lane, lanes = lanes_here()
+            a, b, c = warp_tree(a, b, c, lanes)
+            if lane == 0:
+                sha[warp], shb[warp], shc[warp] = a, b, c
+            cuda.syncthreads()
+            a, b, c = sha[0], shb[0], shc[0]
+            for w in range(1, (cuda.blockDim.x + WARP - 1) // WARP):
+                a, b, c = combine(a, b, c, sha[w], shb[w], shc[w])
+            cuda.syncthreads()
+            return a, b, c
+
+        return reduce
+
+    #: ``(sum a, max b, max c)`` over the block.
+    block_smm = block_tree(sum_max_max, warp_smm)
+    #: ``(a, b)`` the lexicographic maximum and ``max c`` over the block.
+    block_lex = block_tree(lex_max, warp_lex)
 
     @cuda.jit(device=True)
     def chunk_prefix(value):
