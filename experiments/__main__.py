@@ -1,7 +1,7 @@
 """``python -m experiments``: the study harness.
 
     python -m experiments study [--quick] [--out DIR]   everything, in order
-    python -m experiments bhh|exp|overflow|accuracy|speed|claims [--quick] [--out DIR]
+    python -m experiments bhh|exp|overflow|accuracy|speed|claims|collapse [--quick] [--out DIR]
     python -m experiments plots [--out DIR]             figures + CLAIMS.md from the tables
     python -m experiments bench-summary [--out DIR]     GB/s table from make bench's JSON
     python -m experiments roofline [--quick] [--out DIR] our GB/s against a parallel copy and
@@ -29,7 +29,7 @@ DIR (such as the committed results/) are not reused, and each is replaced only
 when its successor is complete.  While a step runs, its table is written in
 DIR/.partial/ (a row as soon as its cell is measured, the metadata marked
 "complete": false) and moved into place, with its metadata, when the step ends.
-bhh and exp compute their tables at once and write them when done.
+bhh, exp and collapse compute their tables at once and write them when done.
 
 After an interruption, rerun the same command: a table in DIR/.partial/ is
 resumed (only its missing cells are measured), and `study` skips the steps that
@@ -42,7 +42,7 @@ measuring anything and says why; then choose:
     --fresh   discard the interrupted rows and measure every step and cell
     --keep    keep the rows already there (the interrupted ones, else the finished
               table's, if they have run ids) whatever measured them, and measure
-              only the missing cells; bhh and exp tables with run ids are kept
+              only the missing cells; bhh, exp and collapse tables with run ids are kept
     --out D   measure into another folder and leave this one as it is
 
 Every row of the overflow, accuracy, speed and claims tables (and of the tables
@@ -82,12 +82,13 @@ from experiments.measure import (
 )
 from experiments.report import bench_summary, claims, plots, readme
 
-STEPS = ("bhh", "exp", "overflow", "accuracy", "speed", "claims")
+STEPS = ("bhh", "exp", "overflow", "accuracy", "speed", "claims", "collapse")
 #: The tables each step writes; overflow's to claims' are measured cell by cell (resumable).
 STEP_TABLES = {
     "bhh": ("blanchard_higham_higham/per_vector.csv", "blanchard_higham_higham/summary.csv"),
     "exp": ("exp_ulp.csv", "elementary_paths.csv"),
     **{name: (f"{name}.csv",) for name in ("overflow", "accuracy", "speed", "claims")},
+    "collapse": ("collapse.csv",),
 }
 CELL_STEPS = ("overflow", "accuracy", "speed", "claims")
 #: Where ``study`` records its runs until every step is done (see :func:`study_runs`).
@@ -200,6 +201,12 @@ def run_step(
         table.append(rows)
         store.finish(table)
         _log(f"claims: {len(rows)} measurements")
+    elif step == "collapse":
+        from experiments.measure import collapse
+
+        table = pd.DataFrame(collapse.rows(quick), columns=collapse.COLUMNS)
+        store.write_whole(out / "collapse.csv", table, run)
+        _log(f"collapse: {len(table)} cells (claim 16), in {out / 'collapse.csv'}")
 
 
 def study_runs(out: pathlib.Path, run: dict, mode: str) -> dict[str, dict]:

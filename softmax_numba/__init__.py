@@ -24,11 +24,19 @@ The conventions, the same for NumPy arrays, torch tensors, CuPy arrays and
   dtype; anything else is a one-line error before any kernel runs.
 """
 
+from softmax_numba._cumulative import logcumsumexp
 from softmax_numba._elementwise import arctan, gaussian, sigmoid, softplus
 from softmax_numba._linear import linear_cross_entropy
 from softmax_numba._losses import cross_entropy
 from softmax_numba._maxout import maxout
 from softmax_numba._sampling import filter_logits, sample, top_logprobs
+from softmax_numba._segment import (
+    segment_log_softmax,
+    segment_log_softmax_backward,
+    segment_logsumexp,
+    segment_softmax,
+    segment_softmax_backward,
+)
 from softmax_numba._softmax import (
     log_softmax,
     log_softmax_backward,
@@ -42,6 +50,12 @@ from softmax_numba._sparse import (
     entmax_bisect,
     sparsemax,
     sparsemax_backward,
+)
+from softmax_numba._stablemax import (
+    log_stablemax,
+    stablemax,
+    stablemax_backward,
+    stablemax_cross_entropy,
 )
 
 __version__ = "0.1.0"
@@ -57,14 +71,24 @@ __all__ = [
     "linear_cross_entropy",
     "log_softmax",
     "log_softmax_backward",
+    "log_stablemax",
+    "logcumsumexp",
     "logsumexp",
     "maxout",
     "sample",
+    "segment_log_softmax",
+    "segment_log_softmax_backward",
+    "segment_logsumexp",
+    "segment_softmax",
+    "segment_softmax_backward",
     "sigmoid",
     "softmax",
     "softmax_backward",
     "softplus",
     "sparsemax",
     "sparsemax_backward",
+    "stablemax",
+    "stablemax_backward",
+    "stablemax_cross_entropy",
     "top_logprobs",
 ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from softmax_numba import bounds, reference
+from softmax_numba import bounds, config, reference
 from softmax_numba._api import is_device_array, lean_out, lean_rows, run
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
+from softmax_numba._softmax import REGISTRY_TEMPERATURE
+from softmax_numba._softmax_options import checked_temperature
 from softmax_numba._targets import (
     INDEX,
     check_class_indices,
@@ -20,6 +22,7 @@ from softmax_numba._targets import (
     target_kind,
 )
 from softmax_numba.cpu import losses as kernels
+from softmax_numba.cpu import softmax_options
 from softmax_numba.cpu.targets import counted_class_indices
 from softmax_numba.declaration import CORE, Entry, with_distributions, with_targets
 
@@ -42,6 +45,7 @@ def cross_entropy(
     class_weights: npt.ArrayLike | None = None,
     return_lse: bool = False,
     return_entropy: bool = False,
+    temperature: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     r"""Cross-entropy of softmax, :math:`\ell = -\sum_j q_j \log\operatorname{softmax}(x)_j`,
     fused with its gradient.
@@ -92,6 +96,15 @@ def cross_entropy(
     return_lse, return_entropy : bool
         Also return each row's log-sum-exp and the entropy of its softmax (after
         the cap), shaped as ``logits`` without ``axis``.
+
+    temperature : float > 0, optional
+        The loss of ``softmax(logits / temperature)``, each quotient correctly
+        rounded in the compute dtype, and its gradient with respect to ``logits``
+        (which carries the ``1 / temperature``).  The kernel runs on blocks of
+        rows of ``config.TEMPERED_BLOCK_BYTES``, each divided into one buffer in
+        the cache: never an array of the logits' size.  Its bound is that of the loss
+        of ``y = x / T``, plus ``4 u max_j |y_j|`` relative to the loss of the exact
+        ``x / T`` (as :func:`softmax`'s).  Not with the five options below.
 
     The five options above take class-index targets on the CPU engines
     (``"numpy"`` runs the oracle); they run the chunked sweep of
@@ -172,7 +185,13 @@ def cross_entropy(
     if grad_out is not None and not return_grad:
         raise ValueError("cross_entropy(): grad_out= needs return_grad=True")
     extras = bool(z_loss) or softcap is not None or class_weights is not None
-    if not (extras or return_lse or return_entropy):
+    t = checked_temperature("cross_entropy", temperature)
+    if t != 1.0 and (extras or return_lse or return_entropy):
+        raise NotImplementedError(
+            "cross_entropy(): temperature= does not combine with z_loss, softcap, "
+            "class_weights, return_lse or return_entropy"
+        )
+    if t == 1.0 and not (extras or return_lse or return_entropy):
         lean = _lean_cross_entropy(
             logits, target, axis, reduction, label_smoothing, ignore_index, return_grad,
             backend, grad_out,
@@ -210,7 +229,7 @@ def cross_entropy(
         check_probabilities(target)
         probabilities = rows.operand(target, "target")
         count = rows.count
-    scale = _gradient_scale(reduction, count)
+    scale = _gradient_scale(reduction, count) / t
 
     losses = rows.new_reduced()
     inputs = () if probabilities is None else (probabilities,)
@@ -219,31 +238,26 @@ def cross_entropy(
         if return_grad
         else np.empty((0, 0), rows.compute_dtype)
     )
-    if probabilities is None:
-        run(
-            kernels.CROSS_ENTROPY_INDEX,
-            engine,
-            rows.data,
-            labels,
-            -1 if ignore_index is None else ignore_index,
-            label_smoothing,
-            scale,
-            return_grad,
-            losses,
-            grad,
-        )
+
+    def losses_of(data, part):
+        """The kernel on the rows ``part``, whose logits are ``data``."""
+        g = grad[part] if return_grad else grad
+        if probabilities is None:
+            run(
+                kernels.CROSS_ENTROPY_INDEX, engine, data, labels[part],
+                -1 if ignore_index is None else ignore_index, label_smoothing, scale,
+                return_grad, losses[part], g,
+            )  # fmt: skip
+        else:
+            run(
+                kernels.CROSS_ENTROPY_PROBABILITY, engine, data, probabilities[part],
+                label_smoothing, scale, return_grad, losses[part], g,
+            )  # fmt: skip
+
+    if t == 1.0:
+        losses_of(rows.data, slice(None))
     else:
-        run(
-            kernels.CROSS_ENTROPY_PROBABILITY,
-            engine,
-            rows.data,
-            probabilities,
-            label_smoothing,
-            scale,
-            return_grad,
-            losses,
-            grad,
-        )
+        tempered_rows(rows, engine, t, losses_of)
 
     if reduction == "none":
         loss = rows.restore_reduced(losses)
@@ -252,6 +266,22 @@ def cross_entropy(
     if not return_grad:
         return loss
     return loss, rows.restore(grad, grad_out)
+
+
+def tempered_rows(rows, engine: str, t: float, losses_of) -> None:
+    """``losses_of(rows.data[part] / t, part)`` over the rows, a block of about
+    ``config.TEMPERED_BLOCK_BYTES`` at a time divided into one buffer.  Never into
+    the gradient's buffer, to run there in place: a kernel whose input and output
+    are one array loses its vector loop (LLVM's overlap check), and with it the
+    order of summation that its bound assumes."""
+    row_bytes = max(1, rows.n * rows.compute_dtype.itemsize)
+    block = max(1, min(rows.count, config.TEMPERED_BLOCK_BYTES // row_bytes))
+    buffer = rows.empty((block, rows.n))
+    for start in range(0, rows.count, block):
+        part = slice(start, min(rows.count, start + block))
+        z = buffer[: part.stop - start]
+        run(softmax_options.DIVIDED, engine, rows.data[part], z, t)
+        losses_of(z, part)
 
 
 def _gradient_scale(reduction: str, count: int) -> float:
@@ -385,6 +415,26 @@ ENTRIES = (
         bounds=(bounds.LOG_DOMAIN, bounds.with_ref(bounds.shifted_bound(6.0, spreads=2.0))),
         scales=(bounds.relative, bounds.gradient_scale()),
         study=CORE,
+    ),
+    Entry(
+        "cross_entropy",
+        "temperature",
+        cross_entropy,
+        reference.cross_entropy,
+        ("log", "gradient"),
+        {**_PER_ROW, "temperature": REGISTRY_TEMPERATURE},
+        {**_PER_ROW, "temperature": REGISTRY_TEMPERATURE},
+        with_targets,
+        bounds=(
+            bounds.options_bound(bounds.LOG_DOMAIN, 0, "log", temperature=REGISTRY_TEMPERATURE),
+            bounds.options_bound(
+                bounds.with_ref(bounds.shifted_bound(7.0, spreads=2.0)),
+                0,
+                "probability",
+                temperature=REGISTRY_TEMPERATURE,
+            ),
+        ),
+        scales=(bounds.relative, bounds.gradient_scale(temperature=REGISTRY_TEMPERATURE)),
     ),
     Entry(
         "cross_entropy",

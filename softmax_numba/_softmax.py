@@ -19,7 +19,9 @@ from softmax_numba._api import (
 from softmax_numba._backward import vjp
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
+from softmax_numba._softmax_options import masked_rows, options_map, sink_gradient
 from softmax_numba.cpu import softmax as kernels
+from softmax_numba.cpu import softmax_options
 from softmax_numba.declaration import CORE, Entry, backward_of
 
 SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
@@ -27,15 +29,6 @@ SOFTMAX_ALGORITHMS = ("auto", "naive", "shifted", "division_free", "online")
 #: cache and evaluates ``exp`` once per entry, which makes it the fastest of the
 #: accurate ones on a CPU.
 AUTO_SOFTMAX_ALGORITHM = "shifted"
-
-
-def _masked_rows(rows, where):
-    """The rows with masked-out entries set to ``-inf``, and the mask as rows (on the
-    device for GPU rows)."""
-    if where is None:
-        return rows.data, None
-    mask = rows.operand(where, "where", dtype=bool)
-    return rows.where(rows.data, mask, -np.inf), mask
 
 
 def _broadcast_with_weights(x: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +64,7 @@ def _row_map(name, x, axis, where, backend, out, kernel, split_row, excluded, st
             return result
     rows = rows_of(x, axis, name, multiple=True)
     engine = rows.engine(backend)
-    data, mask = _masked_rows(rows, where)
+    data, mask = masked_rows(rows, where)
     result = rows.new_rows(out)
     chunks = split_chunks(engine, rows.count, rows.n)
     if chunks > 1 and split_row is not None:
@@ -92,6 +85,8 @@ def softmax(
     axis: int | tuple[int, ...] | None = -1,
     *,
     algorithm: str = "auto",
+    temperature: float | None = None,
+    sink: npt.ArrayLike | None = None,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -114,6 +109,21 @@ def softmax(
         ``"division_free"``: ``exp(x_i - logsumexp(x))``, less accurate for large
         ``|logsumexp(x)|`` ([1]_, Sec. 3).  ``"online"``: one pass for the running
         max and sum ([2]_), one pass to write.  ``"auto"`` is ``"shifted"``.
+    temperature : float > 0, optional
+        Softmax of ``x / temperature``, each quotient rounded as NumPy's ``x / T``
+        in the compute dtype (an overflow included), the division done in the
+        kernel's max pass: no extra pass, no array of ``x``'s size.
+    sink : float or array_like, optional
+        An attention sink ([3]_, [4]_): a logit ``c`` added to the denominator only,
+        :math:`p_i = e^{x_i} / (e^{c} + \sum_j e^{x_j})`, so that a row may give
+        little weight to all its entries (``sink=0`` is the "off-by-one" softmax
+        ``softmax1``).  A number, or one value per row (an array that broadcasts
+        to ``x``'s shape without ``axis``).  Non-finite values follow softmax of
+        the row ``[x, c]``: ``c = -inf`` is no sink, a ``+inf`` or NaN sink makes
+        the row NaN, and an all ``-inf`` row beside a finite sink is all zeros.
+        With ``temperature``, the sink is compared with ``x / temperature``.
+        ``temperature`` and ``sink`` run the shifted algorithm (never split over
+        threads); ``"naive"`` and ``"division_free"`` refuse them.
     where : array_like of bool, optional
         Entries to include (broadcast to ``x``); excluded entries give 0, a row
         with no included entry gives all zeros (as ``jax.nn.softmax``).
@@ -171,6 +181,14 @@ def softmax(
     for float64, where ``exp`` underflows.  Entries whose exact value is below the
     smallest normal number are not bounded.
 
+    With a sink ``c``: the bound of the row ``[x, c]`` (``n + 1`` entries, ``c`` in
+    the spread), plus ``4 u`` for adding ``e^{c - m}`` apart (its sum, and for ``c >
+    m`` the rescaling by ``e^{m - c}``).  With a temperature, each ``y_i = x_i /
+    T`` is rounded (and so is ``T`` in the compute dtype): relative to softmax of
+    the exact ``x / T``, that adds ``4 max_j |y_j| u`` (the exponents' errors
+    ``2 u |y_i|``; [1]_'s analysis of softmax of ``y``, perturbed), and the bound
+    of ``y`` replaces that of ``x``.
+
     Non-finite input follows scipy: a NaN makes its row NaN; a row with a ``+inf``
     is NaN; a row that is all ``-inf`` is NaN; ``-inf`` entries otherwise give 0.
 
@@ -180,6 +198,10 @@ def softmax(
        log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
     .. [2] M. Milakov and N. Gimelshein, "Online normalizer calculation for
        softmax", arXiv:1805.02867, 2018.
+    .. [3] E. Miller, "Attention is off by one", 2023
+       (https://www.evanmiller.org/attention-is-off-by-one.html).
+    .. [4] G. Xiao, Y. Tian, B. Chen, S. Han and M. Lewis, "Efficient streaming
+       language models with attention sinks", ICLR 2024.
 
     Examples
     --------
@@ -187,6 +209,10 @@ def softmax(
     >>> from softmax_numba import softmax
     >>> softmax(np.array([1.0, 2.0, 3.0]))
     array([0.09003057, 0.24472847, 0.66524096])
+    >>> softmax(np.array([1.0, 2.0, 3.0]), temperature=2.0)  # softmax(x / 2)
+    array([0.18632372, 0.30719589, 0.50648039])
+    >>> softmax(np.array([0.0, 0.0]), sink=0.0)  # e^0 / (e^0 + e^0 + e^0)
+    array([0.33333333, 0.33333333])
     >>> softmax(np.array([1000.0, 1001.0]))  # no overflow
     array([0.26894142, 0.73105858])
     >>> softmax(np.array([1.0, 2.0, 3.0]), where=np.array([True, False, True]))
@@ -195,6 +221,16 @@ def softmax(
     check_choice("algorithm", algorithm, SOFTMAX_ALGORITHMS)
     if algorithm == "auto":
         algorithm = AUTO_SOFTMAX_ALGORITHM
+    if temperature is not None or sink is not None:
+        if algorithm not in ("shifted", "online"):
+            raise ValueError(
+                f"softmax(): temperature= and sink= run the shifted algorithm, "
+                f"not algorithm={algorithm!r}"
+            )
+        return options_map(
+            "softmax", x, axis, where, backend, out, softmax_options.SOFTMAX_OPTIONS,
+            temperature, sink, 0,
+        )  # fmt: skip
     split = kernels.split_softmax_row if algorithm in ("shifted", "online") else None
     return _row_map("softmax", x, axis, where, backend, out, kernels.SOFTMAX[algorithm], split, 0)
 
@@ -205,6 +241,8 @@ def log_softmax(
     /,
     axis: int | tuple[int, ...] | None = -1,
     *,
+    temperature: float | None = None,
+    sink: npt.ArrayLike | None = None,
     where: npt.ArrayLike | None = None,
     backend: str = "auto",
     out: np.ndarray | None = None,
@@ -213,8 +251,11 @@ def log_softmax(
 
     Parameters
     ----------
-    x, axis, where, backend, out
-        As in :func:`softmax`.  Excluded entries (``where=False``) give ``-inf``.
+    x, axis, temperature, sink, where, backend, out
+        As in :func:`softmax`: :math:`\log p_i = y_i - \log(e^{c} + \sum_j e^{y_j})`
+        with ``y = x / temperature`` and the sink ``c`` (a ``+inf`` sink gives
+        ``-inf``, as log-softmax of the row ``[x, +inf]``).  Excluded entries
+        (``where=False``) give ``-inf``.
 
     Returns
     -------
@@ -241,7 +282,11 @@ def log_softmax(
 
     Error bound, after the analysis of [1]_ (first order, relative to each entry,
     whatever the offset of ``x``): ``(6 + sigma(n) + spread) u``, with ``u``,
-    ``sigma(n)`` and ``spread`` as in :func:`softmax`.
+    ``sigma(n)`` and ``spread`` as in :func:`softmax`.  With a sink ``c``: that of
+    the row ``[x, c]``, plus ``3 u`` for adding it to the state.  With a
+    temperature: that of ``y = x / T``, plus ``6 max_j |y_j| u`` relative to the
+    exact ``x / T`` (the exponents' errors ``2 u |y_i|``, over ``|log p_i| >= log
+    2`` wherever they do not cancel).
 
     References
     ----------
@@ -256,7 +301,14 @@ def log_softmax(
     array([-2.40760596, -1.40760596, -0.40760596])
     >>> log_softmax(np.array([1e4, 1e4 + 1.0]))  # no cancellation of 1e4
     array([-1.31326169, -0.31326169])
+    >>> log_softmax(np.array([-1e4, -1e4]), sink=0.0)  # the sink takes nearly all
+    array([-10000., -10000.])
     """
+    if temperature is not None or sink is not None:
+        return options_map(
+            "log_softmax", x, axis, where, backend, out, softmax_options.LOG_SOFTMAX_OPTIONS,
+            temperature, sink, -np.inf,
+        )  # fmt: skip
     return _row_map(
         "log_softmax",
         x,
@@ -386,24 +438,36 @@ def softmax_backward(
     /,
     axis: int | tuple[int, ...] | None = -1,
     *,
+    return_sink_grad: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Vector-Jacobian product of softmax: :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
 
     Parameters
     ----------
     y : array_like
-        The forward output ``softmax(x, axis=axis)``.
+        The forward output ``softmax(x, axis=axis)``, with or without a sink.
     dy : array_like
         The upstream gradient, same shape as ``y``.
+    return_sink_grad : bool
+        Also return the gradient with respect to a sink ``c`` of the forward call,
+        ``dc = -sum_j dx_j`` (shifting every ``x_j`` and ``c`` alike changes
+        nothing); its error is at most ``sigma(n) u`` relative to the sum of the
+        scales of the ``dx_j`` below, ``dx`` itself being within its bound.
+        NumPy arrays only.
     axis, backend, out
         As in :func:`softmax`.
 
     Returns
     -------
-    ndarray
-        ``dx``, the shape and floating dtype of ``y``.
+    dx : ndarray
+        The shape and floating dtype of ``y``; with a sink the formula is the same.
+        With a temperature ``T`` the gradient with respect to ``x`` is ``dx / T``
+        (and ``dc`` is unchanged).
+    dc : ndarray
+        Only with ``return_sink_grad``: one value per row (``y``'s shape without
+        ``axis``).
 
     Notes
     -----
@@ -431,16 +495,8 @@ def softmax_backward(
     >>> np.round(softmax_backward(y, np.array([1.0, 0.0, 0.0])), 6)
     array([ 0.081925, -0.022033, -0.059892])
     """
-    return vjp(
-        "softmax_backward",
-        y,
-        dy,
-        axis,
-        backend,
-        out,
-        kernels.SOFTMAX_BACKWARD,
-        multiple=True,
-    )
+    dx = vjp("softmax_backward", y, dy, axis, backend, out, kernels.SOFTMAX_BACKWARD, multiple=True)
+    return (dx, sink_gradient("softmax_backward", dx, axis)) if return_sink_grad else dx
 
 
 @same_kind_out
@@ -450,24 +506,36 @@ def log_softmax_backward(
     /,
     axis: int | tuple[int, ...] | None = -1,
     *,
+    return_sink_grad: bool = False,
     backend: str = "auto",
     out: np.ndarray | None = None,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Vector-Jacobian product of log-softmax: :math:`dx = dy - e^{y} \sum_j dy_j`.
 
     Parameters
     ----------
     y : array_like
-        The forward output ``log_softmax(x, axis=axis)``.
+        The forward output ``log_softmax(x, axis=axis)``, with or without a sink.
     dy : array_like
         The upstream gradient, same shape as ``y``.
+    return_sink_grad : bool
+        Also return the gradient with respect to a sink ``c`` of the forward call,
+        ``dc = -sum_j dx_j`` (shifting every ``x_j`` and ``c`` alike changes
+        nothing); its error is at most ``sigma(n) u`` relative to the sum of the
+        scales of the ``dx_j`` below, ``dx`` itself being within its bound.
+        NumPy arrays only.
     axis, backend, out
         As in :func:`softmax`.
 
     Returns
     -------
-    ndarray
-        ``dx``, the shape and floating dtype of ``y``.
+    dx : ndarray
+        The shape and floating dtype of ``y``; with a sink the formula is the same.
+        With a temperature ``T`` the gradient with respect to ``x`` is ``dx / T``
+        (and ``dc`` is unchanged).
+    dc : ndarray
+        Only with ``return_sink_grad``: one value per row (``y``'s shape without
+        ``axis``).
 
     Notes
     -----
@@ -494,7 +562,7 @@ def log_softmax_backward(
     >>> np.round(log_softmax_backward(y, np.array([1.0, 0.0, 0.0])), 6)
     array([ 0.909969, -0.244728, -0.665241])
     """
-    return vjp(
+    dx = vjp(
         "log_softmax_backward",
         y,
         dy,
@@ -504,6 +572,7 @@ def log_softmax_backward(
         kernels.LOG_SOFTMAX_BACKWARD,
         multiple=True,
     )
+    return (dx, sink_gradient("log_softmax_backward", dx, axis)) if return_sink_grad else dx
 
 
 # --------------------------------------------------------------------------- declarations
@@ -516,6 +585,17 @@ _SOFTMAX_BOUNDS = {
     "division_free": bounds.division_free_bound,
     "online": bounds.SOFTMAX,
 }
+
+#: The temperature of the registry's ``softmax[options]``, ``log_softmax[options]``
+#: and ``cross_entropy[temperature]``: not a power of two, so that ``x / T`` rounds,
+#: and above 1, so that ``x / T`` never overflows where ``x`` does not (below 1 the
+#: largest floats overflow, as they do in ``softmax(x / T)``;
+#: ``tests/test_softmax_options.py``).
+REGISTRY_TEMPERATURE = 1.7
+#: The options of ``softmax[options]`` and ``log_softmax[options]``: that
+#: temperature and the off-by-one softmax's sink, both at once (the sink alone, and
+#: per row, in ``tests/test_softmax_options.py``).
+REGISTRY_OPTIONS = {"temperature": REGISTRY_TEMPERATURE, "sink": 0.0}
 
 #: This module's ops, for the registry (:mod:`softmax_numba.declaration`).
 ENTRIES = (
@@ -541,6 +621,22 @@ ENTRIES = (
         ("log",),
         bounds=(bounds.LOG_DOMAIN,),
         study=CORE,
+    ),
+    *(
+        Entry(
+            op,
+            "options",
+            function,
+            oracle,
+            (kind,),
+            REGISTRY_OPTIONS,
+            REGISTRY_OPTIONS,
+            bounds=(bounds.options_bound(base, extra, kind, **REGISTRY_OPTIONS),),
+        )
+        for op, function, oracle, kind, base, extra in (
+            ("softmax", softmax, reference.softmax, "probability", bounds.SOFTMAX, 4),
+            ("log_softmax", log_softmax, reference.log_softmax, "log", bounds.LOG_DOMAIN, 3),
+        )
     ),
     Entry(
         "logsumexp",

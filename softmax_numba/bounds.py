@@ -137,6 +137,58 @@ def logsumexp_bound(args, ref=None):
     return 1 + base * np.maximum(np.nan_to_num(factor, nan=1.0), 1.0)
 
 
+#: The bound in u of ``logcumsumexp``'s serial scan, relative to ``max(|y_k|,
+#: log1p(s_k))`` (:func:`cumulative_scale`).  ``s_k`` is a compensated running sum
+#: (2 u with its last rounding) of terms ``exp(x_i - r)`` relative to a reference
+#: ``r``, each ``exp`` of a difference with the difference's rounding corrected
+#: (two-sum: ``exp(d) (1 + e)``, 3 u), each term rescaled at most twice while it is
+#: above ``e^-50`` of ``s_k`` (4 u each: the corrected ``exp`` and a product), divided
+#: by ``E = exp(m_k - r)`` (3 u, its reciprocal u, the product u): 21 u with
+#: ``log1p`` (2 u; its condition ``s / ((1 + s) log1p(s)) <= 1``) and the last sum
+#: (u).  No term depends on the offset of ``x``, on its spread, or on ``k``.
+CUMULATIVE_SCAN = 21.0
+#: What a carried state adds (a split row's pieces, Dask's chunks): the piece's sum
+#: folded into the carry (``1 + s``, the corrected ``exp``, a product: 5 u), the
+#: carry settled (``E`` 3 u, its reciprocal, the product and a sum: 6 u), and two
+#: more rescalings (8 u): the piece's scan and the scan after the carry each rescale
+#: a term at most twice while it matters, and their references differ.
+CUMULATIVE_CARRY = 19.0
+#: What each merge of the CUDA engine's tree adds: ``s_1 + (1 + s_2) exp(m_2 - m_1)``,
+#: the sum, the corrected ``exp``, the product and the sum (6 u).
+CUMULATIVE_MERGE = 6.0
+
+
+def logcumsumexp_entry_bound(x) -> np.ndarray:
+    """Per entry of the rows of ``x``, the bound in u of ``logcumsumexp`` relative to
+    ``max(|y_k|, log1p(s_k))`` (:func:`cumulative_scale`): ``CUMULATIVE_SCAN +
+    CUMULATIVE_CARRY`` (40 u) on every engine but CUDA, whose block scan of states adds
+    ``CUMULATIVE_MERGE`` per level of its tree (``log2(config.CUDA_THREADS_PER_BLOCK)``)
+    and for the merge with the carry of the blocks of entries before."""
+    bound = CUMULATIVE_SCAN + CUMULATIVE_CARRY
+    if _ORDER.get() == "cuda":
+        levels = np.ceil(np.log2(max(config.CUDA_THREADS_PER_BLOCK, 2)))
+        bound += CUMULATIVE_MERGE * (levels + 1)
+    return np.full(as_rows(x).shape, bound)
+
+
+def logcumsumexp_bound(args, ref=None):
+    """Per row, the largest :func:`logcumsumexp_entry_bound` of its entries."""
+    return np.max(logcumsumexp_entry_bound(args[0]), axis=-1, initial=0.0)
+
+
+def cumulative_scale(args, ref, index):
+    """``max(|y_k|, log1p(s_k))``, ``log1p(s_k) = y_k - m_k`` with ``m_k`` the prefix
+    maximum: the error of ``m_k + log1p(s_k)`` relative to ``y_k``, or to the term
+    ``log1p(s_k)`` where ``m_k < 0`` cancels it; the same as relative to ``y_k`` with
+    the factor ``max(1, log1p(s_k) / |y_k|)`` of :func:`logsumexp_bound`."""
+    y = np.asarray(ref[index], dtype=np.longdouble)
+    x = as_rows(np.asarray(args[0], dtype=np.longdouble)).reshape(y.shape)
+    with np.errstate(invalid="ignore"):
+        m = np.fmax.accumulate(x, axis=-1)
+        term = np.where(np.isfinite(m) & np.isfinite(y), y - m, 0)
+    return np.maximum(np.abs(y), term)
+
+
 def division_free_bound(args, ref=None):
     """``exp(x_i - lse)``: ``(|lse| + spread + sigma(n) + 4) u`` (Blanchard, Higham &
     Higham 2021, Thm 3.3): the rounding of ``x_i - lse`` is ``u |lse|``."""
@@ -144,6 +196,38 @@ def division_free_bound(args, ref=None):
     rows = as_rows(np.asarray(x, dtype=np.float64))
     hi = np.max(np.where(np.isfinite(rows), np.abs(rows), 0), axis=-1, initial=0)
     return hi + spread(x) + summation_bound(_n(x)) + 8
+
+
+#: Per kind of output, what rounding ``y_i = x_i / T`` adds to a bound, in u, as
+#: ``(per max_j |y_j|, per spread(y), constant)``: each quotient's own rounding is
+#: ``u |y_i|``; the rounding of ``T`` itself scales every ``y_j`` alike, so it only
+#: moves the differences ``y_i - y_j`` by ``u |y_i - y_j|``.  Softmax:
+#: ``|d log p_i| <= u (|y_i| + max_j |y_j|) + 2 u spread``.  A log-probability (and a
+#: loss): the error of ``(y_i - M) - log1p(S)`` over ``|log p_i| >= max(M - y_i,
+#: log1p(S)) >= 0.56`` for ``i`` not the max, ``2 u max|y| (1 / 0.56 + 1)``.
+TEMPERATURE_TERMS = {"probability": (2.0, 2.0, 1.0), "log": (6.0, 1.0, 1.0)}
+
+
+def options_bound(base, extra: float, kind: str, *, temperature=None, sink=None):
+    """Softmax, log-softmax or the loss with ``temperature`` and ``sink`` (as the
+    registry passes them): ``base`` on the row ``[x / T, c]``, plus ``extra`` u for
+    adding the sink, plus, with a temperature, :data:`TEMPERATURE_TERMS` of
+    ``kind``."""
+
+    def bound(args, ref=None):
+        x = np.asarray(args[0])
+        y = as_rows(x.astype(np.float64) / (temperature or 1.0))
+        big = np.max(np.where(np.isfinite(y), np.abs(y), 0), axis=-1, initial=0)
+        rounding = 0.0
+        if temperature is not None:
+            per_big, per_spread, constant = TEMPERATURE_TERMS[kind]
+            rounding = per_big * big + per_spread * spread(y) + constant
+        if sink is not None:
+            y = np.concatenate([y, np.full((y.shape[0], 1), float(sink))], axis=1)
+        compute = np.float64 if x.dtype == np.float64 else np.float32
+        return base((y.astype(compute),)) + extra + rounding
+
+    return bound
 
 
 def with_ref(bound):
@@ -167,20 +251,22 @@ def sparse_scale(args, ref, index):
     return np.broadcast_to(big, rows.shape).reshape(np.shape(ref[index]))
 
 
-def gradient_scale(smoothing: float = 0.0):
+def gradient_scale(smoothing: float = 0.0, temperature: float | None = None):
     """``sum(q) p_j + q_j``: the two terms the gradient ``sum(q) p - q`` subtracts,
     with ``p = softmax(x)`` in higher precision, ``q`` the (one-hot, or given)
-    target smoothed as ``(1 - eps) q + eps / n``."""
+    target smoothed as ``(1 - eps) q + eps / n``; with a temperature ``T``, ``p =
+    softmax(x / T)`` and the terms divided by ``T``."""
 
     def scale(args, ref, index):
         x, target = (np.asarray(a) for a in args[:2])
-        p = reference.softmax(x.astype(np.longdouble))
+        t = np.longdouble(1.0 if temperature is None else temperature)
+        p = reference.softmax(x.astype(np.longdouble) / t)
         if np.issubdtype(target.dtype, np.integer):
             q = (np.arange(x.shape[-1]) == target[..., None]).astype(np.longdouble)
         else:
             q = target.astype(np.longdouble)
         q = (1 - smoothing) * q + smoothing / x.shape[-1]
-        return p * q.sum(axis=-1, keepdims=True) + q
+        return (p * q.sum(axis=-1, keepdims=True) + q) / t
 
     return scale
 
@@ -310,6 +396,43 @@ def entmax_vjp_scale(args, ref, index):
     with np.errstate(invalid="ignore", divide="ignore"):
         q = np.sum(g * np.abs(dy), -1, keepdims=True) / np.sum(g, -1, keepdims=True)
     return g * np.abs(dy) + g * np.nan_to_num(q)
+
+
+# --------------------------------------------------------------------------- stablemax
+# r_j = s(x_j) / s(m): a numerator and a denominator of one or two roundings each and a
+# division (two roundings under ``arcp``), 4 u; the shared 1 + m (or 1 - m) cancels.
+#: ``r_i / sum_j r_j``: ``r_i`` (4 u), the sum (4 u from its terms, ``sigma(n)``), and
+#: the reciprocal and product that scale the row (2 u).
+STABLEMAX = sum_bound(10)
+#: ``-(L_i + log1p(t))``: ``L_i`` (``d_i`` 4 u, ``log1p`` 2 u; or two ``log1p`` and a
+#: sum), ``log1p(t)`` (``t``: 4 u + ``sigma(n)``, ``log1p``'s condition <= 1, 2 u),
+#: the sum of the two (u); nothing cancels.  The stablemax cross-entropy's loss too.
+LOG_STABLEMAX = sum_bound(7)
+#: The loss's gradient ``(r_j k - [j = t] sc) / (1 + |x_j|)``, ``k = sc / (1 + t)``:
+#: ``k`` (``1 + t``: 5 u + ``sigma(n)``, division 2 u, ``sc`` u), ``r_j`` (4 u), the
+#: product, the subtraction, ``1 + |x_j|`` and the division (5 u).
+STABLEMAX_GRADIENT = sum_bound(16)
+#: ``y (dy - <y, dy>) / (1 + |x|)``: softmax_backward's ``3 + sigma(n)``, then
+#: ``1 + |x|`` and the division.
+STABLEMAX_BACKWARD = sum_bound(6)
+
+
+def stablemax_gradient_scale(args, ref, index):
+    """``(p_j + [j = t]) / (1 + |x_j|)``, ``p = stablemax(x)`` in higher precision: the
+    two terms of the gradient ``(p - onehot(t)) / (1 + |x|)``."""
+    x, target = np.asarray(args[0]), np.asarray(args[1])
+    z = x.astype(np.longdouble)
+    p = reference.stablemax(z)
+    q = (np.arange(x.shape[-1]) == target[..., None]).astype(np.longdouble)
+    with np.errstate(invalid="ignore"):
+        return (p + q) / (1 + np.abs(z))
+
+
+def stablemax_vjp_scale(args, ref, index):
+    """``|y_i| (|dy_i| + sum_j |y_j dy_j|) / (1 + |x_i|)`` for ``dx = y (dy - <y, dy>)
+    / (1 + |x|)``, ``args = (y, dy, x)``."""
+    y, dy, x = (np.abs(np.asarray(a, dtype=np.longdouble)) for a in args[:3])
+    return y * (dy + np.sum(y * dy, axis=-1, keepdims=True)) / (1 + x)
 
 
 #: The study's tags: ``family``, the softmax family of the accuracy and speed

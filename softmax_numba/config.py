@@ -81,6 +81,15 @@ SPLIT_PIECES_PER_THREAD: int = 4
 #: ... and no piece is shorter than this many elements.
 SPLIT_MIN_PIECE: int = 1024
 
+#: Per call.  The ragged-row ops (``segment_softmax`` and its relatives) cut a segment
+#: longer than this many entries into equal chunks of at most this many, whose states
+#: are merged exactly, on both CPU engines alike (their results do not depend on the
+#: number of threads); the parallel engine shares out the chunks and runs of short
+#: segments among its threads.  At least ``SUM_BLOCK``: the bound of a sum of more than
+#: ``SUM_BLOCK`` terms (``softmax_numba.bounds.summation_bound``) covers the chunks'
+#: online states merged in turn.
+SEGMENT_PIECE_LENGTH: int = 1 << 15
+
 #: Per call.  CUDA launch shape: threads per block (one block per row, grid-stride
 #: over rows) and the most blocks in a grid.  Tests patch tiny, odd block sizes.
 CUDA_THREADS_PER_BLOCK: int = 256
@@ -114,6 +123,11 @@ CUDA_RESIDENT_BLOCKS: int | None = None
 #: block of rows times one chunk of the vocabulary.  The gradient's matrix products
 #: need a second buffer of at most this size.
 CHUNKED_LOSS_BYTES: int = 128 << 20
+
+#: ``cross_entropy(..., temperature=T)`` without the gradient divides the logits by
+#: ``T`` a block of rows of about this many bytes at a time, into one buffer that
+#: stays in the cache (256 KiB: the L2 of a core holds it and the kernel's row).
+TEMPERED_BLOCK_BYTES: int = 256 << 10
 
 #: Per call.  The fewest rows in a block of ``linear_cross_entropy`` for which the
 #: whole vocabulary is kept as one chunk (then the logits are computed once; with

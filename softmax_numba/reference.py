@@ -78,11 +78,37 @@ def _masked(x, where):
     return x if where is None else np.where(where, x, -np.inf).astype(x.dtype, copy=False)
 
 
-def softmax(x, axis=-1, algorithm="shifted", where=None):
+def _tempered(x, axis, temperature, sink):
+    """``x / T`` (rounded in ``x``'s dtype, as the engines do) with the sink logit
+    ``c`` (broadcast to one per row) appended along ``axis``: the row ``[x / T, c]``
+    whose softmax, without its last entry, is softmax with a temperature and a
+    sink.  ``x`` itself when both are ``None``."""
+    if temperature is not None:
+        with _quiet():
+            x = x / x.dtype.type(temperature)
+    if sink is None:
+        return x
+    z = np.moveaxis(x, axis, -1)
+    c = np.broadcast_to(np.asarray(sink).astype(x.dtype), z.shape[:-1])[..., None]
+    return np.moveaxis(np.concatenate([z, c], axis=-1), -1, axis)
+
+
+def _without_sink(y, axis, sink):
+    """``y`` without the sink's entry that :func:`_tempered` appended."""
+    return y if sink is None else np.moveaxis(np.moveaxis(y, axis, -1)[..., :-1], -1, axis)
+
+
+def softmax(x, axis=-1, algorithm="shifted", where=None, temperature=None, sink=None):
     """Softmax by one of the named algorithms (``"online"`` is computed as
-    ``"shifted"``: the two are the same formula evaluated in a different order)."""
+    ``"shifted"``: the two are the same formula evaluated in a different order), of
+    ``x / temperature`` beside the sink logit ``sink`` (:func:`_tempered`)."""
     x = np.asarray(x)
-    z = _masked(x, where)
+    p = _softmax(_tempered(_masked(x, where), axis, temperature, sink), axis, algorithm)
+    p = _without_sink(p, axis, sink)
+    return p if where is None else np.where(where, p, 0).astype(p.dtype, copy=False)
+
+
+def _softmax(z, axis, algorithm):
     with _quiet():
         if algorithm == "naive":
             e = np.exp(z)
@@ -95,16 +121,17 @@ def softmax(x, axis=-1, algorithm="shifted", where=None):
             p = np.exp(z - np.where(lse == np.inf, np.nan, lse))
         else:
             raise ValueError(f"unknown softmax algorithm {algorithm!r}")
-    return p if where is None else np.where(where, p, 0).astype(p.dtype, copy=False)
+    return p
 
 
-def log_softmax(x, axis=-1, where=None):
-    """``(x_i - m) - log1p(s)`` from :func:`state`; masked entries give ``-inf``."""
+def log_softmax(x, axis=-1, where=None, temperature=None, sink=None):
+    """``(z_i - m) - log1p(s)`` from :func:`state` of ``z = [x / temperature, sink]``
+    (:func:`_tempered`); masked entries give ``-inf``."""
     x = np.asarray(x)
-    z = _masked(x, where)
+    z = _tempered(_masked(x, where), axis, temperature, sink)
     m, s = state(z, axis)
     with _quiet():
-        y = (z - m) - np.log1p(s)
+        y = _without_sink((z - m) - np.log1p(s), axis, sink)
     return y if where is None else np.where(where, y, -np.inf).astype(y.dtype, copy=False)
 
 
@@ -126,14 +153,16 @@ def cross_entropy(
     label_smoothing=0.0,
     ignore_index=None,
     return_grad=False,
+    temperature=None,
 ):
     """``-sum_j q_j log_softmax(x)_j`` per row with PyTorch's conventions.
 
     ``q = (1 - eps) * target + eps / C``; class-index targets are one-hot, rows whose
     target is ``ignore_index`` give zero loss and gradient and are left out of the
-    mean.  The gradient of each row's loss is ``sum(q) * softmax(x) - q``.
+    mean.  The gradient of each row's loss is ``sum(q) * softmax(x) - q``.  With a
+    temperature ``T``, ``x / T`` replaces ``x`` and the gradient is divided by ``T``.
     """
-    z = np.moveaxis(np.asarray(logits), axis, -1)
+    z = np.moveaxis(_tempered(np.asarray(logits), axis, temperature, None), axis, -1)
     n_classes = z.shape[-1]
     target = np.asarray(target)
     if np.issubdtype(target.dtype, np.floating):
@@ -164,6 +193,8 @@ def cross_entropy(
     else:
         loss = losses
     loss = np.asarray(loss, dtype=z.dtype)
+    if temperature is not None:
+        grad = grad / z.dtype.type(temperature)
     if return_grad:
         return loss, np.moveaxis(grad.astype(z.dtype), -1, axis)
     return loss
@@ -392,6 +423,206 @@ def maxout(x, pool_size, axis=-1):
     return np.moveaxis(np.max(grouped, axis=-1), -1, axis)
 
 
+# ------------------------------------------------------------------------ stablemax
+# StableMax (Prieto, Barsbey, Mediano & Birdal, "Grokking at the edge of numerical
+# stability", ICLR 2025): s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0.
+
+
+def stablemax_ratios(z):
+    """``(m, r)`` of rows ``z`` (classes last): ``m`` the max over the numbers and
+    ``r_j = s(z_j) / s(m)`` in ``(0, 1]``, without forming ``s(m)``: ``(1 + z_j) /
+    (1 + m)`` for ``z_j >= 0``, ``1 / ((1 - z_j)(1 + m))`` for ``z_j < 0 <= m``,
+    ``(1 - m) / (1 - z_j)`` for ``m < 0``.  0 for ``-inf`` (``m`` finite), NaN for NaN,
+    for ``+inf`` and for every entry of a row with no number above ``-inf``."""
+    z = np.asarray(z)
+    one = z.dtype.type(1)
+    m = np.max(np.where(np.isnan(z), -np.inf, z), axis=-1, keepdims=True, initial=-np.inf)
+    m = m.astype(z.dtype, copy=False)
+    with _quiet():
+        positive = m >= 0
+        c = np.where(positive, one + m, one - m)
+        nonneg = z >= 0
+        num = np.where(nonneg, one + z, np.where(positive, one, c))
+        den = np.where(nonneg, c, (one - z) * np.where(positive, c, one))
+        return m, (num / den).astype(z.dtype, copy=False)
+
+
+def stablemax_state(z):
+    """``(m, t)`` with ``t = sum_{j != k} r_j`` (:func:`stablemax_ratios`), one
+    maximum ``k`` left out: the other maxima count 1 each, exactly (so that a
+    ``+inf`` row has a finite ``t``, an all ``-inf`` row ``t = n - 1``)."""
+    m, r = stablemax_ratios(z)
+    top = z == m
+    ties = np.maximum(np.sum(top, axis=-1, keepdims=True) - 1, 0).astype(r.dtype)
+    with _quiet():
+        t = np.sum(np.where(top, 0, r), axis=-1, keepdims=True) + ties
+    return m, t.astype(r.dtype, copy=False)
+
+
+def stablemax(x, axis=-1):
+    """``s(x_i) / sum_j s(x_j)`` as ``r_i / sum_j r_j`` (:func:`stablemax_ratios`):
+    nothing overflows; a row with a NaN, a ``+inf`` or no number above ``-inf`` is NaN."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    _, r = stablemax_ratios(z)
+    with _quiet():
+        p = r / np.sum(r, axis=-1, keepdims=True)
+    return np.moveaxis(p.astype(z.dtype, copy=False), -1, axis)
+
+
+def log_stablemax(x, axis=-1):
+    """``-(L_i + log1p(t))`` with ``L_i = -log r_i >= 0`` from logarithms of exact
+    quantities (``log1p((m - x_i) / (1 + x_i))``, ``log1p(-x_i) + log1p(m)``,
+    ``log1p((m - x_i) / (1 - m))``) and ``t`` of :func:`stablemax_state`: two terms of
+    one sign, no log of a rounded ratio.  A ``+inf`` row gives NaN at its ``+inf``
+    entries and ``-inf`` elsewhere (as ``scipy.special.log_softmax``)."""
+    z = np.moveaxis(np.asarray(x), axis, -1)
+    one = z.dtype.type(1)
+    m, t = stablemax_state(z)
+    with _quiet():
+        positive = m >= 0
+        inner = positive & (z < 0)
+        d = np.where(inner, -z, (m - z) / np.where(positive, one + z, one - m))
+        log1p_m = np.log1p(np.where(positive, m, 0))
+        loss = np.log1p(d) + np.where(inner, log1p_m, 0)
+        y = -(loss + np.log1p(t))
+    return np.moveaxis(y.astype(z.dtype, copy=False), -1, axis)
+
+
+def stablemax_backward(y, dy, x, axis=-1):
+    """``y (dy - sum(y dy)) / (1 + |x|)``: ``s'(x) / s(x) = 1 / (1 + |x|)``."""
+    return y * (dy - np.sum(y * dy, axis=axis, keepdims=True)) / (1 + np.abs(x))
+
+
+def stablemax_cross_entropy(
+    logits, target, axis=-1, reduction="mean", ignore_index=None, return_grad=False
+):
+    """``-log_stablemax(x)_t`` per row, class-index targets, PyTorch's reductions and
+    ``ignore_index``; the gradient of a row's loss is ``(p - onehot(t)) / (1 + |x|)``,
+    ``p = stablemax(x)``."""
+    z = np.moveaxis(np.asarray(logits), axis, -1)
+    target = np.asarray(target)
+    valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+    safe = np.where(valid, target, 0)
+    if z.shape[-1]:
+        picked = np.take_along_axis(log_stablemax(z), safe[..., None], axis=-1)[..., 0]
+    else:
+        picked = np.zeros(z.shape[:-1], z.dtype)
+    losses = np.where(valid, -picked, 0).astype(z.dtype, copy=False)
+    onehot = np.arange(z.shape[-1]) == safe[..., None]
+    with _quiet():
+        grad = (stablemax(z) - onehot) / (1 + np.abs(z))
+    grad = np.where(valid[..., None], grad, 0)
+    if reduction == "mean":
+        count = np.count_nonzero(valid)
+        with _quiet():
+            loss, grad = np.sum(losses) / count, grad / max(count, 1)
+    else:
+        loss = np.sum(losses) if reduction == "sum" else losses
+    loss = np.asarray(loss, dtype=z.dtype)
+    if return_grad:
+        return loss, np.moveaxis(grad.astype(z.dtype), -1, axis)
+    return loss
+
+
+# ------------------------------------------------------------------------ logcumsumexp
+#: How far the prefix maximum may rise above the reference of the terms
+#: ``exp(x_i - R)`` before :func:`logcumsumexp` starts a new reference (the CPU
+#: engine's ``RESCALE_SPAN``): the terms stay below ``e^50``.
+_CUMULATIVE_SPAN = 50.0
+
+
+def prefix_sum(a):
+    """Inclusive prefix sums along the last axis, within ``2 u`` of exact for terms of
+    one sign at any length: a log-depth scan (Hillis & Steele 1986) whose additions
+    are Knuth's two-sum, their rounding errors summed along beside the sums.  (A
+    recursive ``np.cumsum`` is ``(k - 1) u`` from exact at entry ``k``.)"""
+    s = np.array(a, copy=True)
+    e = np.zeros_like(s)
+    d = 1
+    with _quiet():
+        while d < s.shape[-1]:
+            hi, lo = s[..., d:], s[..., :-d]
+            t = hi + lo
+            b = t - hi
+            err = (hi - (t - b)) + (lo - b)
+            e[..., d:] = e[..., d:] + e[..., :-d] + err
+            s[..., d:] = t
+            d *= 2
+        return s + e
+
+
+def exp_difference(a, b):
+    """``exp(a - b)`` with the rounding of ``a - b`` corrected: ``a - b = d + e``
+    exactly (Knuth's two-sum), ``exp(a - b) = exp(d) (1 + e)`` to first order; ``e``
+    is 0 where ``d`` is not finite.  ``exp(d)`` alone is ``u |a - b|`` from exact."""
+    with _quiet():
+        d = a - b
+        virtual = d - a
+        e = (a - (d - virtual)) + (-b - virtual)
+        t = np.exp(d)
+        return t + t * np.where(np.isfinite(e), e, 0).astype(t.dtype)
+
+
+def _logcumsumexp_numbers(z):
+    """:func:`logcumsumexp` of one row with no NaN and no ``+inf``.
+
+    Per stretch of the row whose prefix maximum stays within :data:`_CUMULATIVE_SPAN`
+    of its reference ``R`` (the stretch's first maximum): ``m_k`` the prefix maximum,
+    ``E_k = exp(m_k - R)``, and the sum of the terms ``exp(x_i - R)`` but the current
+    maximum's as two prefix sums of one sign (:func:`prefix_sum`): the entries that
+    are not a rise of the maximum, and the earlier maxima (a rise ``j`` adds the
+    maximum before it), plus what the stretches before carry in.  Then ``s_k`` is
+    that sum over ``E_k`` and ``y_k = m_k + log1p(s_k)``: no sum ever holds the
+    current maximum's own term, so nothing cancels."""
+    n = z.size
+    y = np.full(n, -np.inf, dtype=z.dtype)
+    m = np.maximum.accumulate(z)
+    rise = z > np.concatenate([[-np.inf], m[:-1]]).astype(z.dtype)
+    start = int(np.argmax(rise)) if rise.any() else n
+    carried = z.dtype.type(0)
+    while start < n:
+        R = z[start]
+        stop = min(int(np.searchsorted(m, R + z.dtype.type(_CUMULATIVE_SPAN), "right")), n)
+        zs, ms, rs = z[start:stop], m[start:stop], rise[start:stop]
+        t = exp_difference(zs, R)
+        others = prefix_sum(np.where(rs, 0, t).astype(z.dtype))
+        earlier = np.concatenate([[0], prefix_sum(t[rs])]).astype(z.dtype)  # before each rise
+        s = (others + (carried + earlier[np.cumsum(rs) - 1])) / exp_difference(ms, R)
+        y[start:stop] = ms + np.log1p(s)
+        if stop < n:  # the stretch's total, relative to the next reference
+            carried = (1 + s[-1]) * exp_difference(ms[-1], z[stop])
+        start = stop
+    return y
+
+
+def logcumsumexp(x, axis=-1, reverse=False):
+    """``y_k = log sum_{i <= k} exp(x_i)`` along ``axis`` (``reverse``: ``i >= k``),
+    ``m_k + log1p(s_k)`` from the prefix's state, in ``x``'s dtype.
+
+    Non-finite entries as ``np.logaddexp.accumulate``: NaN from the first NaN on,
+    ``+inf`` from the first ``+inf`` on (until a NaN), ``-inf`` while only ``-inf``
+    has been seen.  The error of the terms' prefix sums is ``2 u`` at any length
+    (:func:`prefix_sum`); the oracle of the tests computes it in float64 for
+    float32 input and in ``np.longdouble`` for float64 input."""
+    x = np.asarray(x)
+    z = np.moveaxis(x, axis, -1)
+    if reverse:
+        z = z[..., ::-1]
+    rows = z.reshape(-1, z.shape[-1]) if z.size else z.reshape(-1, max(z.shape[-1], 1))[:0]
+    out = np.empty(rows.shape, dtype=x.dtype)
+    with _quiet():
+        for i, row in enumerate(rows):
+            nan = np.isnan(row)
+            inf = row == np.inf
+            end = int(np.argmax(nan | inf)) if (nan | inf).any() else row.size
+            out[i, :end] = _logcumsumexp_numbers(row[:end])
+            out[i, end:] = np.where(np.logical_or.accumulate(nan)[end:], np.nan, np.inf)
+    y = out.reshape(z.shape)
+    if reverse:
+        y = y[..., ::-1]
+    return np.moveaxis(y, -1, axis)
+
+
 # ------------------------------------------------------------------------ sampling
 # The sort-based oracle of ``sample``, ``filter_logits`` and ``top_logprobs``: the
 # rows are float64 ``(rows, n)`` and every per-row parameter is already normalized by
@@ -608,3 +839,99 @@ def top_logprobs_rows(x, k):
     x = np.asarray(x)
     indices = np.argsort(-x, axis=-1, kind="stable")[:, :k].astype(np.int64)
     return indices, np.take_along_axis(log_softmax(x), indices, axis=-1)
+
+
+# --------------------------------------------------------------------------- segments
+# Ragged rows: ``values`` of shape ``(nnz, ...)``, segment ``j`` its entries
+# ``offsets[j]:offsets[j + 1]`` (CSR row pointers), each trailing position apart.
+
+
+def _segment_rows(values, offsets):
+    """``(rows, ids, starts, nonempty)``: ``values`` as C-contiguous ``(F, nnz)`` rows (so
+    that NumPy's sums along a segment are pairwise), the segment of every entry, the
+    starts of the nonempty segments and their mask."""
+    v = np.asarray(values)
+    o = np.asarray(offsets, dtype=np.int64)
+    rows = np.ascontiguousarray(v.reshape(v.shape[0], int(np.prod(v.shape[1:]))).T)
+    lengths = np.diff(o)
+    nonempty = lengths > 0
+    return rows, np.repeat(np.arange(lengths.size), lengths), o[:-1][nonempty], nonempty
+
+
+def _per_segment(ufunc, rows, starts, nonempty, empty):
+    """``ufunc.reduceat`` over each segment of every row, ``empty`` for an empty one
+    (``reduceat`` alone would give the next entry there)."""
+    out = np.full((rows.shape[0], nonempty.size), empty, dtype=rows.dtype)
+    if starts.size:
+        out[:, nonempty] = ufunc.reduceat(rows, starts, axis=1)
+    return out
+
+
+def _as_entries(rows, shape):
+    """``(F, n)`` rows back in the layout ``(n,) + shape[1:]``."""
+    return np.ascontiguousarray(rows.T).reshape((rows.shape[1], *shape[1:]))
+
+
+def segment_state(values, offsets):
+    """The state ``(m, s)`` of every segment (:func:`state` of each), as ``(F, S)`` arrays:
+    ``m`` the max over its numbers, ``s = sum_{i != k} exp(x_i - m)`` without one
+    maximum (its first); NaN with a NaN, 0 for ``m = +-inf``."""
+    rows, ids, starts, nonempty = _segment_rows(values, offsets)
+    nan = _per_segment(np.logical_or, np.isnan(rows), starts, nonempty, False)
+    numbers = np.where(np.isnan(rows), -np.inf, rows)
+    m = _per_segment(np.maximum, numbers, starts, nonempty, -np.inf)
+    top = numbers == m[:, ids]
+    position = np.where(top, np.arange(rows.shape[1]), rows.shape[1])
+    first = _per_segment(np.minimum, position, starts, nonempty, rows.shape[1])
+    with _quiet():
+        e = np.exp(rows - m[:, ids])
+    f, j = np.nonzero(first < rows.shape[1])
+    e[f, first[f, j]] = 0
+    s = _per_segment(np.add, e, starts, nonempty, 0)
+    s = np.where(np.isfinite(m), s, 0)
+    return m, np.where(nan, np.nan, s).astype(rows.dtype, copy=False)
+
+
+def segment_softmax(values, offsets):
+    """``exp(x_i - m) / (1 + s)`` over each segment (:func:`segment_state`); NaN for a
+    segment with a NaN, a ``+inf`` or only ``-inf``."""
+    rows, ids, _, _ = _segment_rows(values, offsets)
+    m, s = segment_state(values, offsets)
+    with _quiet():
+        scale = np.where(m == np.inf, np.nan, 1 / (1 + s))
+        p = np.exp(rows - m[:, ids]) * scale[:, ids]
+    return _as_entries(p.astype(rows.dtype, copy=False), np.shape(values))
+
+
+def segment_log_softmax(values, offsets):
+    """``(x_i - m) - log1p(s)`` over each segment (:func:`segment_state`)."""
+    rows, ids, _, _ = _segment_rows(values, offsets)
+    m, s = segment_state(values, offsets)
+    with _quiet():
+        y = (rows - m[:, ids]) - np.log1p(s)[:, ids]
+    return _as_entries(y.astype(rows.dtype, copy=False), np.shape(values))
+
+
+def segment_logsumexp(values, offsets):
+    """``m + log1p(s)`` of each segment, shape ``(S,) + values.shape[1:]``; ``-inf``
+    for an empty one."""
+    m, s = segment_state(values, offsets)
+    with _quiet():
+        return _as_entries(m + np.log1p(s), np.shape(values))
+
+
+def segment_softmax_backward(y, dy, offsets):
+    """``y_i (dy_i - sum_k y_k dy_k)`` over each segment."""
+    rows, ids, starts, nonempty = _segment_rows(y, offsets)
+    grad = _segment_rows(dy, offsets)[0]
+    dot = _per_segment(np.add, rows * grad, starts, nonempty, 0)
+    return _as_entries(rows * (grad - dot[:, ids]), np.shape(y))
+
+
+def segment_log_softmax_backward(y, dy, offsets):
+    """``dy_i - exp(y_i) sum_k dy_k`` over each segment."""
+    rows, ids, starts, nonempty = _segment_rows(y, offsets)
+    grad = _segment_rows(dy, offsets)[0]
+    total = _per_segment(np.add, grad, starts, nonempty, 0)
+    with _quiet():
+        return _as_entries(grad - np.exp(rows) * total[:, ids], np.shape(y))

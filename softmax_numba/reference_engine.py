@@ -26,8 +26,34 @@ def _log_softmax(x, out):
     out[...] = reference.log_softmax(x)
 
 
+def _softmax_options(x, out, temperature, sink):
+    out[...] = reference.softmax(x, temperature=temperature, sink=sink)
+
+
+def _log_softmax_options(x, out, temperature, sink):
+    out[...] = reference.log_softmax(x, temperature=temperature, sink=sink)
+
+
+def _divided(x, out, temperature):
+    with np.errstate(over="ignore"):  # as the kernels: an overflow is inf
+        out[...] = x / x.dtype.type(temperature)
+
+
 def _logsumexp(x, out):
     out[...] = reference.logsumexp(x)
+
+
+def _logcumsumexp(x, out, m0, s0, reverse):
+    """The carried state ``(m0, s0)`` (``m0 = -inf``: none) as an entry before the row,
+    ``m0 + log1p(s0)``."""
+    if np.all(m0 == -np.inf) and not np.isnan(s0).any():
+        out[...] = reference.logcumsumexp(x, reverse=reverse)
+        return
+    with np.errstate(invalid="ignore"):
+        first = np.broadcast_to((m0 + np.log1p(s0))[:, None], (x.shape[0], 1)).astype(x.dtype)
+    z = np.concatenate([x, first], axis=1) if reverse else np.concatenate([first, x], axis=1)
+    y = reference.logcumsumexp(z, reverse=reverse)
+    out[...] = y[:, :-1] if reverse else y[:, 1:]
 
 
 def _logsumexp_weighted(x, b, out, sign):
@@ -103,6 +129,28 @@ def _entmax15_backward(y, dy, dx):
     dx[...] = reference.entmax15_backward(y, dy)
 
 
+def _stablemax(x, out):
+    out[...] = reference.stablemax(x)
+
+
+def _log_stablemax(x, out):
+    out[...] = reference.log_stablemax(x)
+
+
+def _stablemax_backward(y, dy, x, dx):
+    dx[...] = reference.stablemax_backward(y, dy, x)
+
+
+def _stablemax_cross_entropy(x, target, ignore, scale, return_grad, losses, grad):
+    """As :func:`_cross_entropy_index` (``ignore = -1``: none ignored)."""
+    loss, g = reference.stablemax_cross_entropy(
+        x, target, reduction="none", ignore_index=ignore, return_grad=True
+    )
+    losses[...] = loss
+    if return_grad:
+        grad[...] = g * g.dtype.type(scale)
+
+
 def _sampling_status(x, status) -> np.ndarray:
     """The CPU kernels' row status (:mod:`softmax_numba.cpu.sampling`) into
     ``status``; returns the mask of the rows that can be sampled."""
@@ -148,11 +196,37 @@ def _top_logprobs(x, out, logprob_out, status):
     )
 
 
+def _segment_forward(x, offsets, op, out):
+    """``x`` and ``out`` as ``(F, n)`` rows (``softmax_numba.cpu.segment``)."""
+    from softmax_numba.cpu import segment
+
+    forward = {
+        segment.SOFTMAX: reference.segment_softmax,
+        segment.LOG_SOFTMAX: reference.segment_log_softmax,
+        segment.LOGSUMEXP: reference.segment_logsumexp,
+    }[op]
+    out[...] = forward(x.T, offsets).T
+
+
+def _segment_backward(y, dy, offsets, op, dx):
+    from softmax_numba.cpu import segment
+
+    backward = {
+        segment.SOFTMAX_BACKWARD: reference.segment_softmax_backward,
+        segment.LOG_SOFTMAX_BACKWARD: reference.segment_log_softmax_backward,
+    }[op]
+    dx[...] = backward(y.T, dy.T, offsets).T
+
+
 #: Every kernel of the engine, by the CPU kernel's name.
 KERNELS = {
     **{f"_softmax_{a}": _softmax(a) for a in ("naive", "shifted", "division_free", "online")},
     "_log_softmax": _log_softmax,
+    "_softmax_options": _softmax_options,
+    "_log_softmax_options": _log_softmax_options,
+    "_divided": _divided,
     "_logsumexp": _logsumexp,
+    "_logcumsumexp": _logcumsumexp,
     "_logsumexp_weighted": _logsumexp_weighted,
     "_softmax_backward": _softmax_backward,
     "_log_softmax_backward": _log_softmax_backward,
@@ -170,9 +244,15 @@ KERNELS = {
     "_entmax_bisect": _entmax_bisect,
     "_sparsemax_backward": _sparsemax_backward,
     "_entmax15_backward": _entmax15_backward,
+    "_stablemax": _stablemax,
+    "_log_stablemax": _log_stablemax,
+    "_stablemax_backward": _stablemax_backward,
+    "_stablemax_cross_entropy": _stablemax_cross_entropy,
     "_sample": _sample,
     "_filter_logits": _filter_logits,
     "_top_logprobs": _top_logprobs,
+    "_segment_forward": _segment_forward,
+    "_segment_backward": _segment_backward,
 }
 
 

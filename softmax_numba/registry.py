@@ -19,9 +19,11 @@ from softmax_numba.declaration import KINDS, STUDY_TAGS, Entry
 __all__ = [
     "BACKENDS",
     "COMPOSITES",
+    "CPU_ONLY_OPS",
     "DECLARING_MODULES",
     "ENTRIES",
     "KINDS",
+    "SEGMENTED",
     "SELECTIONS",
     "STUDY_TAGS",
     "Entry",
@@ -41,6 +43,8 @@ DECLARING_MODULES = (
     "softmax_numba._elementwise",
     "softmax_numba._sparse",
     "softmax_numba._maxout",
+    "softmax_numba._cumulative",
+    "softmax_numba._stablemax",
 )
 
 #: Public functions that compose a registered op with something else and so have no
@@ -54,6 +58,20 @@ COMPOSITES = ("linear_cross_entropy",)
 #: :mod:`softmax_numba.reference` (``tests/test_sampling.py``).
 SELECTIONS = ("sample", "filter_logits", "top_logprobs")
 
+#: Public functions over ragged segments: ``(values, offsets)``, where an entry
+#: (:class:`~softmax_numba.declaration.Entry`) describes one logits array along an axis
+#: (its arguments, oracle and bounds are per row along ``axis``, which these ops do not
+#: take).  Each segment is a row of a registered op (softmax, log_softmax, logsumexp
+#: and their backward ops) with its bound; tested against the oracle of
+#: :mod:`softmax_numba.reference` segment by segment (``tests/test_segment.py``).
+SEGMENTED = (
+    "segment_softmax",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax_backward",
+    "segment_log_softmax_backward",
+)
+
 
 def _collect() -> tuple[Entry, ...]:
     """Every declared entry; two with one name are an error."""
@@ -65,6 +83,12 @@ def _collect() -> tuple[Entry, ...]:
 
 
 ENTRIES: tuple[Entry, ...] = _collect()
+
+#: Registered ops with no CUDA kernel (each declaring module's ``CPU_ONLY_OPS``):
+#: their wrappers refuse ``backend="cuda"`` and GPU arrays.
+CPU_ONLY_OPS: tuple[str, ...] = tuple(
+    op for m in DECLARING_MODULES for op in getattr(importlib.import_module(m), "CPU_ONLY_OPS", ())
+)
 
 
 def tagged(tag: str) -> tuple[str, ...]:

@@ -48,9 +48,16 @@ __all__ = [
     "entmax_bisect",
     "linear_cross_entropy",
     "log_softmax",
+    "log_stablemax",
+    "logcumsumexp",
     "logsumexp",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
     "softmax",
     "sparsemax",
+    "stablemax",
+    "stablemax_cross_entropy",
 ]
 
 Dim = int | tuple[int, ...]
@@ -120,7 +127,43 @@ class _RowMap(torch.autograd.Function):
         return dx, None, None, None, None, None
 
 
-def softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+class _OptionsMap(torch.autograd.Function):
+    """:class:`_RowMap` for softmax and log-softmax with a temperature ``T`` and a
+    sink ``c`` (a number or a tensor, learnable): with ``y = x / T``, ``dx = vjp(dy)
+    / T`` and ``dc = -sum_j vjp(dy)_j`` (shifting every ``y_j`` and ``c`` alike
+    changes nothing), summed to ``c``'s shape."""
+
+    @staticmethod
+    def forward(ctx, x, sink, dim, forward, kernel_vjp, graph_vjp, temperature):
+        plain_sink = _plain(sink) if isinstance(sink, torch.Tensor) else sink
+        y = forward(_plain(x), axis=dim, temperature=temperature, sink=plain_sink)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.kernel_vjp, ctx.graph_vjp = dim, kernel_vjp, graph_vjp
+        ctx.temperature = 1.0 if temperature is None else temperature
+        ctx.sink_shape = sink.shape if isinstance(sink, torch.Tensor) else None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        if _building_graph():
+            dz = ctx.graph_vjp(y, dy, ctx.dim)
+        else:
+            dz = ctx.kernel_vjp(_plain(y), _plain(dy), axis=ctx.dim)
+        dx = dz / ctx.temperature if ctx.temperature != 1.0 else dz
+        dsink = None
+        if ctx.needs_input_grad[1]:
+            dsink = (-dz.sum(ctx.dim)).sum_to_size(ctx.sink_shape)
+        return dx, dsink, None, None, None, None, None
+
+
+def softmax(
+    input: torch.Tensor,
+    dim: Dim = -1,
+    *,
+    temperature: float | None = None,
+    sink: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Softmax along ``dim``, :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}`,
     differentiable to any order.
 
@@ -130,6 +173,13 @@ def softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
         Logits, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
     dim : int or tuple of int, default -1
         The axis (or axes, taken together) the probabilities sum to 1 along.
+    temperature : float > 0, optional
+        Softmax of ``input / temperature`` (:func:`softmax_numba.softmax`); the
+        gradient carries the ``1 / temperature``.
+    sink : float or torch.Tensor, optional
+        An attention sink ``c``: :math:`y_i = e^{x_i} / (e^{c} + \sum_j e^{x_j})`;
+        a tensor (a number, or one per row: ``input``'s shape without ``dim``)
+        may require grad, and gets :math:`dc = -\sum_j dx_j` (times ``T``).
 
     Returns
     -------
@@ -154,10 +204,20 @@ def softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
     >>> [round(v, 4) for v in x.grad[0].tolist()]
     [-0.0599, -0.1628, 0.2227]
     """
+    if temperature is not None or sink is not None:
+        return _OptionsMap.apply(
+            input, sink, dim, sn.softmax, sn.softmax_backward, _softmax_vjp, temperature
+        )
     return _RowMap.apply(input, dim, sn.softmax, sn.softmax_backward, _softmax_vjp, {})
 
 
-def log_softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+def log_softmax(
+    input: torch.Tensor,
+    dim: Dim = -1,
+    *,
+    temperature: float | None = None,
+    sink: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Log-softmax along ``dim``, :math:`y_i = (x_i - m) - \log(1 + s)` with
     :math:`m = \max x` and :math:`s = \sum_{j \ne k} e^{x_j - m}`, differentiable to any
     order.
@@ -168,6 +228,8 @@ def log_softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
         Logits, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
     dim : int or tuple of int, default -1
         The axis (or axes, taken together) to normalize along.
+    temperature, sink : optional
+        As in :func:`softmax`.
 
     Returns
     -------
@@ -197,6 +259,11 @@ def log_softmax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
     >>> torch.allclose(x.grad, x_ref.grad, rtol=1e-12, atol=1e-15)
     True
     """
+    if temperature is not None or sink is not None:
+        return _OptionsMap.apply(
+            input, sink, dim, sn.log_softmax, sn.log_softmax_backward, _log_softmax_vjp,
+            temperature,
+        )  # fmt: skip
     return _RowMap.apply(input, dim, sn.log_softmax, sn.log_softmax_backward, _log_softmax_vjp, {})
 
 
@@ -364,6 +431,264 @@ def logsumexp(input: torch.Tensor, dim: Dim, keepdim: bool = False) -> torch.Ten
     tensor([1000.6931], dtype=torch.float64)
     """
     return _LogSumExp.apply(input, dim, keepdim)
+
+
+# ----------------------------------------------------------------------------- logcumsumexp
+def _logcumsumexp_vjp(x, dy, dim: int, reverse: bool, scan) -> torch.Tensor:
+    """``dx_i = sum_{k >= i} dy_k exp(x_i - y_k)`` (``k <= i`` for ``reverse``), by
+    ``scan`` (a logcumsumexp) in the log domain: ``x`` shifted by its row maximum
+    ``c`` (a constant: the shift cancels), ``z = x - c``, ``w = logcumsumexp(z)``,
+    and ``dx = exp(z + A+) - exp(z + A-)`` with ``A+- = logcumsumexp(log(dy+-) -
+    w)`` scanned the other way over the positive and the negative parts of ``dy``.
+    Every exponent and log is of the size of the row's spread, not of its offset
+    (``x_i - y_k`` from ``x`` and ``y`` themselves would lose ``u |y_k|``)."""
+    with torch.no_grad():
+        c = x.amax(dim, keepdim=True)
+        c = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
+    z = x - c
+    w = scan(z, dim, reverse=reverse)
+    minus_inf = torch.full_like(w, -torch.inf)
+
+    def part(g):
+        log_g = torch.where(g > 0, torch.log(torch.where(g > 0, g, 1)), minus_inf)
+        a = scan(torch.where(w == -torch.inf, minus_inf, log_g - w), dim, reverse=not reverse)
+        return torch.exp(z + a)
+
+    return part(dy) - part(-dy)
+
+
+class _LogCumSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim, reverse):
+        ctx.save_for_backward(x)
+        ctx.dim, ctx.reverse = dim, reverse
+        return sn.logcumsumexp(_plain(x), dim, reverse=reverse)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        if _building_graph():  # our differentiable logcumsumexp, itself
+            return _logcumsumexp_vjp(x, dy, ctx.dim, ctx.reverse, logcumsumexp), None, None
+
+        def scan(z, dim, reverse):
+            return sn.logcumsumexp(z, dim, reverse=reverse)
+
+        return _logcumsumexp_vjp(_plain(x), _plain(dy), ctx.dim, ctx.reverse, scan), None, None
+
+
+def logcumsumexp(input: torch.Tensor, dim: int, *, reverse: bool = False) -> torch.Tensor:
+    r"""Cumulative log-sum-exp along ``dim``, :math:`y_k = \log \sum_{i \le k} e^{x_i}`,
+    as ``torch.logcumsumexp``, differentiable to any order.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Values, CPU or CUDA, float16, bfloat16 (CPU), float32 or float64.
+    dim : int
+        The axis to accumulate along.
+    reverse : bool, default False
+        Accumulate from the end, :math:`y_k = \log \sum_{i \ge k} e^{x_i}` (as
+        ``jax.lax.cumlogsumexp(..., reverse=True)``).
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.logcumsumexp` of ``input``, of its dtype and device.
+
+    Notes
+    -----
+    Backward: :math:`dx_i = \sum_{k \ge i} dy_k e^{x_i - y_k}`, the upstream
+    gradient weighted by each prefix's softmax, computed in the log domain with our
+    logcumsumexp, scanned the other way over the positive and the negative parts of
+    ``dy`` (as ``torch.logcumsumexp``'s backward does), on ``x`` shifted by its row
+    maximum: no exponent is of the size of the offset of ``x``.  With
+    ``create_graph=True`` the same formula through this differentiable function.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    >>> y = snt.logcumsumexp(x, 0)
+    >>> [round(v, 6) for v in y.tolist()]
+    [0.0, 0.693147, 1.098612]
+    >>> y[2].backward()  # the last prefix's softmax: 1/3 each
+    >>> [round(v, 6) for v in x.grad.tolist()]
+    [0.333333, 0.333333, 0.333333]
+    """
+    return _LogCumSumExp.apply(input, dim, reverse)
+
+
+# ----------------------------------------------------------------------------- segments
+def _segment_ids(offsets: torch.Tensor, device) -> torch.Tensor:
+    """The segment of every entry, on ``device``."""
+    offsets = offsets.to(device)
+    lengths = offsets[1:] - offsets[:-1]
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths)
+
+
+def _segment_sum(values: torch.Tensor, offsets: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The sum over each segment, ``(S,) + values.shape[1:]`` (``index_add``,
+    differentiable)."""
+    zeros = values.new_zeros((offsets.numel() - 1, *values.shape[1:]))
+    return zeros.index_add(0, ids, values)
+
+
+def _segment_softmax_vjp(y, dy, offsets):
+    ids = _segment_ids(offsets, y.device)
+    return y * (dy - _segment_sum(y * dy, offsets, ids)[ids])
+
+
+def _segment_log_softmax_vjp(y, dy, offsets):
+    ids = _segment_ids(offsets, y.device)
+    return dy - y.exp() * _segment_sum(dy, offsets, ids)[ids]
+
+
+class _SegmentMap(torch.autograd.Function):
+    """``y = forward(values, offsets)``; ``dx = kernel_vjp(y, dy, offsets)`` (ours), or
+    ``graph_vjp(y, dy, offsets)`` in torch operations when the backward pass builds a
+    graph."""
+
+    @staticmethod
+    def forward(ctx, x, offsets, forward, kernel_vjp, graph_vjp):
+        y = forward(_plain(x), offsets)
+        ctx.save_for_backward(y, offsets)
+        ctx.kernel_vjp, ctx.graph_vjp = kernel_vjp, graph_vjp
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, offsets = ctx.saved_tensors
+        if _building_graph():
+            dx = ctx.graph_vjp(y, dy, offsets)
+        else:
+            dx = ctx.kernel_vjp(_plain(y), _plain(dy), offsets)
+        return dx, None, None, None, None
+
+
+def _offsets_tensor(offsets) -> torch.Tensor:
+    return offsets if isinstance(offsets, torch.Tensor) else torch.as_tensor(offsets)
+
+
+def segment_softmax(input: torch.Tensor, offsets) -> torch.Tensor:
+    r"""Softmax over each ragged segment (:func:`softmax_numba.segment_softmax`),
+    differentiable to any order; the graph-attention softmax of
+    ``torch_geometric.utils.softmax(src, ptr=offsets)``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits of shape ``(nnz, ...)``, CPU or CUDA; each trailing position (a head)
+        is normalized apart.
+    offsets : torch.Tensor or array_like of int
+        CSR row pointers, length ``S + 1``: segment ``j`` is
+        ``input[offsets[j]:offsets[j + 1]]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``input``'s shape, dtype and device.
+
+    Notes
+    -----
+    Backward: :math:`dx_i = y_i (dy_i - \sum_{k \in S_j} y_k dy_k)`
+    (:func:`softmax_numba.segment_softmax_backward`; with ``create_graph=True`` the
+    same in torch operations).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([1.0, 2.0, 3.0, 0.0], dtype=torch.float64, requires_grad=True)
+    >>> y = snt.segment_softmax(x, torch.tensor([0, 3, 4]))
+    >>> y.detach()
+    tensor([0.0900, 0.2447, 0.6652, 1.0000], dtype=torch.float64)
+    >>> y[0].backward()
+    >>> x.grad
+    tensor([ 0.0819, -0.0220, -0.0599,  0.0000], dtype=torch.float64)
+    """
+    return _SegmentMap.apply(
+        input, _offsets_tensor(offsets), sn.segment_softmax, sn.segment_softmax_backward,
+        _segment_softmax_vjp,
+    )  # fmt: skip
+
+
+def segment_log_softmax(input: torch.Tensor, offsets) -> torch.Tensor:
+    r"""Log-softmax over each ragged segment (:func:`softmax_numba.segment_log_softmax`),
+    differentiable to any order.
+
+    Parameters
+    ----------
+    input, offsets
+        As in :func:`segment_softmax`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``input``'s shape, dtype and device.
+
+    Notes
+    -----
+    Backward: :math:`dx_i = dy_i - e^{y_i} \sum_{k \in S_j} dy_k`
+    (:func:`softmax_numba.segment_log_softmax_backward`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([1e4, 1e4 + 1.0, 5.0], dtype=torch.float64)
+    >>> snt.segment_log_softmax(x, torch.tensor([0, 2, 3]))
+    tensor([-1.3133, -0.3133,  0.0000], dtype=torch.float64)
+    """
+    return _SegmentMap.apply(
+        input, _offsets_tensor(offsets), sn.segment_log_softmax,
+        sn.segment_log_softmax_backward, _segment_log_softmax_vjp,
+    )  # fmt: skip
+
+
+class _SegmentLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, offsets):
+        ctx.save_for_backward(x, offsets)
+        return sn.segment_logsumexp(_plain(x), offsets)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, offsets = ctx.saved_tensors
+        ids = _segment_ids(offsets, x.device)
+        if _building_graph():  # our segment softmax, itself differentiable
+            return dy[ids] * segment_softmax(x, offsets), None
+        return dy[ids] * sn.segment_softmax(_plain(x), offsets), None
+
+
+def segment_logsumexp(input: torch.Tensor, offsets) -> torch.Tensor:
+    r"""Log-sum-exp of each ragged segment (:func:`softmax_numba.segment_logsumexp`),
+    differentiable to any order.
+
+    Parameters
+    ----------
+    input, offsets
+        As in :func:`segment_softmax`.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(S,) + input.shape[1:]``; ``-inf`` for an empty segment.
+
+    Notes
+    -----
+    Backward: :math:`dx_i = dy_j \operatorname{softmax}(x)_i` for the entries
+    :math:`i` of segment :math:`j` (our segment softmax).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([1000.0, 1000.0, 3.0], dtype=torch.float64)
+    >>> snt.segment_logsumexp(x, torch.tensor([0, 2, 2, 3]))
+    tensor([1000.6931,      -inf,    3.0000], dtype=torch.float64)
+    """
+    return _SegmentLogSumExp.apply(input, _offsets_tensor(offsets))
 
 
 # ----------------------------------------------------------------------------- losses
@@ -646,3 +971,211 @@ def linear_cross_entropy(
         "backend": "auto",
     }
     return _LinearCrossEntropy.apply(input, weight, bias, target, class_weights, options)
+
+
+# ----------------------------------------------------------------------------- stablemax
+# StableMax (Prieto, Barsbey, Mediano & Birdal, ICLR 2025).  Its vector-Jacobian
+# products need the input ``x`` as well as the output ``y`` (``s'(x) / s(x) = 1 / (1 +
+# |x|)``), so the autograd function saves both.
+def _stablemax_vjp(x: torch.Tensor, y: torch.Tensor, dy: torch.Tensor, dim: Dim) -> torch.Tensor:
+    return y * (dy - (y * dy).sum(dim, keepdim=True)) / (1 + x.abs())
+
+
+def _log_stablemax_vjp(x, y, dy, dim):
+    return (dy - y.exp() * dy.sum(dim, keepdim=True)) / (1 + x.abs())
+
+
+def _stablemax_kernel_vjp(x, y, dy, dim):
+    return sn.stablemax_backward(y, dy, x, axis=dim)
+
+
+def _log_stablemax_kernel_vjp(x, y, dy, dim):
+    # log-softmax's product (our kernel), divided by 1 + |x|
+    return sn.log_softmax_backward(y, dy, axis=dim) / (1 + x.abs())
+
+
+class _StableMaxMap(torch.autograd.Function):
+    """``y = forward(x)`` along ``dim``; ``dx = kernel_vjp(x, y, dy)`` (ours), or
+    ``graph_vjp(x, y, dy, dim)`` in torch operations when the backward pass builds a
+    graph."""
+
+    @staticmethod
+    def forward(ctx, x, dim, forward, kernel_vjp, graph_vjp):
+        y = forward(_plain(x), axis=dim)
+        ctx.save_for_backward(x, y)
+        ctx.dim, ctx.kernel_vjp, ctx.graph_vjp = dim, kernel_vjp, graph_vjp
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, y = ctx.saved_tensors
+        if _building_graph():
+            dx = ctx.graph_vjp(x, y, dy, ctx.dim)
+        else:
+            dx = ctx.kernel_vjp(_plain(x), _plain(y), _plain(dy), ctx.dim)
+        return dx, None, None, None, None
+
+
+def stablemax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+    r"""StableMax along ``dim``, :math:`y_i = s(x_i) / \sum_j s(x_j)` with :math:`s(x)
+    = x + 1` (:math:`x \ge 0`), :math:`1 / (1 - x)` (:math:`x < 0`), differentiable
+    to any order.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits, CPU: float16, bfloat16, float32 or float64 (there is no CUDA kernel).
+    dim : int or tuple of int, default -1
+        The axis (or axes, taken together) the probabilities sum to 1 along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.stablemax` of ``input``, of its dtype.
+
+    Notes
+    -----
+    Backward: :func:`softmax_numba.stablemax_backward`, :math:`dx = y \odot (dy -
+    \langle y, dy\rangle) / (1 + |x|)`; with ``create_graph=True`` the same formula
+    in torch operations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    >>> y = snt.stablemax(x)
+    >>> [round(v, 4) for v in y[0].tolist()]
+    [0.1429, 0.2857, 0.5714]
+    >>> y[0, 2].backward()
+    >>> [round(v, 4) for v in x.grad[0].tolist()]
+    [-0.0408, -0.1633, 0.1224]
+    """
+    return _StableMaxMap.apply(input, dim, sn.stablemax, _stablemax_kernel_vjp, _stablemax_vjp)
+
+
+def log_stablemax(input: torch.Tensor, dim: Dim = -1) -> torch.Tensor:
+    r"""Log of StableMax along ``dim`` (:func:`softmax_numba.log_stablemax`),
+    differentiable to any order.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits, CPU: float16, bfloat16, float32 or float64.
+    dim : int or tuple of int, default -1
+        The axis (or axes, taken together) to normalize along.
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`softmax_numba.log_stablemax` of ``input``, of its dtype.
+
+    Notes
+    -----
+    Backward: :math:`dx = (dy - e^{y} \sum_j dy_j) / (1 + |x|)`, our
+    :func:`softmax_numba.log_softmax_backward` divided by ``1 + |x|``; with
+    ``create_graph=True`` the same formula in torch operations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    >>> snt.log_stablemax(x)[0, 2].backward()
+    >>> [round(v, 4) for v in x.grad[0].tolist()]
+    [-0.0714, -0.2857, 0.2143]
+    """
+    return _StableMaxMap.apply(
+        input, dim, sn.log_stablemax, _log_stablemax_kernel_vjp, _log_stablemax_vjp
+    )
+
+
+def _stablemax_loss_in_torch_ops(logits, target, options) -> torch.Tensor:
+    """The StableMax cross-entropy of ``logits`` (classes last) in torch operations
+    around our differentiable :func:`log_stablemax`: the form that a backward pass
+    building a graph differentiates."""
+    logp = log_stablemax(logits, -1)
+    ignore = options["ignore_index"]
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore is None else target != ignore
+    safe = torch.where(valid, target, 0)
+    picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    per_row = torch.where(valid, -picked, 0.0)
+    if options["reduction"] == "mean":
+        return per_row.sum() / valid.sum()
+    return per_row.sum() if options["reduction"] == "sum" else per_row
+
+
+class _StableMaxCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, dim, options):
+        loss, grad = sn.stablemax_cross_entropy(
+            _plain(logits), _plain(target), axis=dim, return_grad=True, **options
+        )
+        ctx.save_for_backward(grad, logits, target)
+        ctx.dim, ctx.options = dim, options
+        return loss
+
+    @staticmethod
+    def backward(ctx, dloss):
+        grad, logits, target = ctx.saved_tensors
+        if _building_graph():
+            loss = _stablemax_loss_in_torch_ops(logits.movedim(ctx.dim, -1), target, ctx.options)
+            (dlogits,) = torch.autograd.grad(loss, logits, dloss, create_graph=True)
+            return dlogits, None, None, None
+        if ctx.options["reduction"] == "none":
+            dloss = dloss.unsqueeze(ctx.dim)
+        return _plain(grad) * dloss, None, None, None
+
+
+def stablemax_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Cross-entropy of StableMax, :math:`-\log \operatorname{stablemax}(x)_t`, in
+    the conventions of ``torch.nn.functional.cross_entropy`` (class indices), fused
+    with its gradient, differentiable to any order in ``input``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``: classes along dimension 1
+        (0 for a 1-D input); CPU.
+    target : torch.Tensor
+        Class indices, ``input``'s shape without the class dimension.
+    ignore_index : int, default -100
+        Targets equal to it give zero loss and gradient.
+    reduction : {"mean", "sum", "none"}
+        As torch's.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: a 0-d tensor, or one per row for ``reduction="none"``.
+
+    Notes
+    -----
+    The forward pass computes the loss and its gradient :math:`(p - \mathrm{onehot}(t))
+    / (1 + |x|)` in one kernel (:func:`softmax_numba.stablemax_cross_entropy`); the
+    backward pass scales the saved gradient by the upstream one.  With
+    ``create_graph=True`` it differentiates the loss written in torch operations
+    around our :func:`log_stablemax`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmax_numba import torch as snt
+    >>> x = torch.tensor([[2.0, 1.0, -1.0], [0.5, 2.5, 0.3]], dtype=torch.float64,
+    ...                  requires_grad=True)
+    >>> loss = snt.stablemax_cross_entropy(x, torch.tensor([0, -100]))
+    >>> round(loss.item(), 6)  # -log(3 / 5.5), the second row ignored
+    0.606136
+    >>> loss.backward()
+    >>> [round(v, 4) for v in x.grad[0].tolist()]
+    [-0.1515, 0.1818, 0.0455]
+    """
+    dim = 1 if input.ndim >= 2 else 0
+    options = {"reduction": reduction, "ignore_index": ignore_index}
+    return _StableMaxCrossEntropy.apply(input, target, dim, options)

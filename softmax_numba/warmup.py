@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from softmax_numba import config, registry
+from softmax_numba._cumulative import logcumsumexp
 from softmax_numba._linear import linear_cross_entropy
 from softmax_numba._losses import cross_entropy
 from softmax_numba._softmax import SOFTMAX_ALGORITHMS, log_softmax, logsumexp, softmax
@@ -99,7 +100,9 @@ def _registry_steps(dtype: np.dtype, engine: str) -> list[Step]:
     found = []
     for entry in registry.ENTRIES:
         variants = [("", {})]
-        if "algorithm" not in entry.kwargs:  # entries of the other algorithms set it
+        # entries of the other algorithms set it; the options' entries (a temperature,
+        # a sink) run one algorithm
+        if "algorithm" not in entry.kwargs and entry.algorithm == "-":
             choices = ALGORITHMS.get(entry.op, ())
             variants += [(f"[algorithm={a}]", {"algorithm": a}) for a in choices]
         for label, arrange in _layouts().items():
@@ -200,7 +203,7 @@ def _split_row_steps(dtype: np.dtype) -> list[Step]:
     x = np.zeros((1, max(config.SPLIT_ROW_MIN_LENGTH, 2 * config.SPLIT_MIN_PIECE)), dtype)
     return [
         Step(f"{f.__name__}[split] {dtype.name} parallel", lambda f=f: f(x, backend="parallel"))
-        for f in (softmax, log_softmax, logsumexp)
+        for f in (softmax, log_softmax, logsumexp, logcumsumexp)
     ] + [
         Step(f"sample[split] {dtype.name} parallel", lambda: sample(x, seed=0, backend="parallel"))
     ]
@@ -218,6 +221,27 @@ def _sampling_steps(dtype: np.dtype, engine: str) -> list[Step]:
         Step(f"filter_logits {dtype.name} {engine}", lambda: filter_logits(x, **options)),
         Step(f"top_logprobs {dtype.name} {engine}", lambda: top_logprobs(x, 2, backend=engine)),
     ]
+
+
+def _segment_steps(dtype: np.dtype, engine: str) -> list[Step]:
+    """The ragged-row ops (``registry.SEGMENTED``, :mod:`softmax_numba.cpu.segment`): one
+    kernel per direction, whose per-piece helpers compile with it; a segment longer
+    than ``config.SEGMENT_PIECE_LENGTH`` takes the same kernels."""
+    import softmax_numba as sn
+
+    values = _normal((10, 2), dtype)
+    offsets = np.array([0, 3, 3, 10])
+    found = []
+    for name in registry.SEGMENTED:
+        func = getattr(sn, name)
+        if name.endswith("_backward"):
+            args = (values, values, offsets)
+        else:
+            args = (values[:, 0], offsets)
+        found.append(
+            Step(f"{name} {dtype.name} {engine}", lambda f=func, a=args: f(*a, backend=engine))
+        )
+    return found
 
 
 def _dask_steps(dtype: np.dtype, engine: str) -> list[Step]:
@@ -241,6 +265,7 @@ def _dask_steps(dtype: np.dtype, engine: str) -> list[Step]:
             snd.softmax(x, backend=engine),
             snd.log_softmax(x, backend=engine),
             snd.logsumexp(x, backend=engine),
+            snd.logcumsumexp(x, backend=engine),
             *snd.cross_entropy(x, target, return_grad=True, backend=engine),
             snd.linear_cross_entropy(h, W, target, backend=engine),
         ]
@@ -270,6 +295,7 @@ def steps(dtypes: Iterable[str] = DTYPES, engines: Iterable[str] = ENGINES) -> l
             found += _weighted_steps(dtype, engine)
             found += _chunked_steps(dtype, engine)
             found += _sampling_steps(dtype, engine)
+            found += _segment_steps(dtype, engine)
             found += _dask_steps(dtype, engine)
         if "parallel" in engines:
             found += _split_row_steps(dtype)

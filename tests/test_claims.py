@@ -123,6 +123,25 @@ def _speed() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Claim 16's supporting collapse.csv: per float32 dataset, the scales from which
+#: softmax's and StableMax's rows have collapsed (inf: never in the grid).
+COLLAPSE_AT = {"mnist": (10.0, np.inf), "margin_113": (10.0, 1e5)}
+COLLAPSE_SCALES = 10.0 ** (np.arange(25) / 2)
+
+
+def _collapse(at=COLLAPSE_AT, float64=(30.0, 1e9)) -> pd.DataFrame:
+    rows = []
+    for dataset, scales in at.items():
+        for dtype, (soft, stable) in (("float32", scales), ("float64", float64)):
+            for name, edge in (("softmax", soft), ("stablemax", stable)):
+                for scale in COLLAPSE_SCALES:
+                    rows.append(
+                        dict(dataset=dataset, dtype=dtype, map=name, scale=scale, rows=100, n=10)
+                        | dict(target_grad_zero=float(scale >= edge), p_target_one=0.0)
+                    )
+    return pd.DataFrame(rows)
+
+
 def _tables() -> dict[str, pd.DataFrame]:
     rows = list(MEASURED)
     for (claim, quantity), values in TIMED.items():
@@ -133,6 +152,7 @@ def _tables() -> dict[str, pd.DataFrame]:
         "overflow.csv": _overflow(),
         "speed.csv": _speed(),
         "claims.csv": measured,
+        "collapse.csv": _collapse(),
     }
 
 
@@ -166,7 +186,7 @@ def _timed(t, claim, quantity, values):
 
 #: Verdict of each claim on the supporting tables; 10 cannot fully hold ('less
 #: common' is not measurable).
-SUPPORTED = {n: HOLDS for n in range(1, 16)} | {10: QUALIFIED}
+SUPPORTED = {n: HOLDS for n in range(1, 17)} | {10: QUALIFIED}
 
 #: Per claim, (change to the supporting tables, verdict it must give).
 REFUTED = {
@@ -269,10 +289,24 @@ REFUTED = {
         (lambda t: _timed(t, 15, COPY, _spread(0.7, 0.1)), UNRESOLVED),
         (lambda t: _timed(t, 15, COPY, _spread(0.25, 0.2)), UNRESOLVED),
     ],
+    16: [
+        (lambda t: t.update({"collapse.csv": _collapse({"a": (10.0, 10.0)})}), FAILS),
+        (lambda t: t.update({"collapse.csv": _collapse({"a": (100.0, 10.0)})}), FAILS),
+        (
+            lambda t: t.update({"collapse.csv": _collapse({"a": (10.0, 1e3), "b": (10.0, 30.0)})}),
+            QUALIFIED,
+        ),
+        # softmax never collapses in the grid: the claim's premise fails
+        (lambda t: t.update({"collapse.csv": _collapse({"a": (np.inf, 1e5)})}), FAILS),
+        # StableMax never collapses, but the grid ends 3 times after softmax's collapse
+        (lambda t: t.update({"collapse.csv": _collapse({"a": (10.0**12 / 3, np.inf)})}), UNTESTED),
+        # only the float64 rows delay less: float32 decides
+        (lambda t: t.update({"collapse.csv": _collapse(float64=(30.0, 30.0))}), HOLDS),
+    ],
 }
 
 #: The table each claim reads (removing it must give "not measured").
-SOURCE = {1: "accuracy.csv", 6: "overflow.csv", 13: "accuracy.csv"}
+SOURCE = {1: "accuracy.csv", 6: "overflow.csv", 13: "accuracy.csv", 16: "collapse.csv"}
 
 
 def _tables_verdicts(folder, tables) -> list[claims.Verdict]:

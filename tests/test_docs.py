@@ -25,7 +25,7 @@ def slow(test):
     return pytest.mark.slow(pytest.mark.xdist_group(name="docs")(test))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def html(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("docs") / "html"
     sphinx = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]

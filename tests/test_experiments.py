@@ -211,10 +211,12 @@ def test_quick_study_writes_every_table_figure_and_verdict(tmp_path):
         "overflow_map.png",
         "blanchard_higham_higham/summary.csv",
         "accuracy.meta.json",
+        "collapse.csv",
+        "collapse.png",
     ):
         assert (tmp_path / name).exists(), name
     claims = (tmp_path / "CLAIMS.md").read_text()
-    assert claims.count("**Verdict:") == 15
+    assert claims.count("**Verdict:") == 16
     # Figures and verdicts come back from the tables alone.
     for png in tmp_path.glob("*.png"):
         png.unlink()

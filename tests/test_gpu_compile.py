@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compile_gate")]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def table(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -50,7 +50,8 @@ def test_every_kernel_compiles_for_sm90_without_spills(table):
 
 
 def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
-    from softmax_numba.cpu import _compile, elementwise, losses, maxout, sampling, softmax, sparse
+    from experiments.device.compile_gate import kernel_modules
+    from softmax_numba.cpu import _compile
     from softmax_numba.gpu import _runtime
 
     frame, _ = table
@@ -65,7 +66,7 @@ def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
 
     cpu = {
         pair.name
-        for module in (softmax, losses, elementwise, maxout, sparse, sampling)
+        for module in kernel_modules()
         for value in vars(module).values()
         for pair in (value.values() if isinstance(value, dict) else [value])
         if isinstance(pair, _compile.Engines)

@@ -44,6 +44,8 @@ CALLS = {
     "log_softmax": lambda x, out: sn.log_softmax(x, out=out),
     "logsumexp": lambda x, out: sn.logsumexp(x),
     "logsumexp[keepdims]": lambda x, out: sn.logsumexp(x, keepdims=True),
+    "logcumsumexp": lambda x, out: sn.logcumsumexp(x, out=out),
+    "logcumsumexp[reverse]": lambda x, out: sn.logcumsumexp(x, reverse=True, out=out),
     "softmax_backward": lambda x, out: sn.softmax_backward(sn.softmax(x), x, out=out),
     "log_softmax_backward": lambda x, out: sn.log_softmax_backward(x, x * 0.5, out=out),
     "cross_entropy": lambda x, out: sn.cross_entropy(x, _target(x), ignore_index=-100),

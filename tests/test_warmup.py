@@ -119,6 +119,9 @@ def public_calls(dtype) -> None:
         sn.log_softmax(x, out=np.empty(x.shape, result), backend=be)
         sn.logsumexp(x, backend=be)
         sn.logsumexp(x, axis=None, keepdims=True, backend=be)
+        for reverse in (False, True):
+            sn.logcumsumexp(x, reverse=reverse, backend=be)
+            sn.logcumsumexp(x.T, 0, reverse=reverse, out=np.empty(x.T.shape, result), backend=be)
         for b in (x, x[0], np.ones((4, 1), np.float64)):
             sn.logsumexp(x, b=b, return_sign=True, backend=be)
             sn.logsumexp(x[:1], b=b, backend=be)
@@ -137,6 +140,14 @@ def public_calls(dtype) -> None:
         for f in (sn.sigmoid, sn.softplus, sn.arctan, sn.gaussian):
             f(x, backend=be)
             f(x, normalize=True, backend=be)
+        y = sn.stablemax(x, backend=be)
+        sn.stablemax(x.T, axis=0, backend=be)
+        sn.log_stablemax(x, axis=(0, 1), out=np.empty(x.shape, result), backend=be)
+        sn.stablemax_backward(y, x, x, backend=be)
+        sn.stablemax_backward(y, np.asfortranarray(x), x, out=np.empty(x.shape, result), backend=be)
+        for kwargs in ({}, {"return_grad": True}, {"ignore_index": 3, "reduction": "none"}):
+            sn.stablemax_cross_entropy(x, t, backend=be, **kwargs)
+            sn.stablemax_cross_entropy(np.asfortranarray(x), t, backend=be, **kwargs)
         for options in ({}, {"temperature": 0}, {"top_k": 2, "top_p": 0.5, "min_p": 0.1}):
             sn.sample(x, seed=1, backend=be, **options)
             sn.sample(x, seed=1, num_samples=3, return_logprobs=True, backend=be, **options)
@@ -195,8 +206,17 @@ def public_calls(dtype) -> None:
                 h, W, t, reduction="none", return_grad=True, backend=be, **kwargs
             )
     long_row = rng.standard_normal((1, 1 << 16)).astype(dtype)  # the parallel split
-    for f in (sn.softmax, sn.log_softmax, sn.logsumexp):
+    for f in (sn.softmax, sn.log_softmax, sn.logsumexp, sn.logcumsumexp):
         f(long_row, backend="parallel")
+    offsets = np.array([0, 5, 5, 16])  # the ragged-row ops, a long segment cut in chunks
+    for be in ("cpu", "parallel"):
+        for values in (x.T, x[0]):
+            for f in (sn.segment_softmax, sn.segment_log_softmax, sn.segment_logsumexp):
+                f(values, offsets, backend=be)
+            y = sn.segment_softmax(values, offsets, backend=be)
+            sn.segment_softmax_backward(y, values, offsets, backend=be)
+            sn.segment_log_softmax_backward(y, values, offsets, backend=be)
+        sn.segment_log_softmax(long_row[0], np.array([0, 1, long_row.size]), backend=be)
 
 
 def dask_calls(dtype) -> None:
@@ -216,6 +236,7 @@ def dask_calls(dtype) -> None:
                 snd.softmax(X, backend=be),
                 snd.log_softmax(X, where=X > 0, backend=be),
                 snd.logsumexp(X, backend=be),
+                snd.logcumsumexp(X, reverse=True, backend=be),
                 snd.online_states(X, backend=be),
                 *snd.cross_entropy(X, T, label_smoothing=0.1, return_grad=True, backend=be),
             ]
@@ -241,6 +262,10 @@ def torch_calls(dtype) -> None:
         f(x).sum().backward()
         (f(x) * torch.randn(4, 16, dtype=dtype)).sum().backward()
     snt.logsumexp(x, dim=-1).sum().backward()
+    for f in (snt.stablemax, snt.log_stablemax):
+        (f(x) * torch.randn(4, 16, dtype=dtype)).sum().backward()
+    snt.stablemax_cross_entropy(x, t).backward()
+    (snt.logcumsumexp(x, 1) * torch.randn(4, 16, dtype=dtype)).sum().backward()
     snt.cross_entropy(x, t).backward()
     snt.cross_entropy(x, t, reduction="none").sum().backward()
     h = torch.randn(4, 8, dtype=dtype, requires_grad=True)

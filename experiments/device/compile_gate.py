@@ -101,13 +101,33 @@ def _target(cc: tuple[int, int]):
         yield
 
 
+#: The modules of ``softmax_numba.cpu`` whose kernels have a CUDA twin.
+KERNEL_MODULES = (
+    "softmax",
+    "softmax_options",
+    "losses",
+    "elementwise",
+    "maxout",
+    "sparse",
+    "sampling",
+    "segment",
+    "cumulative",
+)
+
+
+def kernel_modules() -> list:
+    """The modules of :data:`KERNEL_MODULES`, imported."""
+    import importlib
+
+    return [importlib.import_module(f"softmax_numba.cpu.{name}") for name in KERNEL_MODULES]
+
+
 def cpu_signatures() -> dict[str, list[tuple]]:
     """Each CPU kernel's argument types by kernel name, after every registry entry
     (and the options that take other kernels: weights, the sorting algorithms) ran
     once on the serial engine in float32 and float64."""
     import softmax_numba as sn
     from softmax_numba import registry
-    from softmax_numba.cpu import elementwise, losses, maxout, sampling, softmax, sparse
     from softmax_numba.cpu._compile import Engines
 
     rng = np.random.default_rng(0)
@@ -122,8 +142,11 @@ def cpu_signatures() -> dict[str, list[tuple]]:
         sn.sample(x, top_k=4, top_p=0.9, min_p=0.05, seed=0, backend="cpu")
         sn.filter_logits(x, top_k=4, temperature=0.7, backend="cpu")
         sn.top_logprobs(x, 3, backend="cpu")
+        # the ragged-row ops (registry.SEGMENTED) have none either: one kernel per direction
+        sn.segment_softmax(x[0], np.array([0, 5, 16]), backend="cpu")
+        sn.segment_softmax_backward(x, x, np.array([0, 1, 3]), backend="cpu")
     found: dict[str, list[tuple]] = {}
-    for module in (softmax, losses, elementwise, maxout, sparse, sampling):
+    for module in kernel_modules():
         for value in vars(module).values():
             pairs = value.values() if isinstance(value, dict) else [value]
             for pair in pairs:
@@ -134,7 +157,7 @@ def cpu_signatures() -> dict[str, list[tuple]]:
 
 def buffer_kernels(dtype: str) -> dict[str, tuple]:
     """The elementwise kernels of ``softmax_numba.gpu.buffers`` and their argument
-    types (1-D views of the rows, a bool mask, a scalar fill)."""
+    types (1-D views of the rows, a bool mask, a scalar fill; 2-D for the transpose)."""
     from numba import types
 
     from softmax_numba.gpu import buffers
@@ -146,6 +169,7 @@ def buffer_kernels(dtype: str) -> dict[str, tuple]:
         "buffers._fill_where_not": (buffers._fill_where_not, (vec, mask, f)),
         "buffers._nan_where_negative": (buffers._nan_where_negative, (vec, vec)),
         "buffers._sign_of_logsumexp": (buffers._sign_of_logsumexp, (vec, vec)),
+        "buffers._transpose": (buffers._transpose, (types.Array(f, 2, "C"),) * 2),
     }
 
 

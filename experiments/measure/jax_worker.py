@@ -10,8 +10,10 @@ The protocol: one JSON request per line on standard input, one JSON reply per li
 on the standard output this process started with (anything else JAX prints goes to
 standard error).  Arrays travel as ``.npy`` files in a folder the parent names.
 
-- ``{"cmd": "setup", "op": OP, "folder": DIR}``: load ``DIR/x.npy`` (and
-  ``DIR/target.npy`` for the losses), compile the op, call it once; ``{"ok": true}``
+- ``{"cmd": "setup", "op": OP, "folder": DIR}``: load ``DIR/x.npy`` (and the op's
+  second argument ``DIR/target.npy`` for the ops of :data:`SECOND_ARGUMENT`: the
+  losses' class indices, the sink logit per row), compile the op, call it once;
+  ``{"ok": true}``
 - ``{"cmd": "calibrate", "long_s": s}``: the fastest of four calls (of one if it
   lasts ``long_s`` or more); ``{"fastest": s}``
 - ``{"cmd": "block", "inner": k}``: ``k`` calls in a row; ``{"seconds": s}`` per call
@@ -33,8 +35,26 @@ import time
 import numpy as np
 
 #: The ops JAX has, under the sizes benchmark's names (``cross_entropy`` is the mean
-#: loss, ``cross_entropy_grad`` the mean loss and its gradient).
-OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_grad", "sigmoid")
+#: loss, ``cross_entropy_grad`` the mean loss and its gradient; ``softmax_temperature``
+#: ``softmax(x / T)``, ``softmax_sink`` the softmax of the row with its sink logit
+#: appended, the sink's probability dropped).
+OPS = (
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "sigmoid",
+    "softmax_temperature",
+    "softmax_sink",
+    "logcumsumexp",
+)
+#: The ops that take a second array (``DIR/target.npy``).
+SECOND_ARGUMENT = ("cross_entropy", "cross_entropy_grad", "softmax_sink")
+#: The temperature of ``softmax_temperature`` (the sizes benchmark's, for every
+#: implementation; the registry entry ``softmax[options]``'s, whose bound is the
+#: check's tolerance).  Here so that this process need not import the benchmark.
+TEMPERATURE = 1.7
 
 
 def _functions(jax):
@@ -51,6 +71,12 @@ def _functions(jax):
         "cross_entropy": loss,
         "cross_entropy_grad": jax.value_and_grad(loss),
         "sigmoid": jax.nn.sigmoid,
+        # what a JAX user writes: no temperature, sink or logcumsumexp in jax.nn
+        "softmax_temperature": lambda x: jax.nn.softmax(x / TEMPERATURE, axis=-1),
+        "softmax_sink": lambda x, sink: jax.nn.softmax(
+            jnp.concatenate([x, sink[:, None]], axis=-1), axis=-1
+        )[:, :-1],
+        "logcumsumexp": lambda x: jax.lax.cumlogsumexp(x, axis=x.ndim - 1),  # no axis=-1
     }
 
 
@@ -67,7 +93,7 @@ class _Worker:
     def setup(self, op: str, folder: str) -> dict:
         self.folder = pathlib.Path(folder)
         args = [np.load(self.folder / "x.npy")]
-        if op.startswith("cross_entropy"):
+        if op in SECOND_ARGUMENT:
             args.append(np.load(self.folder / "target.npy"))
         compiled = self.jax.jit(self.functions[op])
         device_args = [self.jax.device_put(a) for a in args]

@@ -22,7 +22,7 @@ gradient), a parallel copy of the array, and each installed peer:
 - the ``entmax`` package's sparsemax (torch), up to :data:`ENTMAX_MAX_BYTES`.
 
 Before any timing each peer's output is checked against ours once per cell (its
-first :data:`CHECK_ROWS` rows): they must agree within twice the op's error bound
+first :data:`CHECK_ROWS` rows, or segments): they must agree within twice the op's error bound
 (both are within it of the exact result), and never closer than
 :data:`CHECK_FLOOR_U` units of roundoff is asked.  A
 peer that disagrees is not timed, and its row says why.
@@ -34,11 +34,39 @@ after a call would otherwise slow whatever runs next.  A ratio is the peer's tim
 over ours in the same round, the median over rounds, with a distribution-free 95%
 interval: above 1 when we are faster.  A peer that writes into an array given to it
 (onnxruntime, torch with ``out=``) is compared with ours writing into ``out=``
-where we have it; a peer that allocates (scipy, JAX, entmax), with ours allocating.
+where we have it; a peer that allocates (scipy, JAX, entmax, NumPy, torch_geometric,
+torch without ``out=``), with ours allocating.
 
 Then the single-thread table: softmax and log_softmax float32 in cache, ns per
 entry, ours on the serial engine (``backend="cpu"``, ``out=``, Numba at one thread)
 against onnxruntime (MLAS) and torch at one thread, ``np.copyto`` and ``np.exp``.
+
+Then the family of issue 29 (part ``"family"``, :data:`FAMILY_OPS`, a grid of its own
+so that the cells above stay comparable with earlier runs): each op at
+:data:`FAMILY_SHAPES`, float32, at the run's threads, ours allocating and into ``out=``
+against the peers that have it (:data:`PEER_CALLS`: what each peer runs), and the copy:
+
+- ``softmax_temperature``: ``softmax(x, temperature=1.7)`` against torch's
+  ``torch.softmax(x / T, -1)`` (what a torch user writes; ``x / T`` allocates), JAX's
+  ``jax.nn.softmax(x / T)`` and onnxruntime's two-node model (``Div`` by a constant,
+  then ``Softmax``);
+- ``softmax_sink``: ``softmax(x, sink=s)``, ``s`` a sink logit per row (zeros, as the
+  registry entry's), against the softmax of ``cat([x, s[:, None]], -1)`` with the
+  sink's column dropped (gpt-oss's reference formulation) in torch and in JAX;
+- ``logcumsumexp`` against ``torch.logcumsumexp(x, -1, out=y)``,
+  ``jax.lax.cumlogsumexp`` and NumPy's ``np.logaddexp.accumulate`` (one thread);
+- ``segment_softmax(values, offsets)``: ``x`` flattened, cut into ``rows`` segments of
+  seeded random lengths averaging ``n`` (:func:`segment_offsets`), against
+  ``torch_geometric.utils.softmax(src, ptr=offsets)`` where torch_geometric is
+  installed (JAX's ``segment_max``/``segment_sum`` would be a user's formula, not an
+  op, and is left out);
+- ``stablemax`` against the formula of Prieto et al. (2025) in torch: ``s = where(x >=
+  0, x + 1, 1 / (1 - x))``, ``s / s.sum(-1, keepdim=True)``.
+
+Their outputs are checked as the other cells' against the bound of the op's registry
+entry (:data:`ENTRY`); the segments, which have no entry, against that of
+``softmax[shifted]`` on each checked segment as one row (the longest and widest
+decide), each segment's errors relative to its largest value.
 
 Writes ``sizes.csv`` (resumable, as the study's tables: :func:`store.open_run`) with
 ``sizes.meta.json``, then ``SIZES.md`` and ``sizes.png``
@@ -52,8 +80,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import inspect
+import itertools
 import json
 import os
 import pathlib
@@ -69,6 +99,7 @@ import numpy as np
 
 # Nothing here imports softmax_numba at import time: ``--library`` must come first.
 from experiments.harness import metadata, store, timing
+from experiments.measure.jax_worker import SECOND_ARGUMENT, TEMPERATURE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -81,9 +112,18 @@ OPS = (
     "sigmoid",
     "sparsemax",
 )
+#: The family of issue 29 (part ``"family"``): one grid of its own, float32.
+FAMILY_OPS = ("softmax_temperature", "softmax_sink", "logcumsumexp", "segment_softmax", "stablemax")
+FAMILY_SHAPES = ((64, 1000), (8, 32000), (256, 4096))
+QUICK_FAMILY_SHAPES = ((64, 1000),)
 LABELS = {
     "cross_entropy": "cross_entropy (loss)",
     "cross_entropy_grad": "cross_entropy (loss + gradient)",
+    "softmax_temperature": f"softmax(x, temperature={TEMPERATURE})",
+    "softmax_sink": "softmax(x, sink=s), s per row",
+    "logcumsumexp": "logcumsumexp(x)",
+    "segment_softmax": "segment_softmax(values, offsets)",
+    "stablemax": "stablemax(x)",
 }
 #: (rows, n), float32, in order of size.
 SHAPES = (
@@ -109,9 +149,20 @@ QUICK_SHAPES = ((1, 10), (64, 1000))
 QUICK_FLOAT64 = (("softmax",), ((64, 1000),))
 QUICK_SINGLE_SHAPES = ((64, 1000),)
 
-IMPLS = ("ours", "ours_out", "torch", "onnxruntime", "scipy", "jax", "entmax", "copy")
+IMPLS = (
+    "ours",
+    "ours_out",
+    "torch",
+    "onnxruntime",
+    "scipy",
+    "jax",
+    "entmax",
+    "numpy",
+    "torch_geometric",
+    "copy",
+)
 SINGLE_IMPLS = ("ours", "onnxruntime", "torch", "copy", "numpy_exp")
-PEERS = ("torch", "onnxruntime", "scipy", "jax", "entmax")
+PEERS = ("torch", "onnxruntime", "scipy", "jax", "entmax", "numpy", "torch_geometric")
 #: The ops each peer has.
 PEER_OPS = {
     "torch": (
@@ -121,8 +172,19 @@ PEER_OPS = {
         "cross_entropy",
         "cross_entropy_grad",
         "sigmoid",
+        "softmax_temperature",
+        "softmax_sink",
+        "logcumsumexp",
+        "stablemax",
     ),
-    "onnxruntime": ("softmax", "log_softmax", "logsumexp", "cross_entropy", "sigmoid"),
+    "onnxruntime": (
+        "softmax",
+        "log_softmax",
+        "logsumexp",
+        "cross_entropy",
+        "sigmoid",
+        "softmax_temperature",
+    ),
     "scipy": ("softmax", "log_softmax", "logsumexp", "sigmoid"),
     "jax": (
         "softmax",
@@ -131,11 +193,37 @@ PEER_OPS = {
         "cross_entropy",
         "cross_entropy_grad",
         "sigmoid",
+        "softmax_temperature",
+        "softmax_sink",
+        "logcumsumexp",
     ),
     "entmax": ("sparsemax",),
+    "numpy": ("logcumsumexp",),
+    "torch_geometric": ("segment_softmax",),
+}
+#: What each peer runs for each op of the family (the report names them).
+PEER_CALLS = {
+    "softmax_temperature": {
+        "torch": "torch.softmax(x / T, -1)",
+        "jax": "jax.nn.softmax(x / T)",
+        "onnxruntime": "Div, Softmax",
+    },
+    "softmax_sink": {
+        "torch": "torch.softmax(torch.cat([x, s[:, None]], -1), -1)[:, :-1]",
+        "jax": "jax.nn.softmax(jnp.concatenate([x, s[:, None]], -1))[:, :-1]",
+    },
+    "logcumsumexp": {
+        "torch": "torch.logcumsumexp(x, -1, out=y)",
+        "jax": "jax.lax.cumlogsumexp(x, axis=1)",
+        "numpy": "np.logaddexp.accumulate(x, axis=-1)",
+    },
+    "segment_softmax": {"torch_geometric": "torch_geometric.utils.softmax(src, ptr=offsets)"},
+    "stablemax": {
+        "torch": "s = torch.where(x >= 0, x + 1, 1 / (1 - x)); s / s.sum(-1, keepdim=True)"
+    },
 }
 #: torch ops with ``out=``: compared with ours into ``out=``.
-TORCH_OUT = ("softmax", "log_softmax", "logsumexp", "sigmoid")
+TORCH_OUT = ("softmax", "log_softmax", "logsumexp", "sigmoid", "logcumsumexp")
 #: The entmax package sorts each row: above this it takes seconds a call (7.8 s at
 #: 16384 x 4096 float32 on 2 cores), and is left out.
 ENTMAX_MAX_BYTES = 16 << 20
@@ -152,6 +240,11 @@ TRAFFIC = {
     "cross_entropy_grad": 2,
     "sigmoid": 2,
     "sparsemax": 2,
+    "softmax_temperature": 2,
+    "softmax_sink": 2,
+    "logcumsumexp": 2,
+    "segment_softmax": 2,
+    "stablemax": 2,
 }
 #: The registry entry whose error bound is the check's tolerance.
 ENTRY = {
@@ -162,6 +255,11 @@ ENTRY = {
     "cross_entropy_grad": "cross_entropy",
     "sigmoid": "sigmoid",
     "sparsemax": "sparsemax[pivot]",
+    "softmax_temperature": "softmax[options]",
+    "softmax_sink": "softmax[options]",
+    "logcumsumexp": "logcumsumexp",
+    "segment_softmax": "softmax[shifted]",  # on each segment (no entry of its own)
+    "stablemax": "stablemax",
 }
 #: A peer agrees with ours within ``CHECK_SLACK`` times the op's bound, at least
 #: ``CHECK_FLOOR_U`` units of roundoff (a peer that rounds otherwise is the same op;
@@ -221,11 +319,11 @@ def rounds_for(nbytes: int, quick: bool) -> int:
 
 def cells(quick: bool, threads: int) -> list[dict]:
     """The cells of the run: ``part`` ``"sizes"`` at ``threads`` threads, then
-    ``"single_thread"``."""
-    shapes, (f64_ops, f64_shapes), single = (
-        (QUICK_SHAPES, QUICK_FLOAT64, QUICK_SINGLE_SHAPES)
+    ``"single_thread"``, then ``"family"`` at ``threads`` threads."""
+    shapes, (f64_ops, f64_shapes), single, family = (
+        (QUICK_SHAPES, QUICK_FLOAT64, QUICK_SINGLE_SHAPES, QUICK_FAMILY_SHAPES)
         if quick
-        else (SHAPES, FLOAT64, SINGLE_SHAPES)
+        else (SHAPES, FLOAT64, SINGLE_SHAPES, FAMILY_SHAPES)
     )
 
     def cell(part, op, dtype, rows, n, k):
@@ -234,6 +332,7 @@ def cells(quick: bool, threads: int) -> list[dict]:
     grid = [cell("sizes", op, "float32", r, n, threads) for op in OPS for r, n in shapes]
     grid += [cell("sizes", op, "float64", r, n, threads) for op in f64_ops for r, n in f64_shapes]
     grid += [cell("single_thread", op, "float32", r, n, 1) for op in SINGLE_OPS for r, n in single]
+    grid += [cell("family", op, "float32", r, n, threads) for op in FAMILY_OPS for r, n in family]
     return grid
 
 
@@ -300,9 +399,18 @@ def _library():
 
 def ours(op: str, x, target, backend: str | None = None) -> dict[str, Callable]:
     """``{"ours": fn, "ours_out": fn}`` (the second where the function takes an output
-    buffer), each a zero-argument call of our public function as a user writes it."""
+    buffer), each a zero-argument call of our public function as a user writes it;
+    ``target`` is the op's second array (:func:`_arrays`).  :class:`NotTimed` for an op of
+    the family that the library timed (``--library``) does not have."""
     sn = _library()
     kw = {} if backend is None else {"backend": backend}
+    if op in FAMILY_OPS:
+        function, args, options = _family_call(sn, op, x, target)
+        y = np.empty_like(args[0])
+        return {
+            "ours": lambda: function(*args, **options, **kw),
+            "ours_out": lambda: function(*args, **options, out=y, **kw),
+        }
     if op.startswith("cross_entropy"):
         grad = op == "cross_entropy_grad"
         found = {"ours": lambda: sn.cross_entropy(x, target, return_grad=grad, **kw)}
@@ -320,23 +428,50 @@ def ours(op: str, x, target, backend: str | None = None) -> dict[str, Callable]:
     return found
 
 
+def _family_call(sn, op: str, x, target) -> tuple[Callable, tuple, dict]:
+    """(function, positional arguments, keyword arguments) of our call of a family op."""
+    name = {"softmax_temperature": "softmax", "softmax_sink": "softmax"}.get(op, op)
+    function = getattr(sn, name, None)
+    options = {
+        "softmax_temperature": {"temperature": TEMPERATURE},
+        "softmax_sink": {"sink": target},
+    }.get(op, {})
+    parameters = inspect.signature(function).parameters if function else {}
+    if function is None or not set(options) | {"out"} <= set(parameters):
+        raise NotTimed(f"the library timed has no {LABELS[op]}")
+    if op == "segment_softmax":
+        return function, (x.reshape(-1), target), options
+    return function, (x,), options
+
+
 def tolerance_u(op: str, x, target) -> float:
     """The check's tolerance in units of roundoff: :data:`CHECK_SLACK` times the
-    largest per-row bound of the op's registry entry on these arguments."""
+    largest per-row bound of the op's registry entry on these arguments.  The sink
+    per row is the entry's (zeros).  ``segment_softmax`` (``x`` the values, ``target``
+    the offsets) has no entry: the bound of ``softmax[shifted]`` on each segment as
+    one row, the largest (the longest and widest segment's)."""
     from softmax_numba import registry
+    from softmax_numba.error_metrics import allowed_u
 
     entry = next(e for e in registry.ENTRIES if e.name == ENTRY[op])
+    if op == "segment_softmax":
+        segments = [x[a:b][None, :] for a, b in itertools.pairwise(target)]
+        bound = max(
+            (float(np.max(allowed_u(entry.bounds[0], (s,), None, x.dtype))) for s in segments),
+            default=0.0,
+        )
+        return max(CHECK_SLACK * bound, CHECK_FLOOR_U)
     args = (x, target) if op.startswith("cross_entropy") else (x,)
     outputs = registry.outputs(entry.run(args))
     bound = max(float(np.max(b)) for _err, b in entry.errors(args, outputs, outputs))
     return max(CHECK_SLACK * bound, CHECK_FLOOR_U)
 
 
-def disagreement_u(got: tuple, want: tuple, dtype) -> float:
+def disagreement_u(got: tuple, want: tuple, dtype, offsets=None) -> float:
     """The largest difference between two results, in units of roundoff of ``dtype``,
     relative to the largest magnitude of its row (of the value itself, at least 1,
-    for one value per row); infinite for a missing output, a shape that differs or a
-    NaN."""
+    for one value per row; of its segment, for the values of the segments that
+    ``offsets`` cut); infinite for a missing output, a shape that differs or a NaN."""
     if len(got) < len(want):
         return np.inf
     u = float(np.finfo(dtype).eps) / 2
@@ -345,7 +480,12 @@ def disagreement_u(got: tuple, want: tuple, dtype) -> float:
         g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
         if g.shape != w.shape or not np.all(np.isfinite(g)):
             return np.inf
-        if w.ndim == 2:
+        if offsets is not None and w.ndim == 1:
+            lengths = np.diff(offsets)
+            used = lengths > 0
+            big = np.maximum.reduceat(np.abs(w), offsets[:-1][used]) if w.size else w
+            scale = np.maximum(np.repeat(big, lengths[used]), np.finfo(np.float64).tiny)
+        elif w.ndim == 2:
             scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
         else:
             scale = np.maximum(np.abs(w), 1.0)
@@ -366,6 +506,25 @@ def head(outputs: tuple, rows: int = CHECK_ROWS) -> tuple[np.ndarray, ...]:
     return tuple(np.array(o[:rows] if np.ndim(o) else o) for o in outputs)
 
 
+def checked(op: str, x, target) -> tuple:
+    """``(x, target)`` cut to what the check compares: the first :data:`CHECK_ROWS` rows,
+    or for ``segment_softmax`` the values of the first :data:`CHECK_ROWS` segments
+    and their offsets."""
+    if op == "segment_softmax":
+        k = min(CHECK_ROWS, target.size - 1)
+        return x.reshape(-1)[: target[k]], target[: k + 1]
+    return x[:CHECK_ROWS], None if target is None else target[:CHECK_ROWS]
+
+
+def head_of(op: str, outputs: tuple, target) -> tuple[np.ndarray, ...]:
+    """:func:`head` of ``op``'s outputs: for ``segment_softmax``, the values of the first
+    :data:`CHECK_ROWS` segments (``target``: the offsets)."""
+    if op == "segment_softmax":
+        stop = target[min(CHECK_ROWS, target.size - 1)]
+        return tuple(np.array(o[:stop]) for o in outputs)
+    return head(outputs)
+
+
 # ----------------------------------------------------------------------------- peers
 
 
@@ -379,6 +538,8 @@ def _torch(op: str, x, target, threads: int):
 
     torch.set_num_threads(threads)
     xt = torch.from_numpy(x)
+    if op in FAMILY_OPS:
+        return _torch_family(torch, op, xt, target)
     if op in ("softmax", "log_softmax", "sigmoid"):
         y = torch.empty_like(xt)
         if op == "sigmoid":
@@ -401,6 +562,37 @@ def _torch(op: str, x, target, threads: int):
     return loss_and_grad
 
 
+def _torch_family(torch, op: str, xt, target):
+    """The family's torch peers (:data:`PEER_CALLS`), as a torch user writes them."""
+    if op == "softmax_temperature":
+        return lambda: torch.softmax(xt / TEMPERATURE, -1)
+    if op == "softmax_sink":
+        sink = torch.from_numpy(target)
+        return lambda: torch.softmax(torch.cat([xt, sink[:, None]], -1), -1)[:, :-1]
+    if op == "logcumsumexp":
+        y = torch.empty_like(xt)
+        return lambda: torch.logcumsumexp(xt, -1, out=y)
+
+    def stablemax():  # Prieto et al. (2025), their s(x) and its normalization
+        s = torch.where(xt >= 0, xt + 1, 1 / (1 - xt))
+        return s / s.sum(-1, keepdim=True)
+
+    return stablemax
+
+
+def _torch_geometric(x, offsets, threads: int):
+    import torch
+    from torch_geometric.utils import softmax
+
+    torch.set_num_threads(threads)
+    src, ptr = torch.from_numpy(x.reshape(-1)), torch.from_numpy(offsets)
+    return lambda: softmax(src, ptr=ptr)
+
+
+def _numpy(x):
+    return lambda: np.logaddexp.accumulate(x, axis=-1)
+
+
 #: The ONNX operator (and its attributes) of each op onnxruntime is timed on.
 ORT_NODES = {
     "softmax": ("Softmax", {"axis": -1}),
@@ -408,7 +600,10 @@ ORT_NODES = {
     "logsumexp": ("ReduceLogSumExp", {"axes": [-1], "keepdims": 0}),
     "cross_entropy": ("SoftmaxCrossEntropyLoss", {"reduction": "mean"}),
     "sigmoid": ("Sigmoid", {}),
+    "softmax_temperature": ("Softmax", {"axis": -1}),
 }
+#: Ops whose model divides ``x`` by a constant first (a ``Div`` node).
+ORT_DIVIDE = {"softmax_temperature": TEMPERATURE}
 
 
 class Ort:
@@ -435,8 +630,14 @@ class Ort:
             inputs.append(helper.make_tensor_value_info("target", TensorProto.INT64, ["N"]))
         shape = {"logsumexp": ["N"], "cross_entropy": []}.get(op, ["N", "C"])
         output = helper.make_tensor_value_info("y", element, shape)
-        node = helper.make_node(kind, [i.name for i in inputs], ["y"], **attributes)
-        graph = helper.make_graph([node], kind, inputs, [output])
+        nodes, constants, first = [], [], "x"
+        if op in ORT_DIVIDE:
+            constants.append(helper.make_tensor("T", element, [], [ORT_DIVIDE[op]]))
+            nodes.append(helper.make_node("Div", ["x", "T"], ["scaled"]))
+            first = "scaled"
+        names = [first, *(i.name for i in inputs[1:])]
+        nodes.append(helper.make_node(kind, names, ["y"], **attributes))
+        graph = helper.make_graph(nodes, kind, inputs, [output], initializer=constants)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", self.OPSET)], ir_version=8
         )
@@ -565,7 +766,7 @@ class JaxProcess:
 
     def setup(self, op: str, x, target) -> JaxProcess:
         np.save(self.folder / "x.npy", x)
-        if target is not None:
+        if op in SECOND_ARGUMENT:
             np.save(self.folder / "target.npy", target)
         self.request("setup", op=op, folder=str(self.folder))
         return self
@@ -611,6 +812,8 @@ class Peers:
             "scipy": found("scipy") is not None,
             "jax": use_jax and found("jax") is not None,
             "entmax": found("entmax") is not None and found("torch") is not None,
+            "numpy": True,
+            "torch_geometric": found("torch_geometric") is not None,
         }
         self.ort = Ort() if self.installed["onnxruntime"] else None
         self.jax: JaxProcess | None = None
@@ -641,6 +844,10 @@ class Peers:
             fn = self.ort.make(op, x, target, threads)
         elif peer == "scipy":
             fn = _scipy(op, x)
+        elif peer == "numpy":
+            fn = _numpy(x)
+        elif peer == "torch_geometric":
+            fn = _torch_geometric(x, target, threads)
         else:
             fn = _entmax(op, x, threads)
         return Local(fn), lambda: as_numpy(fn())
@@ -669,10 +876,25 @@ def thread_count(threads: int, peers: Peers):
 
 
 def _arrays(cell: dict):
+    """``x``, seeded, and the op's second array or None: the losses' class indices,
+    ``softmax_sink``'s sink logit per row (zeros), ``segment_softmax``'s offsets."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((cell["rows"], cell["n"]), dtype=np.dtype(cell["dtype"]).type)
     target = rng.integers(0, cell["n"], size=cell["rows"]) if "cross" in cell["op"] else None
+    if cell["op"] == "softmax_sink":
+        target = np.zeros(cell["rows"], dtype=x.dtype)
+    elif cell["op"] == "segment_softmax":
+        target = segment_offsets(x.size, cell["rows"], rng)
     return x, target
+
+
+def segment_offsets(total: int, segments: int, rng) -> np.ndarray:
+    """CSR offsets (int64) of ``segments`` non-empty segments of ``total`` entries:
+    ``segments - 1`` distinct cut points drawn uniformly from ``1 .. total - 1``,
+    sorted.  The lengths average ``total / segments``, spread as the gaps between
+    uniform points are (near exponential: the longest a few times the mean)."""
+    cuts = np.sort(rng.choice(total - 1, size=segments - 1, replace=False) + 1)
+    return np.concatenate(([0], cuts, [total])).astype(np.int64)
 
 
 def _parallel_copy(x, threads: int) -> Callable:
@@ -690,7 +912,8 @@ def _candidates(cell: dict, peers: Peers, x, target) -> tuple[dict, dict, dict]:
     if single:
         found = {"ours": found["ours_out"]}
     candidates = {name: Local(fn) for name, fn in found.items()}
-    want = head(as_numpy(found["ours"]()))  # also the first call of ours: compiled, warm
+    # also the first call of ours: compiled, warm
+    want = head_of(op, as_numpy(found["ours"]()), target)
     for fn in found.values():
         fn()
     tolerance = None
@@ -702,14 +925,15 @@ def _candidates(cell: dict, peers: Peers, x, target) -> tuple[dict, dict, dict]:
             continue
         try:
             candidate, outputs = peers.make(peer, op, x, target, threads)
-            got = head(outputs())  # the peer's first call: compiled, warm
+            got = head_of(op, outputs(), target)  # the peer's first call: compiled, warm
         except (NotTimed, JaxDied) as why:
             notes[peer] = str(why)
             continue
+        few_x, few = checked(op, x, target)
         if tolerance is None:
-            few = None if target is None else target[:CHECK_ROWS]
-            tolerance = tolerance_u(op, x[:CHECK_ROWS], few)
-        error = disagreement_u(got, want, x.dtype)
+            tolerance = tolerance_u(op, few_x, few)
+        offsets = few if op == "segment_softmax" else None
+        error = disagreement_u(got, want, x.dtype, offsets)
         checks[peer] = (error, tolerance)
         if not error <= tolerance:
             notes[peer] = f"disagrees with ours by {error:.3g} u (tolerance {tolerance:.3g} u)"
@@ -735,7 +959,10 @@ def measure(cell: dict, peers: Peers, quick: bool) -> list[dict]:
     """The rows of one cell: one per implementation timed or left out."""
     x, target = _arrays(cell)
     with thread_count(cell["threads"], peers):
-        candidates, checks, notes = _candidates(cell, peers, x, target)
+        try:
+            candidates, checks, notes = _candidates(cell, peers, x, target)
+        except NotTimed as why:  # an op the library timed (--library) does not have
+            return [{**cell, "impl": "ours", "note": str(why)}]
         rounds = rounds_for(x.nbytes, quick)
         min_block = QUICK_MIN_BLOCK_S if quick else MIN_BLOCK_S
         try:
@@ -757,7 +984,7 @@ def measure(cell: dict, peers: Peers, quick: bool) -> list[dict]:
             ratio = timing.median_interval(t / seconds[versus])
             row.update(versus=versus, ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2])
             row.update(check_u=checks[impl][0], tolerance_u=checks[impl][1])
-        if cell["part"] == "sizes":
+        if cell["part"] in ("sizes", "family"):
             own = 2 * x.nbytes if impl == "copy" else moved
             row["gbps"] = float(np.median(own / t)) / 1e9
             row["copy_gbps"] = float(np.median(2 * x.nbytes / copy)) / 1e9
@@ -792,6 +1019,13 @@ def library_record(path) -> dict:
     }
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def use_library(path) -> bool:
     """Put the checkout at ``path`` first on ``sys.path``; False if softmax_numba is
     imported already from elsewhere (then only a new process can time ``path``'s)."""
@@ -824,6 +1058,10 @@ def run(
     threads = numba.get_num_threads()
     peers = Peers()
     settings = {"quick": quick, "threads": threads, **library_record(library)}
+    # a peer the metadata's package list does not name
+    settings["torch_geometric"] = (
+        _version("torch_geometric") if peers.installed["torch_geometric"] else None
+    )
     record = metadata.new_run(settings)
     if command:
         record["command"] = command

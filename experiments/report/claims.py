@@ -753,6 +753,92 @@ def _others_at_scale(t: Tables) -> str:
     return ", ".join(f"{engine} {_fmt(float(v))} GB/s" for engine, v in gbps.items())
 
 
+# ---------------------------------------------------------------------------
+# 16. Softmax collapse (Prieto, Barsbey, Mediano & Birdal, ICLR 2025)
+
+#: A map has collapsed at a scale where at least this fraction of the rows have an
+#: exactly zero gradient at their target.
+COLLAPSED = 0.5
+#: How much later (in logit scale) StableMax must collapse than softmax.
+DELAY = 10.0
+#: The maps of collapse.csv, softmax first.
+MAPS16 = ("softmax", "stablemax")
+
+
+def _collapse_scale(g: pd.DataFrame, level: float) -> float:
+    """The smallest scale at which the fraction of collapsed rows reaches ``level``
+    (inf if none of the grid's does)."""
+    hit = g[g.target_grad_zero >= level]
+    return float(hit.scale.min()) if len(hit) else np.inf
+
+
+@claim(
+    16,
+    "With softmax cross-entropy, as the logits grow (naive loss minimization scales "
+    "them), float32 softmax collapse happens: the probability of the correct class "
+    "rounds to exactly 1 and its loss gradient is exactly 0, so learning from the "
+    "sample stops; StableMax, growing linearly rather than exponentially, delays it "
+    "(Prieto, Barsbey, Mediano & Birdal 2025).",
+    measurement="collapse.csv (experiments/measure/collapse.py): logits scale * z for "
+    "a fixed direction z, the target each row's largest entry, scales 1 to 1e12, float32 "
+    "and float64, through the fused cross_entropy and stablemax_cross_entropy; per "
+    "dataset (mnist: 2500 real MNIST logit vectors; margin_113: 113 classes, the target "
+    "positive and every other class negative), dtype, map and scale, `target_grad_zero`, "
+    "the fraction of rows whose gradient at the target is exactly 0. A map's collapse "
+    f"scale is the smallest scale at which that fraction reaches {COLLAPSED:g} (infinite "
+    "if it never does in the grid).",
+    rule=f"In float32, on every dataset: does not hold if softmax never collapses in the "
+    f"grid, or if StableMax collapses at a scale no larger than softmax's; holds if "
+    f"StableMax's collapse scale is at least {DELAY:g} times softmax's (a StableMax that "
+    f"never collapses counts as the grid's largest scale, and must clear {DELAY:g} times "
+    f"softmax's too, else the grid is too short: not measured); holds with a "
+    f"qualification if it is later on every dataset but by less than {DELAY:g} times "
+    f"on some.",
+    figure="collapse.png",
+)
+def _claim_16(t: Tables) -> tuple[str, str]:
+    c = t.table("collapse.csv", ["dataset", "dtype", "map", "scale", "target_grad_zero"])
+    single = c[c.dtype == "float32"]
+    if not {"softmax", "stablemax"} <= set(single["map"]):
+        raise NotMeasured("collapse.csv has no float32 rows of both softmax and stablemax")
+    ratios, parts = {}, []
+    for dataset, d in single.groupby("dataset"):
+        soft_rows, stable_rows = d[d["map"] == "softmax"], d[d["map"] == "stablemax"]
+        soft = _collapse_scale(soft_rows, COLLAPSED)
+        stable = _collapse_scale(stable_rows, COLLAPSED)
+        top = float(d.scale.max())
+        # never in the grid: at least the grid's end, where that clears the threshold
+        ratios[dataset] = stable / soft if np.isfinite(stable) else top / soft
+        if np.isfinite(stable):
+            later = f"StableMax at {_fmt(stable)}, {_fmt(stable / soft)} times later"
+        else:
+            later = (
+                f"StableMax not up to scale {_fmt(top)} (at most "
+                f"{_pct(stable_rows.target_grad_zero.max())} of its rows)"
+            )
+        parts.append(
+            f"{dataset}: softmax from scale {_fmt(_collapse_scale(soft_rows, 1e-9))} "
+            f"(half of the rows at {_fmt(soft)}), {later}"
+        )
+        if not np.isfinite(stable) and np.isfinite(soft) and top / soft < DELAY:
+            ratios[dataset] = np.nan
+    for dataset, d in c[c.dtype == "float64"].groupby("dataset"):
+        soft, stable = (_collapse_scale(d[d["map"] == m], COLLAPSED) for m in MAPS16)
+        never = "not in the grid"
+        parts.append(
+            f"float64 {dataset}: half of the rows at {_fmt(soft)} with softmax, "
+            f"{_fmt(stable) if np.isfinite(stable) else never} with StableMax"
+        )
+    text = "Float32 " + "; ".join(parts) + "."
+    if any(r == 0 for r in ratios.values()):  # softmax never collapsed: top / inf
+        return FAILS, text + " Softmax did not collapse within the grid on some dataset."
+    if any(np.isnan(r) for r in ratios.values()):
+        raise NotMeasured(f"the grid ends too early to measure StableMax's delay. {text}")
+    if min(ratios.values()) <= 1:
+        return FAILS, text
+    return (HOLDS if min(ratios.values()) >= DELAY else QUALIFIED), text
+
+
 CLAIMS.sort(key=lambda c: c.number)
 
 

@@ -234,6 +234,28 @@ def roofline(table: pd.DataFrame, path) -> pathlib.Path:
     return _save(fig, path)
 
 
+def collapse(table: pd.DataFrame, path) -> pathlib.Path:
+    """Claim 16: the fraction of rows whose gradient at the target is exactly 0
+    against the logit scale, softmax and StableMax, one panel per dataset."""
+    datasets = list(dict.fromkeys(table.dataset))
+    fig, axes = plt.subplots(
+        1, max(len(datasets), 1), figsize=(5 * max(len(datasets), 1), 3.6), squeeze=False
+    )
+    styles = {"float32": "-", "float64": "--"}
+    colors = {"softmax": "C0", "stablemax": "C3"}
+    for ax, dataset in zip(axes[0], datasets, strict=False):
+        d = table[table.dataset == dataset]
+        for (name, dtype), g in d.groupby(["map", "dtype"]):
+            g = g.sort_values("scale")
+            style = {"ls": styles.get(dtype, ":"), "color": colors.get(name)}
+            ax.plot(g.scale, g.target_grad_zero, label=f"{name} {dtype}", **style)
+        n = int(d.n.iloc[0]) if len(d) else 0
+        ax.set(xscale="log", title=f"{dataset} ({n} classes)", xlabel="logit scale")
+    axes[0][0].set_ylabel("rows with d loss / d x_target == 0")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def draw_all(out) -> list[pathlib.Path]:
     """Every figure whose table exists under ``out``."""
     out = pathlib.Path(out)
@@ -246,6 +268,7 @@ def draw_all(out) -> list[pathlib.Path]:
         ("accuracy.csv", lambda t: sparsity(t, out / "sparsity.png")),
         ("overflow.csv", lambda t: overflow_map(t, out / "overflow_map.png")),
         ("roofline.csv", lambda t: roofline(t, out / "roofline.png")),
+        ("collapse.csv", lambda t: collapse(t, out / "collapse.png")),
     ]
     for name, draw in jobs:
         if (out / name).exists():

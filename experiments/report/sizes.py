@@ -1,6 +1,10 @@
 """``SIZES.md`` and ``sizes.png`` from ``sizes.csv`` (``python -m experiments sizes``).
 
-Drawn from the table alone, so ``python -m experiments plots`` redraws them.
+Drawn from the table alone, so ``python -m experiments plots`` redraws them: a table
+per op of the every-size grid, then one line per op of the softmax family of issue 29
+(:func:`family`: its shapes, our time and GB/s, the best peer's ratio with its
+interval, the peers named), the fixed cost of a call, the single-thread table and
+the notes.  The figure draws the every-size grid only.
 """
 
 from __future__ import annotations
@@ -15,9 +19,18 @@ import numpy as np
 import pandas as pd
 
 from experiments.harness import metadata
-from experiments.measure.sizes import ENTMAX_MAX_BYTES, LABELS, OPS, SCIPY_MAX_BYTES
+from experiments.measure.sizes import (
+    ENTMAX_MAX_BYTES,
+    FAMILY_OPS,
+    LABELS,
+    OPS,
+    PEER_CALLS,
+    SCIPY_MAX_BYTES,
+)
 
-PEERS = ("torch", "onnxruntime", "scipy", "jax", "entmax")
+PEERS = ("torch", "onnxruntime", "scipy", "jax", "entmax", "numpy", "torch_geometric")
+#: Peers of the family's ops only.
+FAMILY_ONLY_PEERS = ("numpy", "torch_geometric")
 STYLE = {
     "ours": {"color": "black", "marker": "o", "linewidth": 2.0, "label": "ours"},
     "ours_out": {
@@ -98,6 +111,104 @@ def op_table(sizes: pd.DataFrame, op: str) -> list[str]:
             line[f"x {peer}"] = _ratio(by.ratio.get(peer, np.nan))
         lines.append(line)
     return _markdown(pd.DataFrame(lines)) if lines else []
+
+
+def _interval(low, high) -> str:
+    """`` [low, high]`` where the rounds give a 95% interval, else nothing."""
+    if pd.isna(low) or pd.isna(high) or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return f" [{low:.2f}, {high:.2f}]"
+
+
+def _family_cell(by: pd.DataFrame) -> str:
+    """One shape of one family op: our time and GB/s, the best peer's ratio.
+
+    The best peer is the one with the lowest ratio (its time over ours in the same
+    rounds); our time and GB/s are those of the mode it was divided by (``out=``
+    where it writes into an array given to it).  Without a peer timed: ours with
+    ``out=``."""
+    timed = by[by.median_s.notna()]
+    if not {"ours", "ours_out"} & set(timed.index):
+        note = by.note.get("ours", "")
+        return f"not timed ({note})" if isinstance(note, str) and note else "n/a"
+    peers = timed[timed.index.isin(PEERS) & timed.ratio.notna()]
+    if len(peers):
+        best = peers.ratio.idxmin()
+        row = peers.loc[best]
+        versus = row.versus if row.versus in timed.index else "ours"
+    else:
+        versus = "ours_out" if "ours_out" in timed.index else "ours"
+    mode = " (out=)" if versus == "ours_out" else ""
+    ours = f"{_us(timed.median_s[versus])} us{mode}, {timed.gbps[versus]:.1f} GB/s"
+    if not len(peers):
+        return f"{ours}; no peer timed"
+    interval = _interval(row.ratio_low, row.ratio_high)
+    return f"{ours}; x {_ratio(row.ratio)}{interval} {best}"
+
+
+def _family_peers(op: str, d: pd.DataFrame) -> str:
+    """The peers of ``op`` (:data:`experiments.measure.sizes.PEER_CALLS`), each with
+    what it runs, or why it is missing."""
+    if not (d.impl.isin(["ours", "ours_out"]) & d.median_s.notna()).any():
+        return "not tried: ours not timed (notes)"
+    found = []
+    for peer, call in PEER_CALLS.get(op, {}).items():
+        rows = d[d.impl == peer]
+        if rows.median_s.notna().any():
+            found.append(f"{peer}: `{call}`")
+        elif len(rows):
+            found.append(f"{peer}: left out (notes)")
+        else:
+            found.append(f"{peer}: not installed")
+    return "; ".join(found) or "none"
+
+
+def family(table: pd.DataFrame) -> list[str]:
+    """The family of issue 29 (part ``"family"``): one line per op, a column per shape
+    (:func:`_family_cell`), the peers named (:func:`_family_peers`), then how many of
+    its best-peer ratios are at least 1."""
+    d = table[table.part == "family"]
+    if d.empty:
+        return []
+    shapes = list(dict.fromkeys(zip(d.rows, d.n, strict=True)))
+    lines, best = [], []
+    for op in [o for o in FAMILY_OPS if o in set(d.op)] + sorted(set(d.op) - set(FAMILY_OPS)):
+        g = d[d.op == op]
+        line = {"op": f"`{_label(op)}`"}
+        for rows, n in shapes:
+            by = g[(g.rows == rows) & (g.n == n)].set_index("impl")
+            line[f"{rows} x {n}"] = _family_cell(by) if len(by) else "n/a"
+            ratios = by.ratio[by.index.isin(PEERS)].dropna()
+            if len(ratios):
+                best.append((ratios.min(), f"{_label(op)} {rows} x {n} against {ratios.idxmin()}"))
+        line["peers"] = _family_peers(op, g)
+        lines.append(line)
+    dtypes = ", ".join(sorted(set(d.dtype)))
+    held = sum(ratio >= 1 for ratio, _ in best)
+    below = sorted(b for b in best if b[0] < 1)
+    verdict = f"Ours at least as fast as the best peer in {held} of {len(best)} cells" + (
+        "; below 1: " + "; ".join(f"{where}: {ratio:.2f}" for ratio, where in below) + "."
+        if below
+        else "."
+    )
+    if not best:
+        verdict = "No peer was timed."
+    return [
+        f"## The softmax family of issue 29 ({dtypes})",
+        "",
+        "One line per op, a column per shape `rows x n` (for the segments: `rows` segments",
+        "of seeded random lengths averaging `n`, the array flattened).  In each cell: our",
+        "time per call and GB/s (bytes read + written), in the mode the best peer is",
+        "divided by (`out=` where that peer writes into an array given to it), then `x`",
+        "the best peer's time over ours in the same rounds (the lowest ratio of the",
+        "peers timed; median [95% interval where the rounds give one]; **bold** below 1)",
+        "and its name.  Each peer's output was checked against ours within the op's",
+        "bound before it was timed; what each runs is named in the last column.",
+        "",
+        *_markdown(pd.DataFrame(lines)),
+        verdict,
+        "",
+    ]
 
 
 def call_cost(sizes: pd.DataFrame) -> list[str]:
@@ -211,8 +322,25 @@ def verdicts(table: pd.DataFrame) -> list[str]:
 def notes(table: pd.DataFrame, meta: dict | None) -> list[str]:
     left = table[table.median_s.isna() & table.note.notna()]
     packages = (meta or {}).get("packages", {})
-    installed = [p for p in PEERS if p in set(table.impl)]
-    missing = [p for p in PEERS if p not in installed]
+    settings = (meta or {}).get("settings", {})
+    with_family = "family" in set(table.part)
+    # the family's own peers are named only where the table has the family
+    peers = PEERS if with_family else tuple(p for p in PEERS if p not in FAMILY_ONLY_PEERS)
+    installed = [p for p in peers if p in set(table.impl)]
+    missing = [p for p in peers if p not in installed]
+    torch_out = "softmax, log_softmax, logsumexp" + (
+        ", sigmoid and logcumsumexp" if with_family else " and sigmoid"
+    )
+    family_onnx = "  The temperature's model is `Div` by a constant, then `Softmax`."
+    family_torch = (
+        "  The family's temperature, sink and stablemax are written as a torch user "
+        "writes them (they allocate)."
+    )
+    family_peers = [
+        "- numpy: `np.logaddexp.accumulate` (logcumsumexp), one thread, allocating.  "
+        "torch_geometric: `torch_geometric.utils.softmax(src, ptr=offsets)` "
+        "(segment_softmax), allocating, at torch's threads."
+    ]
     lines = [
         "## Notes",
         "",
@@ -221,9 +349,11 @@ def notes(table: pd.DataFrame, meta: dict | None) -> list[str]:
         "with `io_binding` to arrays allocated once, the intra-op pool at the run's threads "
         "and not spinning.  The gradient of the loss is in onnxruntime-training only: "
         "onnxruntime is timed on the loss alone (not in the loss + gradient rows).  ONNX "
-        "has no sparsemax.",
-        "- torch writes into `out=` for softmax, log_softmax, logsumexp and sigmoid; its "
-        "loss is `F.cross_entropy` (mean), the gradient by `backward()` into a new `.grad`.",
+        "has no sparsemax." + family_onnx * with_family,
+        "- torch writes into `out=` for "
+        + torch_out
+        + "; its loss is `F.cross_entropy` (mean), the gradient by `backward()` into a new "
+        "`.grad`." + family_torch * with_family,
         "- scipy (`scipy.special.softmax`, `log_softmax`, `logsumexp`, `expit`) runs on one "
         "thread and allocates; it has no cross-entropy or sparsemax.  It is not timed on "
         f"arrays above {SCIPY_MAX_BYTES >> 20} MB, where a call takes seconds.",
@@ -232,8 +362,12 @@ def notes(table: pd.DataFrame, meta: dict | None) -> list[str]:
         "onnxruntime, scipy and entmax run in the benchmark's process, beside Numba.",
         "- entmax: the `entmax` package's `sparsemax` (torch), on arrays up to "
         f"{ENTMAX_MAX_BYTES >> 20} MB (it sorts every row: seconds a call above).",
+        *family_peers * with_family,
         "- Peers installed: "
-        + (", ".join(f"{p} {packages.get(p, '')}".strip() for p in installed) or "none")
+        + (
+            ", ".join(f"{p} {packages.get(p) or settings.get(p) or ''}".strip() for p in installed)
+            or "none"
+        )
         + (f"; not installed: {', '.join(missing)}." if missing else "."),
     ]
     for (impl, note), g in left.groupby(["impl", "note"]):
@@ -322,7 +456,7 @@ def write(out) -> pathlib.Path:
     for op in OPS:
         if op in set(sizes.op):
             lines += [f"## {_label(op)}", "", *op_table(sizes, op)]
-    lines += [*call_cost(sizes), *single_thread(table), *notes(table, meta)]
+    lines += [*family(table), *call_cost(sizes), *single_thread(table), *notes(table, meta)]
     path = out / "SIZES.md"
     path.write_text("\n".join(lines))
     return path

@@ -36,11 +36,16 @@ dimension, ``b=`` and ``return_sign=`` of ``logsumexp``, ``backend="numpy"`` and
 its tokens and its vocabulary may each be chunked, and the logits of a piece exist
 only inside its task.
 
+``logcumsumexp`` is a scan, not a reduction: each chunk's final state, the chunks'
+states folded in order into each chunk's carry-in (one small task per block of rows),
+and each chunk scanned again from its carry.
+
 The modules: :mod:`softmax_numba.dask._graph` (the checks, shared with the
-in-memory functions, and the three steps), ``_softmax``, ``_losses`` and
-``_linear`` (the public functions).
+in-memory functions, and the three steps), ``_softmax``, ``_losses``, ``_linear``
+and ``_cumulative`` (the public functions).
 """
 
+from softmax_numba.dask._cumulative import logcumsumexp
 from softmax_numba.dask._graph import BACKENDS as BACKENDS
 from softmax_numba.dask._linear import linear_cross_entropy
 from softmax_numba.dask._losses import cross_entropy
@@ -50,6 +55,7 @@ __all__ = [
     "cross_entropy",
     "linear_cross_entropy",
     "log_softmax",
+    "logcumsumexp",
     "logsumexp",
     "online_states",
     "softmax",

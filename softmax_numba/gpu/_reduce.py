@@ -178,7 +178,7 @@ def build(dtype) -> SimpleNamespace:
         block_sum=block_sum, block_max=block_max, block_online=block_online,
         add_flagged=add_flagged, merge_flagged=merge_flagged, settled=settled,
         row_state=row_state, row_logsumexp=row_logsumexp, warp_row_state=warp_row_state,
-        warp_online=warp_online, softmax_scale=state.softmax_scale,
+        warp_online=warp_online, softmax_scale=state.softmax_scale, add=add,
         log_probability=state.log_probability, logsumexp=logsumexp,
     )  # fmt: skip
 

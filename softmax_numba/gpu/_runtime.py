@@ -69,10 +69,12 @@ def built(dtype_name: str) -> dict:
 
     from softmax_numba.gpu import (
         _reduce,
+        cumulative,
         elementwise,
         losses,
         maxout,
         sampling,
+        segment,
         softmax,
         sparse,
     )
@@ -80,7 +82,7 @@ def built(dtype_name: str) -> dict:
     dtype = getattr(numba, dtype_name)
     red = _reduce.build(dtype)
     built = {}
-    for family in (softmax, losses, elementwise, maxout, sparse, sampling):
+    for family in (softmax, losses, elementwise, maxout, sparse, sampling, segment, cumulative):
         built.update(family.build(dtype, red))
     return built
 
@@ -115,6 +117,8 @@ HALF_STORAGE = frozenset(
         "_softmax_online",
         "_softmax_division_free",
         "_log_softmax",
+        "_softmax_options",
+        "_log_softmax_options",
         "_logsumexp",
         "_cross_entropy_index",
     }

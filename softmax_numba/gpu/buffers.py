@@ -46,6 +46,17 @@ def _sign_of_logsumexp(lse, sign):
         sign[k] = v if v != v else (0.0 if v == -math.inf else 1.0)
 
 
+@cuda.jit
+def _transpose(src, dst):
+    """``dst[j, i] = src[i, j]`` (the ragged-row ops' ``(nnz, F)`` entries as ``(F, nnz)``
+    rows, and back)."""
+    cols = src.shape[1]
+    for k in range(cuda.grid(1), src.size, cuda.gridsize(1)):
+        i = k // cols
+        j = k - i * cols
+        dst[j, i] = src[i, j]
+
+
 def _launch(kernel, size: int, *args) -> None:
     if size == 0:
         return
@@ -79,3 +90,12 @@ def sign_of_logsumexp(lse):
     sign = cuda.device_array(lse.shape, lse.dtype)
     _launch(_sign_of_logsumexp, lse.size, _flat(lse), _flat(sign))
     return sign
+
+
+def transpose(src, dst=None):
+    """``src.T`` of a 2-D C-contiguous device array, into ``dst`` (C-contiguous, of the
+    transposed shape) or a new device array."""
+    if dst is None:
+        dst = cuda.device_array((src.shape[1], src.shape[0]), src.dtype)
+    _launch(_transpose, src.size, src, dst)
+    return dst

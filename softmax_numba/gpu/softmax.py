@@ -46,6 +46,7 @@ def build(dtype, red) -> dict:
     merge_flagged = red.merge_flagged
     settled = red.settled
     block_online = red.block_online
+    add = red.add
     one, zero = dtype(1.0), dtype(0.0)
 
     @cuda.jit(device=True, inline="always")
@@ -128,6 +129,45 @@ def build(dtype, red) -> dict:
             total = block_sum(total)
             for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
                 dx[i, j] = dy[i, j] - math.exp(y[i, j]) * total
+
+    # ------------------------------------------------- temperature and attention sink
+    # One block per row: the state of ``y = x / T`` (each quotient correctly rounded,
+    # as NumPy's), the sink added as one more entry, then one pass to write.
+
+    @cuda.jit(device=True, inline="always")
+    def tempered_state(xi, t, sink):
+        """The settled state of ``xi / t`` with the entry ``sink`` added."""
+        m, s, nan = dtype(-math.inf), zero, zero
+        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
+            m, s, nan = add_flagged(m, s, nan, dtype(xi[j]) / t)
+        m, s, nan = block_online(m, s, nan)
+        m, s, _nan = settled(m, s, nan)
+        return add(m, s, sink)
+
+    @cuda.jit
+    def _softmax_options(x, out, temperature, sink):
+        t = dtype(temperature)
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            m, s = tempered_state(x[i], t, dtype(sink[i]))
+            r = softmax_scale(m, s)
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                out[i, j] = math.exp(dtype(x[i, j]) / t - m) * r
+
+    @cuda.jit
+    def _log_softmax_options(x, out, temperature, sink):
+        t = dtype(temperature)
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            m, s = tempered_state(x[i], t, dtype(sink[i]))
+            log1p_s = math.log1p(s)
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                out[i, j] = log_probability(dtype(x[i, j]) / t, m, log1p_s)
+
+    @cuda.jit
+    def _divided(x, out, temperature):
+        t = dtype(temperature)
+        for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+                out[i, j] = dtype(x[i, j]) / t
 
     # ------------------------------------------------------- the row in shared memory
     # Each thread stores the entries it reads in the dynamic shared array ``row``
@@ -287,6 +327,9 @@ def build(dtype, red) -> dict:
         "_softmax_online": _softmax_online,
         "_softmax_division_free": _softmax_division_free,
         "_log_softmax": _log_softmax,
+        "_softmax_options": _softmax_options,
+        "_log_softmax_options": _log_softmax_options,
+        "_divided": _divided,
         "_logsumexp": _logsumexp,
         "_logsumexp_weighted": _logsumexp_weighted,
         "_softmax_backward": _softmax_backward,
