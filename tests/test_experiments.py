@@ -182,6 +182,7 @@ def test_killed_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.slow  # the whole quick study, in a subprocess: minutes
+@pytest.mark.long
 def test_quick_study_writes_every_table_figure_and_verdict(tmp_path):
     done = subprocess.run(
         [

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("numba.cuda")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compile_gate")]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("compile_gate")]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -39,6 +39,7 @@ def _run(args, cache, **kwargs):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_warmup_fills_the_cache_that_the_first_real_call_loads_from(tmp_path):
     done = _run(
         ["-m", "softmax_numba", "warmup", "--dtypes", "float32", "--engines", "cpu"], tmp_path
@@ -296,6 +297,7 @@ def compiled_after_warmup() -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_after_the_warmup_no_public_call_compiles(tmp_path):
     """Every kernel, and every signature of it that a public call reaches, is compiled
     by the warm-up: in a process with an empty cache, after :func:`warmup.warm_up`, a
