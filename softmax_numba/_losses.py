@@ -299,15 +299,14 @@ def _reduced(losses: np.ndarray, reduction: str, count: int, dtype):
     return np.asarray(total, dtype=dtype)[()]
 
 
-def _lean_cross_entropy(
-    logits, target, axis, reduction, smoothing, ignore_index, return_grad, backend, grad_out
-):
-    """:func:`cross_entropy` on the lean path (:func:`~softmax_numba._api.lean_rows`):
-    logits as it takes them, int64 class indices of their shape without the last axis,
-    every index in range (one compiled pass), ``grad_out`` as
-    :func:`~softmax_numba._api.lean_out` takes it.  ``None`` otherwise: the general
-    path then checks everything and says what is wrong."""
-    lean = lean_rows(logits, axis, backend, "cross_entropy")
+def lean_class_indices(logits, target, axis, backend: str, ignore_index, op: str):
+    """``(rows, engine, labels, ignore, counted)`` for a loss on the lean path
+    (:func:`~softmax_numba._api.lean_rows` for ``op``): int64 class indices of the
+    logits' shape without the last axis, every one in range or ``ignore_index`` (one
+    compiled pass, which counts the rows that count); ``ignore`` is the kernels'
+    ``ignore_index`` (-1 for none).  ``None`` otherwise: the general path then checks
+    everything and says what is wrong."""
+    lean = lean_rows(logits, axis, backend, op)
     if (
         lean is None
         or type(target) is not np.ndarray
@@ -317,12 +316,27 @@ def _lean_cross_entropy(
     ):
         return None
     data, engine = lean
-    count, n = data.shape
-    labels = target.reshape(count)
+    labels = target.reshape(data.shape[0])
     ignore = -1 if ignore_index is None else ignore_index
-    counted = counted_class_indices(labels, n, ignore_index is not None, ignore)
+    counted = counted_class_indices(labels, data.shape[1], ignore_index is not None, ignore)
     if counted < 0:
         return None
+    return data, engine, labels, ignore, counted
+
+
+def _lean_cross_entropy(
+    logits, target, axis, reduction, smoothing, ignore_index, return_grad, backend, grad_out
+):
+    """:func:`cross_entropy` on the lean path (:func:`~softmax_numba._api.lean_rows`):
+    logits as it takes them, int64 class indices of their shape without the last axis,
+    every index in range (one compiled pass), ``grad_out`` as
+    :func:`~softmax_numba._api.lean_out` takes it.  ``None`` otherwise: the general
+    path then checks everything and says what is wrong."""
+    lean = lean_class_indices(logits, target, axis, backend, ignore_index, "cross_entropy")
+    if lean is None:
+        return None
+    data, engine, labels, ignore, counted = lean
+    count = data.shape[0]
     grad = lean_out(grad_out, logits, data.shape) if return_grad else np.empty((0, 0), data.dtype)
     if grad is None:
         return None

@@ -15,11 +15,10 @@ import numpy.typing as npt
 from softmax_numba import bounds, reference
 from softmax_numba._api import is_device_array, lean_map, lean_out, lean_rows, run
 from softmax_numba._interop import same_kind_out
-from softmax_numba._losses import _gradient_scale, _reduced
+from softmax_numba._losses import _gradient_scale, _reduced, lean_class_indices
 from softmax_numba._rows import rows_of
 from softmax_numba._targets import check_class_indices, check_loss_options
 from softmax_numba.cpu import stablemax as kernels
-from softmax_numba.cpu.targets import counted_class_indices
 from softmax_numba.declaration import Entry, with_targets
 
 
@@ -472,22 +471,13 @@ def _lean(logits, target, axis, reduction, ignore_index, return_grad, backend):
     """:func:`stablemax_cross_entropy` on the lean path (as ``cross_entropy``'s): int64
     class indices of the logits' shape without the last axis, every one in range;
     ``None`` otherwise (the general path checks and says what is wrong)."""
-    lean = lean_rows(logits, axis, backend, "stablemax_cross_entropy")
-    if (
-        lean is None
-        or type(target) is not np.ndarray
-        or target.dtype != np.int64
-        or target.shape != logits.shape[:-1]
-        or not (ignore_index is None or type(ignore_index) is int)
-    ):
+    found = lean_class_indices(
+        logits, target, axis, backend, ignore_index, "stablemax_cross_entropy"
+    )
+    if found is None:
         return None
-    data, engine = lean
-    count, n = data.shape
-    labels = target.reshape(count)
-    ignore = -1 if ignore_index is None else ignore_index
-    counted = counted_class_indices(labels, n, ignore_index is not None, ignore)
-    if counted < 0:
-        return None
+    data, engine, labels, ignore, counted = found
+    count = data.shape[0]
     grad = np.empty(data.shape if return_grad else (0, 0), data.dtype)
     losses = np.empty(count, data.dtype)
     scale = _gradient_scale(reduction, counted)
