@@ -3,19 +3,23 @@ held whole (public wrapper)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import numpy.typing as npt
 
 from softmax_numba import reference
 from softmax_numba._api import _FLOATS, check_choice, is_device_array, resolve_backend
-from softmax_numba._chunked import ChunkedRows, LossOptions, plan
+from softmax_numba._chunked import ChunkedRows, LossOptions
 from softmax_numba._interop import same_kind_out
+from softmax_numba._linear_products import products_for
+from softmax_numba._linear_sweep import Sweep, plan_tiles
 from softmax_numba._targets import check_class_indices, check_extra_loss_options, check_loss_options
 
 _BACKENDS = ("auto", "numpy", "cpu", "parallel")
+_LOW_PRECISION = ("bfloat16", "float16")
 
 
-@same_kind_out
 def linear_cross_entropy(
     h: npt.ArrayLike,
     W: npt.ArrayLike,
@@ -30,6 +34,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     class_weights: npt.ArrayLike | None = None,
     chunk_size: int | None = None,
+    grad_threshold: float = 0.0,
     return_grad: bool = False,
     return_lse: bool = False,
     return_entropy: bool = False,
@@ -47,11 +52,15 @@ def linear_cross_entropy(
     Parameters
     ----------
     h : array_like, shape (..., d)
-        The hidden states, one row per token; float32 or float64 (float32 stays
-        float32: the matrix products are NumPy's BLAS ``matmul``).  Integers and
+        The hidden states, one row per token: a NumPy array or a torch CPU tensor of
+        float32 or float64 (computed in that dtype), or of bfloat16 (ml_dtypes or
+        torch) or float16, widened to float32 a block of tokens and a chunk of ``W``
+        at a time, the gradients rounded back to the input's dtype.  Integers and
         bools are promoted, as everywhere in the library: to the floating dtype of
-        the other arrays, or to float64 when none is floating.  float16 and bfloat16
-        are refused (their products lose too much).
+        the other arrays, or to float64 when none is floating.  The matrix products
+        run in the library of ``h``: torch's ``mm``/``addmm_`` for tensors, NumPy's
+        ``matmul`` and SciPy's BLAS ``gemm`` for arrays, into preallocated buffers,
+        with no copy of ``h`` or ``W``.
     W : array_like, shape (V, d)
         The output projection, one row per class, of ``h``'s dtype (or promoted).
     target : array_like of int, shape (...)
@@ -73,10 +82,20 @@ def linear_cross_entropy(
     class_weights : array_like, shape (V,), optional
         Non-negative weights of the classes, as ``weight=`` of PyTorch.
     chunk_size : int in [1, V], optional
-        Classes per chunk.  By default the whole vocabulary, in blocks of rows that
-        fit ``config.CHUNKED_LOSS_BYTES`` (with at least
-        ``config.CHUNKED_LOSS_MIN_ROWS`` rows; else the chunk is what fits beside
-        them).  With several chunks the gradient computes the logits again.
+        Classes per chunk.  By default planned within
+        ``config.LINEAR_CE_WORKSPACE_BYTES`` (64 MiB): the whole vocabulary when a
+        block of ``config.LINEAR_CE_ONE_CHUNK_MIN_ROWS`` tokens of it fits (the
+        logits computed once, three matrix products), else square tiles of tokens
+        by classes (the logits computed again for the gradient, four products).
+    grad_threshold : float in [0, 1), default 0
+        Gradient filtering (Wijmans et al. [5]_): a tile of the gradient on the
+        logits whose every entry, its target term aside, is at most
+        ``grad_threshold * a_i`` (``a_i`` the factor of ``p_ij`` in row ``i``: ``1 /
+        count`` for a plain mean) skips its two gradient products.  0 is exact.  The
+        loss is unchanged; each skipped entry is off by at most that much, so ``dh``
+        is within ``grad_threshold * a_i * sum_j |W_jk|`` of the exact one, ``dW``
+        within ``grad_threshold * sum_i a_i |h_ik|`` and ``dbias`` within
+        ``grad_threshold * sum_i a_i`` (on top of the rounding bound below).
     return_grad : bool
         Also return ``(dh, dW, dbias)`` (``dbias`` is ``None`` without ``bias``),
         the gradient of the loss as reduced.
@@ -124,13 +143,18 @@ def linear_cross_entropy(
     ``G = a p - q`` (times the cap's slope), gives ``dh += G @ W_c``, ``dW_c += G.T @
     h`` and ``dbias_c += sum_i G_i``: three matrix products when the vocabulary is
     one chunk (the logits computed once, the gradient written over them), four
-    with several.  Extra memory: one chunk of logits and at most one more for
-    summing ``dW`` over blocks of rows.
+    with several.
 
-    Error bound (first order): the rounding of each logit, ``|dz_j| <= (d + 2) u
-    (|h| . |W_j| + |b_j|)``, changes the loss of a row by at most ``2 max_j |dz_j|``;
-    on top, the cross-entropy's own ``(9 + 2 sigma(V) + spread) u`` relative to the
-    loss of :func:`cross_entropy`.
+    Memory: beyond the inputs, the gradients and a few values per token and per
+    class, at most ``config.LINEAR_CE_WORKSPACE_BYTES`` whatever ``N`` and ``V``
+    (:mod:`softmax_numba._linear_sweep`); bfloat16 and float16 inputs add one
+    float32 array of ``h``'s shape, the sum of ``dh`` over the chunks.
+
+    Error bound (first order, ``u`` the unit roundoff of the compute dtype): the
+    rounding of each logit, ``|dz_j| <= (d + 2) u (|h| . |W_j| + |b_j|)``, changes
+    the loss of a row by at most ``2 max_j |dz_j|``; on top, the cross-entropy's own
+    ``(9 + 2 sigma(V) + spread) u`` relative to the loss of :func:`cross_entropy`.
+    bfloat16 and float16 gradients add their final rounding, ``u_low |g|``.
 
     References
     ----------
@@ -142,6 +166,9 @@ def linear_cross_entropy(
        JMLR 24(240), 2023 (the z-loss, section 5).
     .. [4] Gemma Team, "Gemma 2: Improving open language models at a practical
        size", arXiv:2408.00118, 2024 (logit soft-capping).
+    .. [5] E. Wijmans, B. Huval, A. Hertzberg, V. Koltun and P. Krähenbühl, "Cut
+       your losses in large-vocabulary language models", ICLR 2025 (gradient
+       filtering, section 4.3).
 
     Examples
     --------
@@ -156,26 +183,39 @@ def linear_cross_entropy(
     >>> dh.shape, dW.shape
     ((8, 16), (100, 16))
     """
-    return _linear_cross_entropy(
+    return _in_kind_of_h(
         h, W, target, bias=bias, reduction=reduction, label_smoothing=label_smoothing,
         ignore_index=ignore_index, z_loss=z_loss, softcap=softcap, class_weights=class_weights,
-        chunk_size=chunk_size, return_grad=return_grad, return_lse=return_lse,
-        return_entropy=return_entropy, backend=backend,
+        chunk_size=chunk_size, grad_threshold=grad_threshold, return_grad=return_grad,
+        return_lse=return_lse, return_entropy=return_entropy, backend=backend,
+        library="torch" if _is_torch_tensor(h) else "numpy",
     )  # fmt: skip
+
+
+def _is_torch_tensor(a) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(a, torch.Tensor)
 
 
 def _linear_cross_entropy(
     h, W, target, *, bias, reduction, label_smoothing, ignore_index, z_loss, softcap,
-    class_weights, chunk_size, return_grad, return_lse, return_entropy, backend, upstream=None,
+    class_weights, chunk_size, return_grad, return_lse, return_entropy, backend,
+    grad_threshold=0.0, library="numpy", upstream=None,
 ):  # fmt: skip
-    """:func:`linear_cross_entropy`; with ``upstream`` (one value per row of a
-    ``"none"`` loss), the gradients are those of ``sum_i upstream_i loss_i``: the
-    backward pass of :func:`softmax_numba.torch.linear_cross_entropy`."""
+    """:func:`linear_cross_entropy` on host arrays, the products in ``library``
+    (``"numpy"`` or ``"torch"``); with ``upstream`` (one value per row of a ``"none"``
+    loss), the gradients are those of ``sum_i upstream_i loss_i``: the backward pass
+    of :func:`softmax_numba.torch.linear_cross_entropy`."""
     check_loss_options(reduction, label_smoothing)
     check_choice("backend", backend, _BACKENDS)
+    if not (isinstance(grad_threshold, (int, float, np.floating)) and 0 <= grad_threshold < 1):
+        raise ValueError(
+            f"linear_cross_entropy(): grad_threshold must be a number in [0, 1), got "
+            f"{grad_threshold!r}"
+        )
     h, W, bias = _checked_arrays(h, W, bias)
     n_classes, d = W.shape
-    dtype = h.dtype
+    dtype = np.dtype(np.float32) if h.dtype.name in _LOW_PRECISION else h.dtype
     target = np.asarray(target)
     check_target(target, h.shape)
     if chunk_size is not None and not (
@@ -199,7 +239,15 @@ def _linear_cross_entropy(
         )
     else:
         state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
-        grads = _sweep(rows_h, W, bias, state, chunk_size, return_grad, upstream)
+        products = products_for(library)
+        tiles = plan_tiles(
+            rows_h.shape[0], n_classes, d, dtype.itemsize, dtype != h.dtype,
+            products.needs_scratch, chunk_size,
+        )  # fmt: skip
+        sweep = Sweep(rows_h, W, bias, state, products, tiles, grad_threshold)
+        if not (return_grad and tiles.one_chunk):
+            sweep.forward()
+        grads = sweep.gradients(upstream) if return_grad else None
         loss = state.reduced(*state.losses())
         lse = state.lse() if return_lse else None
         entropy = state.entropy() if return_entropy else None
@@ -221,7 +269,12 @@ def _materialized(h, W, bias, labels, options: LossOptions, want_grad, upstream)
     """``backend="numpy"``: the logits ``h @ W.T + bias`` held whole and the oracle's
     formulas (:func:`softmax_numba.reference.cross_entropy_options`); returns ``(loss,
     (dh, dW, dbias) or None, lse, entropy)``, the gradients weighted by ``upstream``
-    (one value per row) when given."""
+    (one value per row) when given.  bfloat16 and float16 compute in float32, the
+    gradients rounded to the input's dtype."""
+    given = h.dtype
+    if given.name in _LOW_PRECISION:
+        h, W = h.astype(np.float32), W.astype(np.float32)
+        bias = None if bias is None else bias.astype(np.float32)
     z = h @ W.T
     if bias is not None:
         z += bias
@@ -239,27 +292,43 @@ def _materialized(h, W, bias, labels, options: LossOptions, want_grad, upstream)
         return loss, None, lse, entropy
     if upstream is not None:
         g = g * np.reshape(upstream, (-1, 1)).astype(g.dtype)
-    return loss, (g @ W, g.T @ h, None if bias is None else g.sum(axis=0)), lse, entropy
+    grads = (g @ W, g.T @ h, None if bias is None else g.sum(axis=0))
+    grads = tuple(None if x is None else x.astype(given, copy=False) for x in grads)
+    return loss, grads, lse, entropy
 
 
-def check_inputs(h, W, bias, func: str = "linear_cross_entropy") -> np.dtype:
-    """The one float dtype (float32 or float64) of ``h``, ``W`` and ``bias``, after
-    checking the shapes ``(..., d)``, ``(V, d)`` with ``V >= 1`` and ``(V,)``; anything
-    with ``.dtype`` and ``.shape`` (NumPy or Dask arrays).  Integer and bool arrays
-    take the floating dtype of the others (float64 if none is floating): the caller
-    casts them."""
+def _in_kind_of_h_entry(h, W, target, /, **options):
+    return _linear_cross_entropy(h, W, target, **options)
+
+
+_in_kind_of_h_entry.__name__ = "linear_cross_entropy"
+#: :func:`_linear_cross_entropy` taking and returning torch tensors, CuPy and JAX
+#: arrays as :func:`softmax_numba._interop.same_kind_out` describes.
+_in_kind_of_h = same_kind_out(_in_kind_of_h_entry)
+
+
+def check_inputs(
+    h, W, bias, func: str = "linear_cross_entropy", low_precision: bool = False
+) -> np.dtype:
+    """The one float dtype (float32 or float64; bfloat16 and float16 too with
+    ``low_precision``) of ``h``, ``W`` and ``bias``, after checking the shapes ``(...,
+    d)``, ``(V, d)`` with ``V >= 1`` and ``(V,)``; anything with ``.dtype`` and
+    ``.shape`` (NumPy or Dask arrays).  Integer and bool arrays take the floating
+    dtype of the others (float64 if none is floating): the caller casts them."""
     floating = set()
     for name, a in (("h", h), ("W", W), ("bias", bias)):
         if a is None:
             continue
         dtype = np.dtype(a.dtype)
-        if dtype in _FLOATS:
+        if dtype in _FLOATS or (low_precision and dtype.name in _LOW_PRECISION):
             floating.add(dtype)
         elif dtype.kind not in "iub":
+            accepted = (
+                "float32, float64, bfloat16 or float16" if low_precision else ("float32 or float64")
+            )
             raise TypeError(
-                f"{func}(): {name} must be float32 or float64 (integers and bools are "
-                f"promoted), got dtype {a.dtype} (cast it first; float16 and bfloat16 "
-                "products lose too much)"
+                f"{func}(): {name} must be {accepted} (integers and bools are "
+                f"promoted), got dtype {a.dtype}"
             )
     if len(floating) > 1:
         raise TypeError(
@@ -295,117 +364,9 @@ def _checked_arrays(h, W, bias):
         )
     h, W = np.asarray(h), np.asarray(W)
     bias = None if bias is None else np.asarray(bias)
-    dtype = check_inputs(h, W, bias)
+    dtype = check_inputs(h, W, bias, low_precision=True)
 
     def contiguous(a):
         return np.ascontiguousarray(a, dtype=dtype)
 
     return contiguous(h), contiguous(W), None if bias is None else contiguous(bias)
-
-
-def _logits_into(buffer, h_block, W, bias, start, stop):
-    """``h_block @ W[start:stop].T + bias[start:stop]`` into a C-contiguous view of
-    ``buffer``."""
-    z = buffer[: h_block.shape[0] * (stop - start)].reshape(h_block.shape[0], stop - start)
-    np.matmul(h_block, W[start:stop].T, out=z)
-    if bias is not None:
-        z += bias[start:stop]
-    return z
-
-
-def _add_product(dst, a, b, first: bool, scratch) -> None:
-    """``dst += a @ b`` (``dst = a @ b`` when ``first``), through ``scratch`` in slabs of
-    ``dst``'s rows, so that no temporary of ``dst``'s size is made."""
-    if first:
-        np.matmul(a, b, out=dst)
-        return
-    slab = max(1, scratch.size // dst.shape[1])
-    for lo in range(0, dst.shape[0], slab):
-        hi = min(dst.shape[0], lo + slab)
-        part = scratch[: (hi - lo) * dst.shape[1]].reshape(hi - lo, dst.shape[1])
-        np.matmul(a[lo:hi], b, out=part)
-        dst[lo:hi] += part
-
-
-def _fold_chunks(state, buffer, h, W, bias, part: slice, chunks) -> None:
-    """Fold the logits of the rows ``part`` over every chunk of classes into ``state``."""
-    for start, stop in chunks:
-        state.fold(_logits_into(buffer, h[part], W, bias, start, stop), part, start)
-
-
-def _sweep(h, W, bias, state: ChunkedRows, chunk_size, want_grad, upstream=None):
-    """Fold every (block of rows, chunk of classes) into ``state``; with ``want_grad``,
-    the gradients ``(dh, dW, dbias)`` (times ``upstream``, one value per row, when
-    given: the backward pass of ``reduction="none"``)."""
-    rows, d = h.shape
-    n_classes = W.shape[0]
-    block, chunk = plan(rows, n_classes, h.dtype.itemsize, chunk_size)
-    buffer = np.empty(block * chunk, h.dtype)
-    chunks = [(c, min(n_classes, c + chunk)) for c in range(0, n_classes, chunk)]
-    if not want_grad:
-        for r in range(0, rows, block):
-            _fold_chunks(state, buffer, h, W, bias, slice(r, min(rows, r + block)), chunks)
-        return None
-
-    dh = np.empty_like(h)
-    dW = np.zeros_like(W) if rows == 0 else np.empty_like(W)
-    dbias = None if bias is None else np.zeros_like(bias)
-    # Sums over several blocks or chunks go through one more buffer of at most a chunk.
-    several = len(chunks) > 1 or block < rows
-    scratch = np.empty(max(d, min(block * chunk, max(chunk, block) * d)) if several else 0, h.dtype)
-    for r in range(0, rows, block):
-        part = slice(r, min(rows, r + block))
-        h_block, first_block = h[part], r == 0
-        if len(chunks) == 1:  # the logits once, the gradient written over them
-            z = _logits_into(buffer, h_block, W, bias, 0, n_classes)
-            state.fold(z, part, 0)
-            coefficients = state.gradient_coefficients(part, _rows(upstream, part))
-            state.gradient_into(z, part, 0, coefficients, z)
-            _finish_chunk(
-                z, h_block, W, (0, n_classes), (dh[part], dW, dbias), (True, first_block), scratch
-            )
-            continue
-        _fold_chunks(state, buffer, h, W, bias, part, chunks)
-        coefficients = state.gradient_coefficients(part, _rows(upstream, part))
-        for k, (start, stop) in enumerate(chunks):
-            z = _logits_into(buffer, h_block, W, bias, start, stop)
-            state.soft_cap(z)
-            state.gradient_into(z, part, start, coefficients, z)
-            _finish_chunk(
-                z, h_block, W, (start, stop), (dh[part], dW, dbias), (k == 0, first_block), scratch
-            )
-    return dh, dW, dbias
-
-
-def _gemm_accumulate(dW_chunk, g, h_block) -> bool:
-    """``dW_chunk += g.T @ h_block`` in place by BLAS ``gemm`` with ``beta = 1``
-    (SciPy's wrapper, when SciPy is installed): no temporary and no second pass over
-    ``dW``.  In column-major terms ``dW_chunk.T += h_block.T @ g``, all three operands
-    viewed without a copy.  False when SciPy is missing (the caller sums through a
-    scratch buffer)."""
-    try:
-        from scipy.linalg import blas
-    except ImportError:
-        return False
-    gemm = blas.sgemm if dW_chunk.dtype == np.float32 else blas.dgemm
-    c = dW_chunk.T
-    result = gemm(1.0, h_block.T, g.T, beta=1.0, c=c, trans_b=1, overwrite_c=1)
-    if not np.shares_memory(result, c):  # the wrapper copied: keep the sum anyway
-        c[...] = result
-    return True
-
-
-def _rows(upstream, part: slice):
-    return None if upstream is None else upstream.reshape(-1)[part]
-
-
-def _finish_chunk(g, h_block, W, classes, grads, firsts, scratch):
-    """The products of one chunk's gradient ``g`` (classes ``[start, stop)``):
-    ``dh_block += g @ W_c``, ``dW_c += g.T @ h_block``, ``dbias_c += sum_i g_i``
-    (``=`` on the first chunk, or the first block of rows, for ``firsts``)."""
-    (start, stop), (dh_block, dW, dbias), (first_chunk, first_block) = classes, grads, firsts
-    _add_product(dh_block, g, W[start:stop], first_chunk, scratch)
-    if first_block or not _gemm_accumulate(dW[start:stop], g, h_block):
-        _add_product(dW[start:stop], g.T, h_block, first_block, scratch)
-    if dbias is not None:
-        dbias[start:stop] += g.sum(axis=0)

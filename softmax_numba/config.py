@@ -118,20 +118,31 @@ CUDA_SPLIT_MIN_LENGTH: int = 16384
 #: of ``CUDA_THREADS_PER_BLOCK`` threads each holds.
 CUDA_RESIDENT_BLOCKS: int | None = None
 
-#: Per call.  The bytes of logits that :func:`softmax_numba.linear_cross_entropy`
-#: (and :func:`softmax_numba.cross_entropy` with its Liger options) holds at once: one
-#: block of rows times one chunk of the vocabulary.  The gradient's matrix products
-#: need a second buffer of at most this size.
+#: Per call.  The bytes of logits that :func:`softmax_numba.cross_entropy` with its
+#: Liger options holds at once: one block of rows times one chunk of the classes.
 CHUNKED_LOSS_BYTES: int = 128 << 20
+
+#: Per call.  The most bytes that :func:`softmax_numba.linear_cross_entropy` holds
+#: beyond its inputs, its gradients and a few values per row, whatever the number of
+#: tokens and the vocabulary: one tile of logits (a block of tokens times a chunk of
+#: the vocabulary) and, for bfloat16 and float16 inputs, the tile's operands widened
+#: to float32 and the chunk's ``dW`` summed in float32.
+LINEAR_CE_WORKSPACE_BYTES: int = 64 << 20
+
+#: Per call.  The fewest tokens in a block of ``linear_cross_entropy`` for which the
+#: whole vocabulary is one chunk of the workspace (float32 and float64 inputs): the
+#: logits are then computed once, three matrix products in all; below it, tiles of
+#: the vocabulary cost a fourth product (the logits again for the gradient) but
+#: keep every product's inner dimension long.
+LINEAR_CE_ONE_CHUNK_MIN_ROWS: int = 256
 
 #: ``cross_entropy(..., temperature=T)`` without the gradient divides the logits by
 #: ``T`` a block of rows of about this many bytes at a time, into one buffer that
 #: stays in the cache (256 KiB: the L2 of a core holds it and the kernel's row).
 TEMPERED_BLOCK_BYTES: int = 256 << 10
 
-#: Per call.  The fewest rows in a block of ``linear_cross_entropy`` for which the
-#: whole vocabulary is kept as one chunk (then the logits are computed once; with
-#: several chunks they are computed again for the gradient, 4 matrix products for 3).
+#: Per call.  The fewest rows in a block of ``cross_entropy`` with its Liger options
+#: for which all the classes are one chunk of ``CHUNKED_LOSS_BYTES``.
 CHUNKED_LOSS_MIN_ROWS: int = 64
 
 #: Compile time (CUDA, on the first launch in a process).  The largest block the

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - the test extra installs torch
     ) from None
 
 import softmax_numba as sn
+from softmax_numba._interop import _torch_in, _torch_out
 from softmax_numba._linear import _linear_cross_entropy
 
 __all__ = [
@@ -865,12 +866,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, W, *rest = saved
             bias = rest[0] if ctx.has_bias else None
             target = rest[-1]
+            host = [None if t is None else _torch_in("linear_cross_entropy", t, "input")
+                    for t in (h, W, target, bias)]  # fmt: skip
             _, grads = _linear_cross_entropy(
-                h.numpy(), W.numpy(), target.numpy(), bias=None if bias is None else bias.numpy(),
-                class_weights=ctx.class_weights, return_grad=True, return_lse=False,
-                return_entropy=False, upstream=_plain(dloss).to(h.dtype).numpy(), **ctx.options,
+                *host[:3], bias=host[3], class_weights=ctx.class_weights, return_grad=True,
+                return_lse=False, return_entropy=False, library="torch",
+                upstream=_plain(dloss).double().numpy(), **ctx.options,
             )  # fmt: skip
-            grads = [torch.from_numpy(g) for g in grads if g is not None]
+            grads = [_torch_out(g, None) for g in grads if g is not None]
         dh, dW = grads[0], grads[1]
         dbias = grads[2] if ctx.has_bias else None
         return dh, dW, dbias, None, None, None
@@ -905,10 +908,14 @@ def linear_cross_entropy(
     softcap: float | None = None,
     class_weights: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    grad_threshold: float = 0.0,
 ) -> torch.Tensor:
     r"""``cross_entropy(F.linear(input, weight, bias), target)`` through
     :func:`softmax_numba.linear_cross_entropy`, differentiable in ``input``,
-    ``weight`` and ``bias``; CPU tensors of float32 or float64.
+    ``weight`` and ``bias``; CPU tensors of float32 or float64, or bfloat16 and
+    float16 (computed in float32 a block at a time, the gradients in the input's
+    dtype).  The matrix products are torch's (``mm``, ``addmm_``) on the tensors
+    themselves, without a copy.
 
     The ``N x V`` logits never exist whole, in the forward pass nor in the backward
     one.  The class weights are ``class_weights=`` here, not torch's ``weight=``,
@@ -933,7 +940,10 @@ def linear_cross_entropy(
     class_weights : torch.Tensor, shape (V,), optional
         Non-negative class weights (torch's ``weight=`` of ``F.cross_entropy``).
     chunk_size : int, optional
-        Vocabulary entries per chunk (default: from ``config.CHUNKED_LOSS_BYTES``).
+        Vocabulary entries per chunk (default: planned within
+        ``config.LINEAR_CE_WORKSPACE_BYTES``).
+    grad_threshold : float in [0, 1), default 0
+        Gradient filtering (see :func:`softmax_numba.linear_cross_entropy`); 0 is exact.
 
     Returns
     -------
@@ -968,6 +978,7 @@ def linear_cross_entropy(
         "z_loss": z_loss,
         "softcap": softcap,
         "chunk_size": chunk_size,
+        "grad_threshold": grad_threshold,
         "backend": "auto",
     }
     return _LinearCrossEntropy.apply(input, weight, bias, target, class_weights, options)

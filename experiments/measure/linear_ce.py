@@ -1,77 +1,103 @@
-"""The fused linear + cross-entropy against the materialized forms, and the matrix
-products alone (the floor of this work).
+"""The fused linear + cross-entropy against the materialized forms and the bare
+matrix products, in time and in memory.
 
 Part of ``make bench`` (``python -m experiments linear-ce [--quick]``).  For each
-shape ``(N tokens, d hidden, V vocabulary)``, float32, every thread, four candidates
-compute the mean loss and the gradients with respect to ``h`` and ``W``:
+shape ``(N tokens, d hidden, V vocabulary)`` and input dtype, the candidates compute
+the mean loss and the gradients with respect to ``h`` and ``W``:
 
-- ``products``: the three matrix products of any implementation, ``z = h @ W.T``,
-  ``z @ W`` and ``z.T @ h``, into buffers made once (NumPy's BLAS): the floor;
-- ``ours``: :func:`softmax_numba.linear_cross_entropy` with ``return_grad=True``;
-- ``numpy``: the materialized form, ``z = h @ W.T``, our ``cross_entropy`` with its
-  gradient written over ``z``, then the two products;
-- ``torch``: ``F.cross_entropy(F.linear(h, W), y)`` and ``torch.autograd.grad`` (if
-  torch is installed).
+- ``products-numpy``, ``products-torch``: the three matrix products of any
+  implementation, ``z = h @ W.T``, ``z @ W`` and ``z.T @ h``, into buffers made
+  beforehand, in NumPy (float32 only: NumPy has no bfloat16 BLAS) and in torch (in
+  the input's dtype: bfloat16 products run on the CPU's bfloat16 units where it has
+  them).  The floor of each library;
+- ``ours-numpy``, ``ours-torch``: :func:`softmax_numba.linear_cross_entropy` with
+  ``return_grad=True`` on NumPy arrays and on torch tensors (whose products run in
+  torch); ``ours-torch-filtered`` with ``grad_threshold=2**-12``;
+- ``torch``: ``F.cross_entropy(F.linear(h, W), y)`` and ``torch.autograd.grad``;
+- ``cce``: Cut Cross-Entropy's ``linear_cross_entropy(..., impl="torch_compile")``
+  (the ``cut-cross-entropy`` package; its fused kernel needs CUDA), when installed.
 
-Times: the candidates take turns, one call each per round, after a warm-up on a
-small problem (compilation); the median over rounds, and ``x products`` as the
-median of the per-round ratios.  Memory: each candidate runs once more in a fresh
-process, and its peak resident memory above the resident memory just before the
-call (the inputs made and warmed up, the peak reset) is its ``extra_mib``.
+Each candidate runs in a fresh process per round (the rounds take the candidates
+in turn): inputs made, one call on the same shape first (compilation, BLAS
+buffers), the peak resident memory reset (``/proc/self/clear_refs``), then one
+timed call.  ``extra_mib`` is the peak resident memory of that call above the
+resident memory before it; ``ratio_to_products`` the candidate's time over its
+library's products in the same round (median over rounds).  The data: ``h``
+standard normal, ``W`` normal of variance ``1 / d`` (logits of unit variance),
+targets uniform.
 
-Writes ``linear_ce.csv`` (resumable) with its ``.meta.json`` and ``LINEAR.md`` into
-``--out`` (default ``results``).
+Writes ``linear_ce.csv`` (resumable, one row per cell) with its ``.meta.json`` and
+``LINEAR.md`` into ``--out`` (default ``results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 from experiments.harness import metadata
 from experiments.harness.store import Table
 
-SHAPES = ((4096, 1024, 32768), (4096, 2048, 32768), (4096, 1024, 131072), (4096, 2048, 131072))
+SHAPES = ((4096, 1024, 32768), (4096, 1024, 131072), (4096, 1024, 262144))
+#: The shapes measured with bfloat16 inputs too.
+BFLOAT16_SHAPES = ((4096, 1024, 32768), (4096, 1024, 131072))
 QUICK_SHAPES = ((256, 64, 2048),)
-ROUNDS, QUICK_ROUNDS = 2, 2
-CANDIDATES = ("products", "ours", "numpy", "torch")
+ROUNDS, QUICK_ROUNDS = 2, 1
+FILTER_THRESHOLD = 2.0**-12
+CANDIDATES = (
+    "products-numpy", "products-torch", "ours-numpy", "ours-torch", "ours-torch-filtered",
+    "torch", "cce",
+)  # fmt: skip
+#: Whose products each candidate's time is divided by.
+FLOOR = {"products-numpy": "products-numpy", "ours-numpy": "products-numpy"}
 COLUMNS = (
-    "candidate",
-    "tokens",
-    "hidden",
-    "vocabulary",
-    "dtype",
-    "median_s",
-    "ratio_to_products",
-    "extra_mib",
-    "logits_mib",
-    "rounds",
-)
+    "candidate", "tokens", "hidden", "vocabulary", "dtype", "median_s", "ratio_to_products",
+    "extra_mib", "logits_mib", "rounds",
+)  # fmt: skip
 KEY = ("candidate", "tokens", "hidden", "vocabulary", "dtype")
+#: The issue's goals, checked in LINEAR.md.
+GOAL_PRODUCTS, GOAL_MEMORY = 1.15, 1 / 16
 
 
 def inputs(tokens: int, hidden: int, vocabulary: int, dtype: str = "float32"):
+    """``h``, ``W`` in float32 and the targets (seeded)."""
     rng = np.random.default_rng(0)
-    h = rng.standard_normal((tokens, hidden), dtype=np.float32).astype(dtype)
-    W = (rng.standard_normal((vocabulary, hidden), dtype=np.float32) / np.sqrt(hidden)).astype(
-        dtype
-    )
-    y = rng.integers(0, vocabulary, size=tokens)
-    return h, W, y
+    h = rng.standard_normal((tokens, hidden), dtype=np.float32)
+    W = rng.standard_normal((vocabulary, hidden), dtype=np.float32) / np.float32(np.sqrt(hidden))
+    return h, W, rng.integers(0, vocabulary, size=tokens)
 
 
-def candidate(name: str, h, W, y):
-    """A function of no argument that computes the loss and the two gradients; None
-    when the candidate cannot run here (torch missing)."""
+def runs_here(name: str, dtype: str) -> bool:
+    """Whether ``name`` can run with ``dtype`` inputs on this machine."""
+
+    def has(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    if name == "products-numpy":
+        return dtype == "float32"
+    if name == "ours-numpy":
+        return dtype == "float32" or has("ml_dtypes")
+    needs = ("torch", "cut_cross_entropy", "triton") if name == "cce" else ("torch",)
+    return all(has(m) for m in needs)
+
+
+def candidate(name: str, h, W, y, dtype: str = "float32"):
+    """A function of no argument that computes the loss and the two gradients."""
     import softmax_numba as sn
 
-    if name == "products":
+    if name in ("products-numpy", "ours-numpy"):
+        if dtype == "bfloat16":
+            import ml_dtypes
+
+            h, W = h.astype(ml_dtypes.bfloat16), W.astype(ml_dtypes.bfloat16)
+        if name == "ours-numpy":
+            return lambda: sn.linear_cross_entropy(h, W, y, return_grad=True)
         z = np.empty((h.shape[0], W.shape[0]), h.dtype)
         dh, dW = np.empty_like(h), np.empty_like(W)
 
@@ -81,39 +107,41 @@ def candidate(name: str, h, W, y):
             np.matmul(z.T, h, out=dW)
 
         return products
-    if name == "ours":
-        return lambda: sn.linear_cross_entropy(h, W, y, return_grad=True)
-    if name == "numpy":
+    import torch
 
-        def materialized():
-            z = h @ W.T
-            loss, g = sn.cross_entropy(z, y, return_grad=True, grad_out=z)
-            return loss, g @ W, g.T @ h
+    tdtype = getattr(torch, dtype)
+    th, tW, ty = torch.from_numpy(h).to(tdtype), torch.from_numpy(W).to(tdtype), torch.from_numpy(y)
+    if name == "products-torch":
+        z = torch.empty(h.shape[0], W.shape[0], dtype=tdtype)
+        dh, dW = torch.empty_like(th), torch.empty_like(tW)
 
-        return materialized
-    try:
-        import torch
-    except ImportError:
-        return None
+        def products():
+            torch.mm(th, tW.T, out=z)
+            torch.mm(z, tW, out=dh)
+            torch.mm(z.T, th, out=dW)
+
+        return products
+    if name.startswith("ours-torch"):
+        threshold = FILTER_THRESHOLD if name.endswith("filtered") else 0.0
+        return lambda: sn.linear_cross_entropy(th, tW, ty, return_grad=True,
+                                               grad_threshold=threshold)  # fmt: skip
+    th.requires_grad_()
+    tW.requires_grad_()
+    if name == "cce":
+        from cut_cross_entropy import linear_cross_entropy
+
+        def with_cce():
+            loss = linear_cross_entropy(th, tW, ty, impl="torch_compile")
+            return torch.autograd.grad(loss, (th, tW))
+
+        return with_cce
     F = torch.nn.functional
-    th, tW, ty = (
-        torch.from_numpy(h).requires_grad_(),
-        torch.from_numpy(W).requires_grad_(),
-        torch.from_numpy(y),
-    )
 
     def with_torch():
         loss = F.cross_entropy(F.linear(th, tW), ty)
         return torch.autograd.grad(loss, (th, tW))
 
     return with_torch
-
-
-def _warm(name: str, dtype: str) -> None:
-    """One call on a small problem large enough for the parallel engine (compilation)."""
-    fn = candidate(name, *inputs(64, 16, 2048, dtype))
-    if fn is not None:
-        fn()
 
 
 def _status_bytes(field: str) -> int:
@@ -133,75 +161,111 @@ def reset_peak() -> int:
     return _status_bytes("VmRSS")
 
 
-def peak_extra_mib(name: str, shape, dtype: str) -> float | None:
-    """Run one call of ``name`` in a fresh process: its peak resident memory above the
-    resident memory before the call, in MiB (None when it cannot run)."""
+def one_call(name: str, shape, dtype: str) -> tuple[float, float]:
+    """In this process: one call of ``name`` after a warm-up call; ``(seconds, peak
+    extra MiB)``."""
+    import time
+
+    fn = candidate(name, *inputs(*shape), dtype)
+    fn()
+    before = reset_peak()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return seconds, (_status_bytes("VmHWM") - before) / 2**20
+
+
+def in_fresh_process(name: str, shape, dtype: str) -> tuple[float, float]:
+    """:func:`one_call` in a new Python process."""
     code = (
         "import json; from experiments.measure import linear_ce as m; "
-        f"fn = m.candidate({name!r}, *m.inputs(*{tuple(shape)!r}, {dtype!r})); "
-        f"m._warm({name!r}, {dtype!r}); "
-        "before = m.reset_peak(); fn and fn(); peak = m._status_bytes('VmHWM'); "
-        "print(json.dumps(None if fn is None else (peak - before) / 2**20))"
+        f"print(json.dumps(m.one_call({name!r}, {tuple(shape)!r}, {dtype!r})))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         cwd=pathlib.Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(shape, dtype: str, rounds: int) -> list[dict]:
-    """One row per candidate that runs here, for one shape."""
-    functions = {n: candidate(n, *inputs(*shape, dtype)) for n in CANDIDATES}
-    functions = {n: f for n, f in functions.items() if f is not None}
-    for name in functions:
-        _warm(name, dtype)
-    seconds = {n: [] for n in functions}
+def measure(shape, dtype: str, rounds: int, quick: bool = False) -> list[dict]:
+    """One row per candidate that runs here, for one shape and dtype (``quick``:
+    without CCE, whose compilation takes a minute)."""
+    names = [n for n in CANDIDATES if runs_here(n, dtype) and not (quick and n == "cce")]
+    seconds = {n: [] for n in names}
+    memory = {n: [] for n in names}
     for _ in range(rounds):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
-    del functions
-    floor = np.asarray(seconds["products"])
+        for name in names:
+            t, extra = in_fresh_process(name, shape, dtype)
+            seconds[name].append(t)
+            memory[name].append(extra)
     tokens, hidden, vocabulary = shape
-    logits_mib = tokens * vocabulary * np.dtype(dtype).itemsize / 2**20
-    return [
-        {
-            "candidate": name,
-            "tokens": tokens,
-            "hidden": hidden,
-            "vocabulary": vocabulary,
-            "dtype": dtype,
-            "median_s": float(np.median(t)),
-            "ratio_to_products": float(np.median(np.asarray(t) / floor)),
-            "extra_mib": peak_extra_mib(name, shape, dtype),
-            "logits_mib": logits_mib,
-            "rounds": rounds,
-        }
-        for name, t in seconds.items()
-    ]
+    rows = []
+    for name in names:
+        floor = np.asarray(seconds[FLOOR.get(name, "products-torch")])
+        rows.append({
+            "candidate": name, "tokens": tokens, "hidden": hidden, "vocabulary": vocabulary,
+            "dtype": dtype, "median_s": float(np.median(seconds[name])),
+            "ratio_to_products": float(np.median(np.asarray(seconds[name]) / floor)),
+            "extra_mib": float(np.max(memory[name])),
+            "logits_mib": tokens * vocabulary * 4 / 2**20, "rounds": rounds,
+        })  # fmt: skip
+    return rows
+
+
+def cells(quick: bool):
+    """The ``(shape, dtype)`` cells of a run."""
+    if quick:
+        return [(s, "float32") for s in QUICK_SHAPES]
+    return [(s, "float32") for s in SHAPES] + [(s, "bfloat16") for s in BFLOAT16_SHAPES]
 
 
 def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
-    """Measure the shapes missing from ``out/linear_ce.csv``, then write its metadata
+    """Measure the cells missing from ``out/linear_ce.csv``, then write its metadata
     and ``out/LINEAR.md``."""
     from tqdm import tqdm
 
     metadata.start_or_resume(out / "linear_ce.csv")
     table = Table(out / "linear_ce.csv", COLUMNS, KEY)
     done = table.done_keys()
-    shapes = QUICK_SHAPES if quick else SHAPES
-    todo = [s for s in shapes if ("ours", *map(str, s), "float32") not in done]
-    for shape in tqdm(todo, desc="linear-ce", disable=not progress or None):
-        table.append(measure(shape, "float32", QUICK_ROUNDS if quick else ROUNDS))
+    todo = [(s, d) for s, d in cells(quick) if ("ours-torch", *map(str, s), d) not in done]
+    for shape, dtype in tqdm(todo, desc="linear-ce", disable=not progress or None):
+        table.append(measure(shape, dtype, QUICK_ROUNDS if quick else ROUNDS, quick))
     metadata.write_next_to(table.path)
     write_report(out)
     return table
 
 
+def _goals(cell) -> list[str]:
+    """The issue's goals for one cell, each ``met`` or ``not met`` with its figure."""
+    by = cell.set_index("candidate")
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    if {"ours-torch", "torch"} <= set(by.index):
+        speed = by.median_s["torch"] / by.median_s["ours-torch"]
+        memory = by.extra_mib["ours-torch"] / by.extra_mib["torch"]
+        lines.append(f"faster than torch's materialized loss: {speed:.2f}x, {verdict(speed > 1)}")
+        lines.append(
+            f"at most 1/16 of torch's extra memory: {memory:.3f}, {verdict(memory <= GOAL_MEMORY)}"
+        )
+    for name in ("ours-torch", "ours-numpy"):
+        if name in by.index:
+            ratio = by.ratio_to_products[name]
+            lines.append(
+                f"{name} within {GOAL_PRODUCTS}x of its library's products: {ratio:.2f}x, "
+                f"{verdict(ratio <= GOAL_PRODUCTS)}"
+            )
+    if "ours-torch-filtered" in by.index and cell.vocabulary.iloc[0] >= 131072:
+        ratio = by.ratio_to_products["ours-torch-filtered"]
+        lines.append(f"filtered, faster than the products: {ratio:.2f}x, {verdict(ratio < 1)}")
+    return lines
+
+
 def write_report(out: pathlib.Path) -> pathlib.Path:
-    """``LINEAR.md`` from ``linear_ce.csv``."""
+    """``LINEAR.md`` from ``linear_ce.csv``: the table, then the goals cell by cell."""
     import pandas as pd
 
     table = pd.read_csv(out / "linear_ce.csv")
@@ -209,26 +273,31 @@ def write_report(out: pathlib.Path) -> pathlib.Path:
         "# Fused linear + cross-entropy",
         "",
         "Written by `python -m experiments linear-ce` (part of `make bench`) from",
-        "`linear_ce.csv`; machine, versions and threads in `linear_ce.meta.json`.  The mean",
-        "loss and the gradients with respect to `h` and `W`, float32, every thread:",
-        "`products` is the three matrix products alone (the floor), `ours`",
-        "`linear_cross_entropy`, `numpy` the materialized form (`h @ W.T`, our",
-        "`cross_entropy` with the gradient over the logits, two products), `torch`",
-        "`F.cross_entropy(F.linear(h, W), y)` and its backward pass.  `x products`: time",
-        "over the products' time in the same round (median).  `extra MiB`: peak resident",
-        "memory of one call in a fresh process above that just before it (inputs made, a",
-        "small call run, the peak reset through `/proc/self/clear_refs`); `logits MiB` is",
-        "the size of the `N x V` logits.",
+        "`linear_ce.csv`; machine, versions and threads in `linear_ce.meta.json`; the method",
+        "in `experiments/measure/linear_ce.py`.  The mean loss and the gradients with",
+        "respect to `h` and `W`, every thread, each call in a fresh process after a warm-up",
+        "call.  `products-*`: the three bare matrix products in NumPy or torch (the floor);",
+        "`ours-numpy`/`ours-torch`: `linear_cross_entropy` on NumPy arrays / torch tensors",
+        "(products in torch), `-filtered` with `grad_threshold=2**-12`; `torch`:",
+        "`F.cross_entropy(F.linear(h, W), y)` and its backward; `cce`: Cut Cross-Entropy's",
+        '`impl="torch_compile"`.  `x products`: time over the same library\'s products in',
+        "the same round (median); `extra MiB`: peak resident memory of the call above that",
+        "before it; `logits MiB`: the float32 `N x V` logits.",
         "",
-        "| N x d x V | candidate | seconds | x products | extra MiB | logits MiB |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| N x d x V | dtype | candidate | seconds | x products | extra MiB | logits MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _, r in table.iterrows():
-        extra = "n/a" if pd.isna(r.extra_mib) else f"{r.extra_mib:.0f}"
         lines.append(
-            f"| {r.tokens}x{r.hidden}x{r.vocabulary} | {r.candidate} | {r.median_s:.2f} | "
-            f"{r.ratio_to_products:.3f} | {extra} | {r.logits_mib:.0f} |"
+            f"| {r.tokens}x{r.hidden}x{r.vocabulary} | {r['dtype']} | {r.candidate} | "
+            f"{r.median_s:.2f} | {r.ratio_to_products:.3f} | {r.extra_mib:.0f} | "
+            f"{r.logits_mib:.0f} |"
         )
+    lines += ["", "## Goals (issue 30), cell by cell", ""]
+    for (tokens, hidden, vocabulary, dtype), cell in table.groupby(
+        ["tokens", "hidden", "vocabulary", "dtype"], sort=False
+    ):
+        lines.append(f"- **{tokens}x{hidden}x{vocabulary}, {dtype}**: " + "; ".join(_goals(cell)))
     path = out / "LINEAR.md"
     path.write_text("\n".join(lines) + "\n")
     return path
