@@ -8,6 +8,7 @@ import numpy.typing as npt
 from softmax_numba import bounds, config, reference
 from softmax_numba._api import is_device_array, lean_out, lean_rows, run
 from softmax_numba._chunked import ChunkedRows, LossOptions, plan
+from softmax_numba._chunked_probability import ChunkedProbabilityRows
 from softmax_numba._interop import same_kind_out
 from softmax_numba._rows import rows_of
 from softmax_numba._softmax import REGISTRY_TEMPERATURE
@@ -92,7 +93,9 @@ def cross_entropy(
     class_weights : array_like, shape (C,), optional
         Non-negative weights of the classes, PyTorch's ``weight=``: a row's loss is
         scaled by its target's weight, the smoothing term by each class's, and
-        ``"mean"`` divides by ``sum_i w_{t_i}`` over the rows that count.
+        ``"mean"`` divides by ``sum_i w_{t_i}`` over the rows that count.  A
+        probability target gives ``-sum_j w_j q_j log p_j`` with ``q`` smoothed, and
+        ``"mean"`` divides by the number of rows (as PyTorch does for probabilities).
     return_lse, return_entropy : bool
         Also return each row's log-sum-exp and the entropy of its softmax (after
         the cap), shaped as ``logits`` without ``axis``.
@@ -106,9 +109,13 @@ def cross_entropy(
         of ``y = x / T``, plus ``4 u max_j |y_j|`` relative to the loss of the exact
         ``x / T`` (as :func:`softmax`'s).  Not with the five options below.
 
-    The five options above take class-index targets on the CPU engines
-    (``"numpy"`` runs the oracle); they run the chunked sweep of
-    :func:`linear_cross_entropy` over the logits in memory.
+    The five options above take class-index or probability targets on the CPU
+    engines (``"numpy"`` runs the oracle; ``"cuda"`` refuses them); they run the
+    chunked sweep of :func:`linear_cross_entropy` over the logits in memory
+    (:mod:`softmax_numba._chunked_probability` for probabilities: per row ``gap =
+    sum_j r_j (m - z_j)`` and ``R = sum_j r_j``, ``r_j = w_j q_j``, the loss
+    ``gap + R log1p(s) + z_loss lse^2``, the gradient ``(R + 2 z_loss lse) p_j - r_j``
+    times the cap's slope).
 
     Returns
     -------
@@ -157,6 +164,14 @@ def cross_entropy(
     - loss, label smoothing or probability targets: ``(9 + 2 sigma(n) + spread) u``;
     - gradient: ``(6 + sigma(n) + 2 spread) u`` relative to ``sum(q) p_j + q_j``
       (the two terms it subtracts).
+    - probability targets with the five options (per row, ``r_j = w_j q_j``, ``R =
+      sum_j r_j``): the loss within ``(11 + 2 sigma(n) + spread) u`` of its
+      cross-entropy, plus ``z_loss (6 lse^2 + 2 (4 + sigma(n) + spread) |lse|
+      log1p(s)) u`` and, with a cap, ``4 u sum_j ((R + 2 z_loss |lse|) p_j + r_j)
+      |y_j|`` (the capped logits' rounding); the gradient within ``(16 + 2 sigma(n) +
+      3 spread + 8 max|y|) u`` relative to ``(R + 2 z_loss max(|lse|, log1p(s))) p_j
+      + r_j`` (the term ``8 max|y|`` with a cap only;
+      :func:`softmax_numba.bounds.probability_options_bounds`).
 
     References
     ----------
@@ -207,13 +222,18 @@ def cross_entropy(
     kind = target_kind(target.dtype, ignore_index)
     check_target_shape(kind, target.shape, rows.shape, rows.moved_shape[:-1], rows.axis)
     if extras or return_lse or return_entropy:
-        if kind != INDEX or engine == "cuda":
+        if engine == "cuda":
             raise NotImplementedError(
                 "cross_entropy(): z_loss, softcap, class_weights, return_lse and "
-                "return_entropy take class-index targets on the CPU engines"
+                'return_entropy run on the CPU engines: pass backend="numpy", "cpu" or '
+                '"parallel" with host arrays'
             )
-        labels = target.reshape(rows.count).astype(np.int64)
-        check_class_indices(labels, rows.n, ignore_index)
+        if kind == INDEX:
+            labels = target.reshape(rows.count).astype(np.int64)
+            check_class_indices(labels, rows.n, ignore_index)
+        else:
+            check_probabilities(target)
+            labels = rows.operand(target, "target")  # probabilities, (count, n)
         weights = check_extra_loss_options(
             z_loss, softcap, class_weights, rows.n, rows.compute_dtype, "cross_entropy"
         )
@@ -356,18 +376,23 @@ def _lean_cross_entropy(
 
 def _with_options(rows, labels, engine, options, return_grad, grad_out, want_lse, want_entropy):
     """:func:`cross_entropy` with the Liger-Kernel options: the chunked sweep
-    (:mod:`softmax_numba._chunked`) with the whole row as one chunk, on the gradient's
-    buffer (or on blocks of copied rows when a cap must not touch the input)."""
+    (:mod:`softmax_numba._chunked`, or :mod:`softmax_numba._chunked_probability` when
+    ``labels`` are probabilities, ``(count, n)``) with the whole row as one chunk, on
+    the gradient's buffer (or on blocks of copied rows when a cap must not touch the
+    input)."""
     if engine == "numpy":
         loss, grad, lse, entropy = reference.cross_entropy_options(
             rows.data, labels, **_option_arguments(options)
         )
         state = None
     else:
-        state = ChunkedRows(labels, rows.n, options, rows.compute_dtype, engine, want_entropy)
+        rows_of_state = ChunkedRows if labels.ndim == 1 else ChunkedProbabilityRows
+        state = rows_of_state(labels, rows.n, options, rows.compute_dtype, engine, want_entropy)
         everything = slice(None)
         if return_grad:
             grad = rows.new_rows(grad_out)
+            if labels.ndim == 2 and np.may_share_memory(grad, labels):
+                grad = rows.empty((rows.count, rows.n))  # the target is read after the copy
             if not np.shares_memory(grad, rows.data):
                 np.copyto(grad, rows.data)
             state.fold(grad, everything, 0)

@@ -387,6 +387,126 @@ SOFT_TARGET_LOSS = (
 SOFTMAX = with_ref(shifted_bound(4.0, spreads=2.0))
 SPARSE = with_ref(shifted_bound(16.0, spreads=0.0, sums=2.0))
 
+# ------------------------------------------------------------- probability targets, options
+#: The rounding of a soft-capped logit ``y = c tanh(x / c)``, in u relative to ``|y|``:
+#: the quotient (u; ``tanh``'s slope <= 1 passes it on at most as it is), ``tanh``
+#: (libm, within an ulp: 2 u) and the product (u).
+CAP_ROUNDING = 4.0
+
+
+def _probability_terms(args, options: dict) -> dict:
+    """What the bounds of :func:`probability_options_bounds` are made of, per row of
+    ``args = (x, P)`` in extended precision from the same rounded input (the class
+    weights rounded to the compute dtype): the capped logits ``y``, ``p =
+    softmax(y)``, ``r_j = w_j ((1 - eps) P_j + eps / V)``, ``R = sum_j r_j``, ``lse``,
+    ``log1p(s)``, the cross-entropy ``ce``, ``sigma(V)``, the spread of ``y`` and
+    ``max |y|``."""
+    x, target = (np.asarray(a) for a in args[:2])
+    compute = np.float64 if x.dtype == np.float64 else np.float32
+    y = as_rows(x.astype(np.longdouble))
+    v = y.shape[-1]
+    cap, eps = options.get("softcap"), options.get("label_smoothing", 0.0)
+    weights = options.get("class_weights")
+    w = 1 if weights is None else np.asarray(weights).astype(compute).astype(np.longdouble)
+    if cap is not None:
+        y = cap * np.tanh(y / cap)
+    m, s = reference.state(y)
+    log1p_s = np.log1p(s)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = np.exp(y - m) / (1 + s)
+        r = w * ((1 - eps) * as_rows(target.astype(np.longdouble)) + np.longdouble(eps) / v)
+        ce = np.sum(np.where(r == 0, 0, r * ((m - y) + log1p_s)), axis=-1)
+    finite = np.where(np.isfinite(y), np.abs(y), 0)
+    return {
+        "y": y, "p": p, "r": r, "R": r.sum(axis=-1), "lse": (m + log1p_s)[:, 0],
+        "log1p_s": log1p_s[:, 0], "ce": ce, "sigma": summation_bound(v),
+        "spread": spread(y.astype(compute)), "big": np.max(finite, axis=-1, initial=0),
+    }  # fmt: skip
+
+
+def probability_options_bounds(chunks: int = 1, **options):
+    r"""``(loss bound, gradient bound)`` of ``cross_entropy(x, P, reduction="none",
+    return_grad=True, **options)`` for a probability target ``P`` with the options
+    ``label_smoothing``, ``z_loss`` (``lambda``), ``softcap`` (``c``) and
+    ``class_weights`` (:mod:`softmax_numba._chunked_probability`), first order, per
+    row, in u (``sigma = sigma(V)`` of :func:`summation_bound`, ``spread`` of the capped
+    logits ``y`` as :func:`spread`; ``kappa`` = :data:`CAP_ROUNDING` with a cap, else 0).
+
+    - The loss ``ell = ce + lambda lse^2``, ``ce = gap + R log1p(s)``, relative to
+      ``ell``: ``r_j`` is within 4 u (``1 - eps``, ``eps / V``, a product, a sum and the
+      weight's product), a term ``r_j (m - y_j)`` 6 u, their sum ``gap`` ``6 + sigma``;
+      ``R`` ``4 + sigma``; ``log1p(s)`` ``4 + sigma + spread`` (the terms' ``exp`` and
+      arguments, the sum, ``log1p``; its condition <= 1); the product, the sum of the
+      two and the z-loss's sum: ``(11 + 2 sigma + spread) ce``.  ``lse = m + log1p(s)``
+      is within ``u |lse| + (4 + sigma + spread) u log1p(s)``; ``lambda lse^2`` adds
+      ``lambda (6 lse^2 + 2 (4 + sigma + spread) |lse| log1p(s))``.  A cap rounds each
+      ``y_j`` within ``kappa u |y_j|``, which moves the loss by ``kappa sum_j ((R + 2
+      lambda |lse|) p_j + r_j) |y_j|``.  Every term but the last two is relative to a
+      non-negative part of the loss: nothing depends on the offset of the logits.
+    - The gradient ``(a p_j - r_j) slope_j``, ``a = R + 2 lambda lse``, relative to
+      ``A p_j + r_j`` with ``A = R + 2 lambda max(|lse|, log1p(s))``
+      (:func:`probability_options_gradient_scale`): ``a`` within ``6 + sigma + spread``
+      of ``A`` (``R``, ``lse``, the cast), ``p_j`` within ``6 + sigma + 2 spread``
+      (``exp`` and its argument's rounding, ``s``, ``1 + s``, the reciprocal), two
+      products; ``r_j`` and its product 6 u; the difference and the slope's product:
+      ``16 + 2 sigma + 3 spread``, plus ``2 kappa max|y|`` (a capped logit's rounding
+      moves ``p_j`` and ``lse``).  The slope ``1 - (y_j / c)^2`` is within ``(2 kappa
+      + 5) u (y_j / c)^2`` of itself; as ``slope_j + (y_j / c)^2 = 1``, the bound
+      relative to ``A p_j + r_j`` (not times the slope) stays the larger of the two.
+
+    A sweep of ``K = chunks`` chunks of classes (the state of
+    :mod:`softmax_numba._chunked_probability` folded chunk by chunk) adds ``4 (K - 1)``
+    to both: each merge rescales the earlier terms of ``s`` (``exp``, a product: 3 u)
+    and adds (u); the gap's lifts ``(m - m_old) R`` are terms like the gap's, added in
+    sequence (2 u per chunk).
+
+    For the reductions, ``"sum"`` and ``"mean"`` add the sum of the rows' losses (NumPy's
+    pairwise sum) and divide (``"mean"``): the gradient is scaled before its products.
+    """
+    lam = options.get("z_loss", 0.0)
+    merges = 4.0 * (chunks - 1)
+    kappa = CAP_ROUNDING if options.get("softcap") is not None else 0.0
+
+    def loss_bound(args, ref=None):
+        t = _probability_terms(args, options)
+        lse, log1p_s, sigma = np.abs(t["lse"]), t["log1p_s"], t["sigma"]
+        with np.errstate(invalid="ignore", over="ignore"):
+            error = (11 + merges + 2 * sigma + t["spread"]) * t["ce"]
+            error = error + lam * (6 * lse**2 + 2 * (4 + sigma + t["spread"]) * lse * log1p_s)
+            if kappa:
+                mass = (t["R"] + 2 * lam * lse)[:, None]
+                error = error + kappa * np.sum((mass * t["p"] + t["r"]) * np.abs(t["y"]), axis=-1)
+            loss = t["ce"] + lam * lse**2 if ref is None else np.abs(as_rows(ref)).reshape(-1)
+            return np.where(loss > 0, error / np.where(loss > 0, loss, 1), 0.0).astype(float)
+
+    def gradient_bound(args, ref=None):
+        t = _probability_terms(args, options)
+        return 16 + merges + 2 * t["sigma"] + 3 * t["spread"] + 2 * kappa * t["big"].astype(float)
+
+    return loss_bound, gradient_bound
+
+
+def probability_options_gradient_scale(**options):
+    """``A max(p_j, tiny / (1 + s)) + r_j``, ``A = R + 2 lambda max(|lse|, log1p(s))``:
+    the terms of the gradient ``(R + 2 lambda lse) p_j - r_j`` of
+    :func:`probability_options_bounds` (per row, ``reduction="none"``), without the
+    cap's slope.  ``tiny`` is the smallest normal number of the compute dtype: below
+    it ``exp(y_j - m)`` is subnormal and within half the smallest subnormal number
+    (``2^-150 < u tiny / 16`` in float32) of itself, not ``2 u`` relative, an error
+    that ``A`` (``2 lambda |lse|`` with the z-loss) scales up to a normal number."""
+
+    def scale(args, ref, index):
+        t = _probability_terms(args, options)
+        lam = options.get("z_loss", 0.0)
+        big = np.maximum(np.abs(t["lse"]), t["log1p_s"])
+        dtype = np.float64 if np.asarray(args[0]).dtype == np.float64 else np.float32
+        floor = np.finfo(dtype).tiny * t["p"].max(axis=-1, keepdims=True)  # tiny / (1 + s)
+        with np.errstate(invalid="ignore"):
+            total = (t["R"] + 2 * lam * big)[:, None] * np.fmax(t["p"], floor) + t["r"]
+        return total.reshape(np.shape(ref[index]))
+
+    return scale
+
 
 def entmax_vjp_scale(args, ref, index):
     """``g |dy| + g sum(g |dy|) / sum(g)``, ``g = sqrt(y)``: the terms of

@@ -211,17 +211,23 @@ def cross_entropy_options(
     class_weights=None,
 ):
     """Cross-entropy with the Liger-Kernel options, written out: ``(loss, grad, lse,
-    entropy)`` for logits ``(rows, V)`` and class indices ``(rows,)``, in the logits'
-    dtype (pass float64 or longdouble).
+    entropy)`` for logits ``(rows, V)`` and class indices ``(rows,)`` or probabilities
+    ``(rows, V)`` (floating), in the logits' dtype (pass float64 or longdouble).
 
     ``y = softcap tanh(z / softcap)``; per row ``q_j = (1 - eps) w_t [j = t] + (eps / V)
     w_j``, ``loss = -sum_j q_j log softmax(y)_j + z_loss lse(y)^2``; ``"mean"`` divides
     the first term by ``sum_i w_{t_i}`` and the second by the number of rows, over the
-    rows whose target is not ``ignore_index``.  ``grad`` is ``d loss / d z``.
+    rows whose target is not ``ignore_index``.  A probability target ``P`` gives ``q_j
+    = w_j ((1 - eps) P_j + eps / V)`` and ``"mean"`` divides both terms by the number
+    of rows (PyTorch's ``weight=`` and ``label_smoothing=`` with probabilities).
+    ``grad`` is ``d loss / d z``.
     """
     z = np.asarray(logits)
     dtype, (rows, n) = z.dtype, z.shape
     labels = np.asarray(target)
+    if np.issubdtype(labels.dtype, np.floating):
+        return _probability_options(z, labels, reduction, label_smoothing, z_loss, softcap,
+                                    class_weights)  # fmt: skip
     valid = np.ones(rows, bool) if ignore_index is None else labels != ignore_index
     w = np.ones(n, dtype) if class_weights is None else np.asarray(class_weights, dtype)
     y = z if softcap is None else softcap * np.tanh(z / softcap)
@@ -249,6 +255,35 @@ def cross_entropy_options(
     else:
         loss = np.sum(ce + zl) if reduction == "sum" else ce + zl
         grad = grad_ce + grad_z
+    if softcap is not None:
+        grad = grad * (1 - (y / softcap) ** 2)
+    return np.asarray(loss, dtype), grad.astype(dtype), lse, entropy
+
+
+def _probability_options(z, target, reduction, label_smoothing, z_loss, softcap, class_weights):
+    """:func:`cross_entropy_options` of probability targets ``(rows, V)``: ``q_j = w_j
+    ((1 - eps) P_j + eps / V)`` (a ``q_j = 0`` adds 0, as ``xlogy``), every row counts."""
+    dtype, (rows, n) = z.dtype, z.shape
+    w = np.ones(n, dtype) if class_weights is None else np.asarray(class_weights, dtype)
+    y = z if softcap is None else softcap * np.tanh(z / softcap)
+    m, s = state(y)
+    lse = (m + np.log1p(s))[:, 0]
+    with _quiet():
+        logp = -((m - y) + np.log1p(s))  # a sum of two terms >= 0, never y_j - lse
+        p = softmax(y)  # NaN across a row with a +inf logit, as the kernels' softmax
+        eps = dtype.type(label_smoothing)
+        q = w * ((1 - eps) * np.asarray(target).astype(dtype) + eps / n)
+        ce = -np.sum(np.where(q == 0, 0, q * logp), axis=-1)
+        zl = z_loss * lse * lse if z_loss else np.zeros_like(lse)
+        entropy = -np.sum(np.where(p > 0, p * logp, 0), axis=-1)
+        slope = 2 * z_loss * lse[:, None] if z_loss else 0  # of z_loss lse^2
+        grad = (np.sum(q, axis=-1, keepdims=True) + slope) * p - q
+    if reduction == "mean":
+        with _quiet():
+            loss = np.sum(ce + zl) / rows
+        grad = grad / rows if rows else grad
+    else:
+        loss = np.sum(ce + zl) if reduction == "sum" else ce + zl
     if softcap is not None:
         grad = grad * (1 - (y / softcap) ** 2)
     return np.asarray(loss, dtype), grad.astype(dtype), lse, entropy

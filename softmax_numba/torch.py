@@ -706,6 +706,8 @@ def _loss_in_torch_ops(logits, target, options) -> torch.Tensor:
     logp = log_softmax(y, -1)
     if target.is_floating_point():
         q = (1 - eps) * target + eps / n
+        if options.get("class_weights") is not None:  # PyTorch's w_j q_j; "mean" still / N
+            q = q * options["class_weights"]
         valid = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
         total = valid.sum()
     else:
@@ -779,8 +781,8 @@ def cross_entropy(
         Class indices (``input``'s shape without the class dimension) or
         probabilities (``input``'s shape).
     weight : torch.Tensor, shape (C,), optional
-        Non-negative class weights, as torch's ``weight=`` (class-index targets, CPU):
-        ``"mean"`` divides by the sum of the targets' weights.
+        Non-negative class weights, as torch's ``weight=`` (CPU): ``"mean"`` divides
+        by the sum of the targets' weights (by the number of rows for probabilities).
     ignore_index : int, default -100
         Class-index targets equal to it give zero loss and gradient.
     reduction : {"mean", "sum", "none"}
@@ -788,10 +790,9 @@ def cross_entropy(
     label_smoothing : float in [0, 1]
         ``q = (1 - eps) q + eps / C``.
     z_loss : float >= 0
-        Adds ``z_loss * lse**2`` per row (PaLM; class-index targets, CPU).
+        Adds ``z_loss * lse**2`` per row (PaLM; CPU).
     softcap : float > 0, optional
-        Replaces each logit by ``softcap * tanh(x / softcap)`` first (Gemma 2;
-        class-index targets, CPU).
+        Replaces each logit by ``softcap * tanh(x / softcap)`` first (Gemma 2; CPU).
 
     Returns
     -------
@@ -861,7 +862,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             return _LinearCrossEntropy._graph_backward(ctx, dloss)
         saved = list(ctx.saved_tensors)
         if ctx.eager:
-            grads = [g * dloss for g in saved]
+            # loss.backward() passes 1: no product, no second rounding in low precision
+            grads = saved if bool((dloss == 1).all()) else [g * dloss for g in saved]
         else:
             h, W, *rest = saved
             bias = rest[0] if ctx.has_bias else None
@@ -952,6 +954,10 @@ def linear_cross_entropy(
 
     Notes
     -----
+    With ``"mean"`` or ``"sum"`` the gradients are computed with the loss and scaled
+    by the upstream gradient in the backward pass: for bfloat16 and float16 a
+    second rounding, unless the upstream gradient is 1 (``loss.backward()``).
+
     A backward pass with ``create_graph=True`` (a second derivative) differentiates
     the materialized form ``F.linear`` + the loss in torch operations: correct, but it
     holds the ``N x V`` logits, which the first derivative never does.

@@ -166,6 +166,22 @@ def _chunked_steps(dtype: np.dtype, engine: str) -> list[Step]:
                     ),
                 )
             )
+    probabilities = np.full(_SMALL, 1 / n, dtype)  # the options with probability targets
+    for grad in (False, True):
+        found.append(
+            Step(
+                f"cross_entropy[probabilities, softcap{', grad' if grad else ''}] "
+                f"{dtype.name} {engine}",
+                lambda grad=grad: cross_entropy(
+                    _normal(_SMALL, dtype),
+                    probabilities,
+                    softcap=5.0,
+                    return_entropy=True,
+                    return_grad=grad,
+                    backend=engine,
+                ),
+            )
+        )
     hidden = 4
     for chunks, kwargs in (
         (1, {}),

@@ -347,7 +347,7 @@ def test_the_benchmark_runs_end_to_end(tmp_path):
     assert (table.median_s > 0).all() and (table.extra_mib.astype(float) >= 0).all()
     assert (table[table.candidate == "products-numpy"].ratio_to_products == 1).all()
     report = (tmp_path / "LINEAR.md").read_text()
-    assert "| 256x64x2048 | float32 | ours-numpy |" in report
+    assert "| 256x64x2048 | float32 | gaussian | ours-numpy |" in report
     assert "within 1.15x of its library's products" in report
     assert (tmp_path / "linear_ce.meta.json").exists()
 

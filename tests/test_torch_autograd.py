@@ -293,3 +293,27 @@ def test_the_torch_functions_document_their_parameters_and_their_examples_run(na
     documented = documented_parameters(func)
     assert signature <= documented, f"{name}: {signature - documented} undocumented"
     assert run_examples(func).attempted > 0
+
+
+@pytest.mark.parametrize(("reduction", "unit"), [("mean", True), ("mean", False), ("none", False)])
+def test_linear_cross_entropy_of_bfloat16_tensors_returns_bfloat16_gradients(reduction, unit):
+    """bfloat16 ``input`` and ``weight`` compute in float32 a tile at a time; the
+    gradients come back in bfloat16, each within its rounding (``u = 2^-8``) of the
+    float32 computation on the same values (whose own error is far below it); twice
+    that for a mean scaled by an upstream gradient other than 1 (a second rounding)."""
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(6, 8, generator=g).bfloat16().requires_grad_()
+    W = torch.randn(40, 8, generator=g).bfloat16().requires_grad_()
+    y = torch.randint(0, 40, (6,), generator=g)
+    loss = snt.linear_cross_entropy(h, W, y, reduction=reduction, chunk_size=16)
+    upstream = torch.ones_like(loss) if unit else torch.rand_like(loss)
+    dh, dW = torch.autograd.grad(loss, (h, W), upstream)
+    roundings = 2 if reduction == "mean" and not unit else 1
+    assert dh.dtype == dW.dtype == torch.bfloat16
+    h32, W32 = (t.detach().float().requires_grad_() for t in (h, W))
+    ref = F.cross_entropy(F.linear(h32, W32), y, reduction=reduction)
+    want = torch.autograd.grad(ref, (h32, W32), upstream)
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+    for got, exact in zip((dh, dW), want, strict=True):
+        slack = 1e-5 * exact.abs().max()
+        assert ((got.float() - exact).abs() <= roundings * 2.0**-8 * exact.abs() + slack).all()

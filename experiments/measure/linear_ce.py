@@ -18,13 +18,13 @@ the mean loss and the gradients with respect to ``h`` and ``W``:
   (the ``cut-cross-entropy`` package; its fused kernel needs CUDA), when installed.
 
 Each candidate runs in a fresh process per round (the rounds take the candidates
-in turn): inputs made, one call on the same shape first (compilation, BLAS
-buffers), the peak resident memory reset (``/proc/self/clear_refs``), then one
-timed call.  ``extra_mib`` is the peak resident memory of that call above the
-resident memory before it; ``ratio_to_products`` the candidate's time over its
-library's products in the same round (median over rounds).  The data: ``h``
-standard normal, ``W`` normal of variance ``1 / d`` (logits of unit variance),
-targets uniform.
+in turn): one call on a small problem first (compilation, BLAS buffers; CCE on the
+measured shape, which torch.compile compiles for), the inputs made, the peak
+resident memory reset (``/proc/self/clear_refs``), then one timed call.
+``extra_mib`` is the peak resident memory of that call above the resident memory
+before it, less the gradients it returns; ``ratio_to_products`` the candidate's
+time over its library's products in the same round (median over rounds).  The
+data (:func:`inputs`): Gaussian logits, and on a few shapes a Zipf prior as well.
 
 Writes ``linear_ce.csv`` (resumable, one row per cell) with its ``.meta.json`` and
 ``LINEAR.md`` into ``--out`` (default ``results``).
@@ -47,30 +47,53 @@ from experiments.harness.store import Table
 SHAPES = ((4096, 1024, 32768), (4096, 1024, 131072), (4096, 1024, 262144))
 #: The shapes measured with bfloat16 inputs too.
 BFLOAT16_SHAPES = ((4096, 1024, 32768), (4096, 1024, 131072))
+#: The shapes measured on the Zipf data too (what gradient filtering can skip).
+ZIPF_SHAPES = ((4096, 1024, 131072), (4096, 1024, 262144))
+ZIPF_CANDIDATES = ("products-torch", "ours-torch", "ours-torch-filtered")
 QUICK_SHAPES = ((256, 64, 2048),)
-ROUNDS, QUICK_ROUNDS = 2, 1
+#: Rounds per cell: fewer where one call takes most of a minute.
+ROUNDS = {32768: 2, 131072: 2, 262144: 1}
+QUICK_ROUNDS = 1
+#: Candidates whose warm-up call is on the measured shape (torch.compile compiles
+#: for each shape); the others warm up on a small problem (compilation, BLAS).
+WARM_ON_SHAPE = ("cce",)
+WARM_SHAPE = (256, 64, 2048)
 FILTER_THRESHOLD = 2.0**-12
 CANDIDATES = (
     "products-numpy", "products-torch", "ours-numpy", "ours-torch", "ours-torch-filtered",
     "torch", "cce",
 )  # fmt: skip
+#: The candidates of ``--quick`` (a test of the code path, in seconds).
+QUICK_CANDIDATES = ("products-numpy", "products-torch", "ours-numpy", "ours-torch")
 #: Whose products each candidate's time is divided by.
 FLOOR = {"products-numpy": "products-numpy", "ours-numpy": "products-numpy"}
 COLUMNS = (
-    "candidate", "tokens", "hidden", "vocabulary", "dtype", "median_s", "ratio_to_products",
-    "extra_mib", "logits_mib", "rounds",
+    "candidate", "data", "tokens", "hidden", "vocabulary", "dtype", "median_s",
+    "ratio_to_products", "extra_mib", "logits_mib", "rounds",
 )  # fmt: skip
-KEY = ("candidate", "tokens", "hidden", "vocabulary", "dtype")
+KEY = ("candidate", "data", "tokens", "hidden", "vocabulary", "dtype")
 #: The issue's goals, checked in LINEAR.md.
 GOAL_PRODUCTS, GOAL_MEMORY = 1.15, 1 / 16
 
 
-def inputs(tokens: int, hidden: int, vocabulary: int, dtype: str = "float32"):
-    """``h``, ``W`` in float32 and the targets (seeded)."""
+def inputs(tokens: int, hidden: int, vocabulary: int, data: str = "gaussian"):
+    """``h``, ``W`` in float32, the targets and the bias (None), seeded.
+
+    ``"gaussian"``: ``h`` standard normal, ``W`` normal of variance ``1 / d`` (logits
+    of unit variance), targets uniform.  ``"zipf"``: the same logits plus a bias of
+    ``log pi_j``, ``pi`` Zipf's law of exponent 1 over the classes in order of
+    frequency (a language model's unigram prior, its vocabulary sorted by
+    frequency), and targets drawn from ``pi``: the rare classes' probabilities are
+    small, as in a trained model, and gradient filtering can skip their tiles."""
     rng = np.random.default_rng(0)
     h = rng.standard_normal((tokens, hidden), dtype=np.float32)
     W = rng.standard_normal((vocabulary, hidden), dtype=np.float32) / np.float32(np.sqrt(hidden))
-    return h, W, rng.integers(0, vocabulary, size=tokens)
+    if data == "gaussian":
+        return h, W, rng.integers(0, vocabulary, size=tokens), None
+    prior = 1.0 / np.arange(1, vocabulary + 1)
+    prior /= prior.sum()
+    y = rng.choice(vocabulary, size=tokens, p=prior)
+    return h, W, y, np.log(prior).astype(np.float32)
 
 
 def runs_here(name: str, dtype: str) -> bool:
@@ -87,8 +110,9 @@ def runs_here(name: str, dtype: str) -> bool:
     return all(has(m) for m in needs)
 
 
-def candidate(name: str, h, W, y, dtype: str = "float32"):
-    """A function of no argument that computes the loss and the two gradients."""
+def candidate(name: str, h, W, y, bias=None, dtype: str = "float32"):
+    """A function of no argument that computes the loss and the two gradients (the
+    products candidates ignore ``bias``: it adds no product)."""
     import softmax_numba as sn
 
     if name in ("products-numpy", "ours-numpy"):
@@ -96,8 +120,9 @@ def candidate(name: str, h, W, y, dtype: str = "float32"):
             import ml_dtypes
 
             h, W = h.astype(ml_dtypes.bfloat16), W.astype(ml_dtypes.bfloat16)
+            bias = None if bias is None else bias.astype(ml_dtypes.bfloat16)
         if name == "ours-numpy":
-            return lambda: sn.linear_cross_entropy(h, W, y, return_grad=True)
+            return lambda: sn.linear_cross_entropy(h, W, y, bias=bias, return_grad=True)
         z = np.empty((h.shape[0], W.shape[0]), h.dtype)
         dh, dW = np.empty_like(h), np.empty_like(W)
 
@@ -111,6 +136,7 @@ def candidate(name: str, h, W, y, dtype: str = "float32"):
 
     tdtype = getattr(torch, dtype)
     th, tW, ty = torch.from_numpy(h).to(tdtype), torch.from_numpy(W).to(tdtype), torch.from_numpy(y)
+    tb = None if bias is None else torch.from_numpy(bias).to(tdtype)
     if name == "products-torch":
         z = torch.empty(h.shape[0], W.shape[0], dtype=tdtype)
         dh, dW = torch.empty_like(th), torch.empty_like(tW)
@@ -123,7 +149,7 @@ def candidate(name: str, h, W, y, dtype: str = "float32"):
         return products
     if name.startswith("ours-torch"):
         threshold = FILTER_THRESHOLD if name.endswith("filtered") else 0.0
-        return lambda: sn.linear_cross_entropy(th, tW, ty, return_grad=True,
+        return lambda: sn.linear_cross_entropy(th, tW, ty, bias=tb, return_grad=True,
                                                grad_threshold=threshold)  # fmt: skip
     th.requires_grad_()
     tW.requires_grad_()
@@ -131,14 +157,14 @@ def candidate(name: str, h, W, y, dtype: str = "float32"):
         from cut_cross_entropy import linear_cross_entropy
 
         def with_cce():
-            loss = linear_cross_entropy(th, tW, ty, impl="torch_compile")
+            loss = linear_cross_entropy(th, tW, ty, bias=tb, impl="torch_compile")
             return torch.autograd.grad(loss, (th, tW))
 
         return with_cce
     F = torch.nn.functional
 
     def with_torch():
-        loss = F.cross_entropy(F.linear(th, tW), ty)
+        loss = F.cross_entropy(F.linear(th, tW, tb), ty)
         return torch.autograd.grad(loss, (th, tW))
 
     return with_torch
@@ -161,25 +187,31 @@ def reset_peak() -> int:
     return _status_bytes("VmRSS")
 
 
-def one_call(name: str, shape, dtype: str) -> tuple[float, float]:
-    """In this process: one call of ``name`` after a warm-up call; ``(seconds, peak
-    extra MiB)``."""
+def one_call(name: str, shape, dtype: str, data: str) -> tuple[float, float]:
+    """In this process: one call of ``name`` after a warm-up call; ``(seconds, extra
+    MiB)``, the extra being the call's peak resident memory above that before it,
+    less its gradients ``dh`` and ``dW`` (none for the products, whose outputs exist
+    beforehand)."""
     import time
 
-    fn = candidate(name, *inputs(*shape), dtype)
-    fn()
+    warm_shape = shape if name in WARM_ON_SHAPE else WARM_SHAPE
+    candidate(name, *inputs(*warm_shape, data), dtype)()
+    fn = candidate(name, *inputs(*shape, data), dtype)
     before = reset_peak()
     start = time.perf_counter()
     fn()
     seconds = time.perf_counter() - start
-    return seconds, (_status_bytes("VmHWM") - before) / 2**20
+    tokens, hidden, vocabulary = shape
+    gradients = 0 if name.startswith("products") else (tokens + vocabulary) * hidden
+    itemsize = 4 if dtype == "float32" else 2
+    return seconds, (_status_bytes("VmHWM") - before - gradients * itemsize) / 2**20
 
 
-def in_fresh_process(name: str, shape, dtype: str) -> tuple[float, float]:
+def in_fresh_process(name: str, shape, dtype: str, data: str) -> tuple[float, float]:
     """:func:`one_call` in a new Python process."""
     code = (
         "import json; from experiments.measure import linear_ce as m; "
-        f"print(json.dumps(m.one_call({name!r}, {tuple(shape)!r}, {dtype!r})))"
+        f"print(json.dumps(m.one_call({name!r}, {tuple(shape)!r}, {dtype!r}, {data!r})))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -188,15 +220,15 @@ def in_fresh_process(name: str, shape, dtype: str) -> tuple[float, float]:
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(shape, dtype: str, rounds: int, quick: bool = False) -> list[dict]:
-    """One row per candidate that runs here, for one shape and dtype (``quick``:
-    without CCE, whose compilation takes a minute)."""
-    names = [n for n in CANDIDATES if runs_here(n, dtype) and not (quick and n == "cce")]
+def measure(shape, dtype: str, data: str, rounds: int, quick: bool = False) -> list[dict]:
+    """One row per candidate that runs here, for one cell (``quick``: a few)."""
+    names = ZIPF_CANDIDATES if data == "zipf" else QUICK_CANDIDATES if quick else CANDIDATES
+    names = [n for n in names if runs_here(n, dtype)]
     seconds = {n: [] for n in names}
     memory = {n: [] for n in names}
     for _ in range(rounds):
         for name in names:
-            t, extra = in_fresh_process(name, shape, dtype)
+            t, extra = in_fresh_process(name, shape, dtype, data)
             seconds[name].append(t)
             memory[name].append(extra)
     tokens, hidden, vocabulary = shape
@@ -204,8 +236,8 @@ def measure(shape, dtype: str, rounds: int, quick: bool = False) -> list[dict]:
     for name in names:
         floor = np.asarray(seconds[FLOOR.get(name, "products-torch")])
         rows.append({
-            "candidate": name, "tokens": tokens, "hidden": hidden, "vocabulary": vocabulary,
-            "dtype": dtype, "median_s": float(np.median(seconds[name])),
+            "candidate": name, "data": data, "tokens": tokens, "hidden": hidden,
+            "vocabulary": vocabulary, "dtype": dtype, "median_s": float(np.median(seconds[name])),
             "ratio_to_products": float(np.median(np.asarray(seconds[name]) / floor)),
             "extra_mib": float(np.max(memory[name])),
             "logits_mib": tokens * vocabulary * 4 / 2**20, "rounds": rounds,
@@ -214,10 +246,14 @@ def measure(shape, dtype: str, rounds: int, quick: bool = False) -> list[dict]:
 
 
 def cells(quick: bool):
-    """The ``(shape, dtype)`` cells of a run."""
+    """The ``(shape, dtype, data)`` cells of a run."""
     if quick:
-        return [(s, "float32") for s in QUICK_SHAPES]
-    return [(s, "float32") for s in SHAPES] + [(s, "bfloat16") for s in BFLOAT16_SHAPES]
+        return [(s, "float32", "gaussian") for s in QUICK_SHAPES]
+    return (
+        [(s, "float32", "gaussian") for s in SHAPES]
+        + [(s, "bfloat16", "gaussian") for s in BFLOAT16_SHAPES]
+        + [(s, "float32", "zipf") for s in ZIPF_SHAPES]
+    )
 
 
 def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
@@ -228,9 +264,10 @@ def run(out: pathlib.Path, quick: bool = False, progress: bool = True) -> Table:
     metadata.start_or_resume(out / "linear_ce.csv")
     table = Table(out / "linear_ce.csv", COLUMNS, KEY)
     done = table.done_keys()
-    todo = [(s, d) for s, d in cells(quick) if ("ours-torch", *map(str, s), d) not in done]
-    for shape, dtype in tqdm(todo, desc="linear-ce", disable=not progress or None):
-        table.append(measure(shape, dtype, QUICK_ROUNDS if quick else ROUNDS, quick))
+    todo = [c for c in cells(quick) if ("ours-torch", c[2], *map(str, c[0]), c[1]) not in done]
+    for shape, dtype, data in tqdm(todo, desc="linear-ce", disable=not progress or None):
+        rounds = QUICK_ROUNDS if quick else ROUNDS[shape[2]]
+        table.append(measure(shape, dtype, data, rounds, quick))
     metadata.write_next_to(table.path)
     write_report(out)
     return table
@@ -282,22 +319,27 @@ def write_report(out: pathlib.Path) -> pathlib.Path:
         "`F.cross_entropy(F.linear(h, W), y)` and its backward; `cce`: Cut Cross-Entropy's",
         '`impl="torch_compile"`.  `x products`: time over the same library\'s products in',
         "the same round (median); `extra MiB`: peak resident memory of the call above that",
-        "before it; `logits MiB`: the float32 `N x V` logits.",
+        "before it, less the gradients `dh` and `dW` (the issue's measure: beyond inputs",
+        "and gradients); `logits MiB`: the float32 `N x V` logits.  Data `gaussian`: logits",
+        "of unit variance, uniform targets; `zipf`: the same plus a bias of the log of",
+        "Zipf's law over the classes, targets drawn from it (what filtering can skip).",
         "",
-        "| N x d x V | dtype | candidate | seconds | x products | extra MiB | logits MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| N x d x V | dtype | data | candidate | seconds | x products | extra MiB | logits MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"| {r.tokens}x{r.hidden}x{r.vocabulary} | {r['dtype']} | {r.candidate} | "
-            f"{r.median_s:.2f} | {r.ratio_to_products:.3f} | {r.extra_mib:.0f} | "
-            f"{r.logits_mib:.0f} |"
+            f"| {r.tokens}x{r.hidden}x{r.vocabulary} | {r['dtype']} | {r.data} | "
+            f"{r.candidate} | {r.median_s:.2f} | {r.ratio_to_products:.3f} | "
+            f"{r.extra_mib:.0f} | {r.logits_mib:.0f} |"
         )
     lines += ["", "## Goals (issue 30), cell by cell", ""]
-    for (tokens, hidden, vocabulary, dtype), cell in table.groupby(
-        ["tokens", "hidden", "vocabulary", "dtype"], sort=False
+    for (tokens, hidden, vocabulary, dtype, data), cell in table.groupby(
+        ["tokens", "hidden", "vocabulary", "dtype", "data"], sort=False
     ):
-        lines.append(f"- **{tokens}x{hidden}x{vocabulary}, {dtype}**: " + "; ".join(_goals(cell)))
+        lines.append(
+            f"- **{tokens}x{hidden}x{vocabulary}, {dtype}, {data}**: " + "; ".join(_goals(cell))
+        )
     path = out / "LINEAR.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -128,6 +128,7 @@ def jit(
 OUTPUT_PARAMETERS = frozenset(
     {"out", "sign", "dx", "loss", "grad", "support", "m_out", "s_out"}
     | {"gap_out", "entropy_out", "picked_out", "logprob_out", "status"}
+    | {"mass_out"}
 )
 
 

@@ -15,6 +15,11 @@ and never whole.  Each row keeps, over the chunks seen so far, with ``m`` their 
   s))``, again a sum of non-negative terms;
 - ``picked = z_t``, the target's logit, from the chunk that holds it.
 
+A probability target ``P`` (one row per row, :mod:`softmax_numba._chunked_probability`)
+weighs class ``j`` of row ``i`` by ``r_ij = w_j ((1 - eps) P_ij + eps / V)``: its
+kernels keep ``gap = sum_j r_j (m - z_j)`` and the mass ``R = sum_j r_j`` of the
+classes seen, per row, and lift the gap by ``(m - m_old) R`` as the max rises.
+
 Soft-capping (Gemma 2; Liger-Kernel) replaces each logit by ``c tanh(z / c)`` in
 place before anything else reads it; the gradient carries its derivative ``1 -
 (z_capped / c)^2``.  Kernels take 2-D C-contiguous ``(rows, chunk)`` arrays and
@@ -245,7 +250,111 @@ def _chunk_grad(z, cap, start, target, weights, p_coef, t_coef, w_coef, m, s, gr
             gi[t] -= hit
 
 
+@jit
+def target_gap(zi, m, qi, weights, keep, floor):
+    """``(sum_j r_j (m - z_j), sum_j r_j)``, ``r_j = w_j (keep q_j + floor)`` (``w = 1``
+    when ``weights`` is empty), for ``m = max(z)``: every term ``>= 0``; a class of
+    ``r_j = 0`` adds 0 (``xlogy``'s convention: no ``0 * inf``); a block of
+    ``SUM_BLOCK`` at a time (``add_compensated``)."""
+    gap = gap_carry = mass = mass_carry = in_dtype_of(zi, 0.0)
+    weighted = weights.size > 0
+    for start in range(0, zi.size, SUM_BLOCK):
+        zb, qb = zi[start : start + SUM_BLOCK], qi[start : start + SUM_BLOCK]
+        g = t = in_dtype_of(zi, 0.0)
+        if weighted:
+            wb = weights[start : start + SUM_BLOCK]
+            for j in range(zb.size):
+                r = wb[j] * (keep * qb[j] + floor)
+                if r != 0:
+                    g += r * (m - zb[j])
+                t += r
+        else:
+            for j in range(zb.size):
+                r = keep * qb[j] + floor
+                if r != 0:
+                    g += r * (m - zb[j])
+                t += r
+        gap, gap_carry = add_compensated(gap, gap_carry, g)
+        mass, mass_carry = add_compensated(mass, mass_carry, t)
+    return compensated_total(gap, gap_carry), compensated_total(mass, mass_carry)
+
+
+def _probability_chunk_states(
+    z,
+    cap,
+    start,
+    q,
+    weights,
+    smoothing,
+    n_classes,
+    want_entropy,
+    m_out,
+    s_out,
+    gap_out,
+    entropy_out,
+    mass_out,
+):
+    """Fold the chunk ``z`` (classes ``start .. start + chunk``) into the running
+    states of its rows, whose probability targets are the rows of ``q`` (all
+    ``n_classes`` of them; ``weights``: this chunk's).  ``cap > 0`` soft-caps ``z`` in
+    place first.  ``mass_out``: ``sum_j r_j`` over the classes folded so far, by which
+    the gap rises with the max."""
+    n = z.shape[1]
+    for i in prange(z.shape[0]):
+        zi = z[i]
+        if cap > 0:
+            capped_into(zi, in_dtype_of(zi, cap))
+        mc, sc = online_state(zi)
+        keep = in_dtype_of(zi, 1.0 - smoothing)
+        floor = in_dtype_of(zi, smoothing / n_classes)
+        gc, rc = target_gap(zi, mc, q[i, start : start + n], weights, keep, floor)
+        ec = entropy_sum(zi, mc) if want_entropy else in_dtype_of(zi, 0.0)
+        masses = (mass_out[i], rc)
+        wants = (True, want_entropy)
+        fold_piece(i, mc, sc, gc, ec, masses, wants, m_out, s_out, gap_out, entropy_out)
+        mass_out[i] += rc
+
+
+def _probability_chunk_grad(
+    z, cap, start, q, weights, smoothing, n_classes, p_coef, w_coef, m, s, grad
+):
+    r"""The gradient on the chunk ``z`` (soft-capped already when ``cap > 0``) for
+    probability targets ``q`` (the rows' whole targets; ``weights``: this chunk's):
+
+    .. math:: g_{ij} = \big(a_i\, p_{ij} - c_i\, r_{ij}\big)\,
+       \big(1 - (z_{ij}/\mathrm{cap})^2\big), \qquad
+       r_{ij} = w_j \big((1 - \varepsilon) q_{ij} + \varepsilon / V\big),
+
+    ``p_ij = exp(z_ij - m_i) / (1 + s_i)`` from the merged state, ``a, c = p_coef,
+    w_coef``; ``r_ij`` by the formula of :func:`target_gap`.  ``grad`` may be
+    ``z`` (each entry is read before it is written), not ``q``."""
+    n = z.shape[1]
+    weighted = weights.size > 0
+    capped = cap > 0
+    for i in prange(z.shape[0]):
+        zi, gi, qi = z[i], grad[i], q[i, start : start + n]
+        a, c = p_coef[i], w_coef[i]
+        if a == 0 and c == 0:
+            gi[:] = 0
+            continue
+        keep = in_dtype_of(zi, 1.0 - smoothing)
+        floor = in_dtype_of(zi, smoothing / n_classes)
+        inv_cap = in_dtype_of(zi, 1.0 / cap) if capped else in_dtype_of(zi, 0.0)
+        mi = m[i]
+        r = a * softmax_scale(mi, s[i])
+        one = in_dtype_of(zi, 1.0)
+        for j in range(n):
+            zj = zi[j]
+            rj = keep * qi[j] + floor
+            if weighted:
+                rj = weights[j] * rj
+            slope = cap_slope(zj, inv_cap, capped) if capped else one
+            gi[j] = (exp_nonpositive(zj - mi) * r - c * rj) * slope
+
+
 CHUNK_STATES = engines(_chunk_states)
 MERGE_CHUNK_STATES = engines(_merge_chunk_states)
 SOFT_CAP = engines(_soft_cap)
 CHUNK_GRAD = engines(_chunk_grad)
+PROBABILITY_CHUNK_STATES = engines(_probability_chunk_states)
+PROBABILITY_CHUNK_GRAD = engines(_probability_chunk_grad)
