@@ -232,18 +232,19 @@ def _linear_cross_entropy(
     rows_h = h.reshape(-1, d)
     labels = target.reshape(-1).astype(np.int64)
     check_class_indices(labels, n_classes, ignore_index, "linear_cross_entropy")
-    engine = resolve_backend(backend, rows_h.shape[0] * n_classes)
-    if engine == "numpy":
+    if backend == "numpy":
         loss, grads, lse, entropy = _materialized(
             rows_h, W, bias, labels, options, return_grad, upstream
         )
     else:
-        state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
         products = products_for(library)
         tiles = plan_tiles(
             rows_h.shape[0], n_classes, d, dtype.itemsize, dtype != h.dtype,
             products.needs_scratch, chunk_size,
         )  # fmt: skip
+        # The kernels run on one tile at a time: its size picks the engine.
+        engine = resolve_backend(backend, min(rows_h.shape[0], tiles.block) * tiles.chunk)
+        state = ChunkedRows(labels, n_classes, options, dtype, engine, return_entropy)
         sweep = Sweep(rows_h, W, bias, state, products, tiles, grad_threshold)
         if not (return_grad and tiles.one_chunk):
             sweep.forward()

@@ -403,11 +403,11 @@ def _ceiling(h, W, bias, n_rows: int) -> int:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_memory_stays_within_the_workspace(dtype, monkeypatch):
     """Beyond the inputs and the gradients, ``config.LINEAR_CE_WORKSPACE_BYTES`` (here
-    256 KiB against 8 MiB of logits) and a few vectors, whatever the order of the
+    64 KiB against 2 MiB of logits) and a few vectors, whatever the order of the
     sweep; NumPy's allocations seen by ``tracemalloc``."""
-    monkeypatch.setattr(config, "LINEAR_CE_WORKSPACE_BYTES", 256 << 10)
+    monkeypatch.setattr(config, "LINEAR_CE_WORKSPACE_BYTES", 64 << 10)
     rng = np.random.default_rng(0)
-    n, d, v = 512, 32, 4096
+    n, d, v = 256, 16, 2048
     h, W, bias, y = (_lowered(a, dtype) if a.dtype.kind == "f" else a
                      for a in _problem(rng, n, d, v, np.float32))  # fmt: skip
     kwargs = {"bias": bias, "ignore_index": -100, "return_grad": True}
@@ -427,9 +427,9 @@ def test_memory_of_torch_tensors_stays_within_the_workspace(monkeypatch):
     torch = pytest.importorskip("torch")
     from torch.profiler import ProfilerActivity, profile
 
-    monkeypatch.setattr(config, "LINEAR_CE_WORKSPACE_BYTES", 256 << 10)
+    monkeypatch.setattr(config, "LINEAR_CE_WORKSPACE_BYTES", 64 << 10)
     rng = np.random.default_rng(1)
-    n, d, v = 512, 32, 4096
+    n, d, v = 256, 16, 2048
     h, W, bias, y = (torch.from_numpy(a) for a in _problem(rng, n, d, v, np.float32))
     sn.linear_cross_entropy(h, W, y, bias=bias, ignore_index=-100, return_grad=True)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
