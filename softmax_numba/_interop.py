@@ -8,8 +8,9 @@ arrays on a GPU.  :func:`same_kind_out` wraps each public function so that
   viewed back (``torch.from_numpy``): no copy either way;
 - a torch CUDA tensor or a CuPy array is viewed as a Numba device array through
   ``__cuda_array_interface__`` and the results are viewed back (``torch.as_tensor``,
-  ``cupy.asarray``): no copy either way; a result computed on the host (the mean
-  of a loss) is copied to the input's device;
+  ``cupy.asarray``): no copy either way (a bfloat16 CUDA tensor through its 16 bits,
+  as a Numba device array of ``ml_dtypes.bfloat16``; CuPy has no bfloat16); a
+  result computed on the host (the mean of a loss) is copied to the input's device;
 - a JAX array is copied to a NumPy array (``np.asarray``) and the results are
   NumPy arrays: JAX arrays are immutable and the kernels write their results;
 - ``out=`` (and ``grad_out=``) may be an array of the input's kind; it is written
@@ -107,13 +108,10 @@ def _torch_in(func: str, tensor, name: str):
             )
         tensor = tensor.detach()  # under torch.no_grad(): no graph is wanted
     if tensor.device.type == "cuda":
-        if tensor.dtype == torch.bfloat16:
-            raise TypeError(
-                f"{func}(): bfloat16 CUDA tensors are not supported (Numba device arrays "
-                "have no bfloat16); pass float16, float32 or float64, or a CPU tensor"
-            )
         from softmax_numba.gpu import _runtime
 
+        if tensor.dtype == torch.bfloat16:  # its bits, viewed as ml_dtypes.bfloat16
+            return _runtime.cuda().as_cuda_array(tensor.view(torch.int16)).view(_bfloat16())
         return _runtime.cuda().as_cuda_array(tensor)
     if tensor.device.type != "cpu":
         raise TypeError(f"{func}(): {name} is on {tensor.device}; pass a CPU or CUDA tensor")
@@ -126,6 +124,9 @@ def _torch_out(result, like):
     """``result`` as a tensor on ``like``'s device (``like=None``: a CPU tensor)."""
     torch = sys.modules["torch"]
     if hasattr(result, "__cuda_array_interface__"):
+        if result.dtype.kind == "V" and result.dtype.name == "bfloat16":
+            bits = torch.as_tensor(result.view(np.int16), device=like.device)
+            return bits.view(torch.bfloat16)
         return torch.as_tensor(result, device=like.device)
     array = result if type(result) is np.ndarray else np.asarray(result)
     if array.dtype.kind == "V" and array.dtype.name == "bfloat16":  # .name is slow

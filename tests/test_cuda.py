@@ -258,18 +258,26 @@ def test_device_arrays_need_the_last_axis(rng):
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_runs_end_to_end(tmp_path):
-    """``make bench-gpu``'s code path on tiny shapes (on the simulator: no timing value)."""
+def test_gpu_benchmark_runs_end_to_end(tmp_path, monkeypatch):
+    """``make bench-gpu``'s code path on tiny shapes (on the simulator: no timing value),
+    the tests first (here one small test, in the pytest subprocess of a GPU run)."""
+    import json
+
     from experiments.device import gpu_bench
 
-    table = gpu_bench.run(tmp_path, quick=True)
-    for name in ("speed.csv", "speed.meta.json", "speed.png"):
+    one = "tests/test_cuda_bf16.py::test_wide_accesses_move_the_bits_unchanged"
+    monkeypatch.setattr(gpu_bench, "GPU_TESTS", (one,))
+    table = gpu_bench.run(tmp_path, quick=True, tests=True)
+    for name in ("speed.csv", "speed.meta.json", "speed.png", "tests.log"):
         assert (tmp_path / name).exists(), name
+    tests = json.loads((tmp_path / "speed.meta.json").read_text())["tests"]
+    assert tests["returncode"] == 0 and "3 passed" in tests["summary"], tests
     assert set(table.op) == {"softmax", "log_softmax", "cross_entropy"}
     assert (table.gbps > 0).all() and table.device.nunique() == 1
     ours = table[table.engine == "softmax_numba"]
-    assert len(ours) == 3 * len(gpu_bench.QUICK_SHAPES)  # float32: no device bfloat16
-    assert ours.within_bound.all(), ours[["op", "n", "error_u", "bound_u"]]
+    assert set(ours.dtype) == {"float32", "bfloat16"}  # ours on device bfloat16 too
+    assert len(ours) == 3 * len(gpu_bench.SIMULATOR_SHAPES) * 2
+    assert ours.within_bound.all(), ours[["op", "n", "dtype", "error_u", "bound_u"]]
 
 
 EXP_LIKE = ("sigmoid[normalized]", "softplus[normalized]")

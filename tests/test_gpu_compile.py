@@ -55,13 +55,15 @@ def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
     from softmax_numba.gpu import _runtime
 
     frame, _ = table
-    assert set(frame.dtype) == {"float32", "float64", "float16"}
-    names = {_runtime.base_name(n) for n in frame.kernel if not n.startswith("buffers.")}
+    assert set(frame.dtype) == {"float32", "float64", "float16", "bfloat16"}
+    # module-qualified names (buffers., linear_tiles.) are kernels without an Engines twin
+    names = {_runtime.base_name(n) for n in frame.kernel if "." not in n}
     assert {n for n in frame.kernel if n.startswith("buffers.")}
     for suffix in _runtime.VARIANT_SUFFIXES:  # every row-length bucket is compiled
         assert any(name.endswith(suffix) for name in frame.kernel), suffix
-    half = {_runtime.base_name(n) for n in frame[frame.dtype == "float16"].kernel}
-    assert half == set(_runtime.HALF_STORAGE)
+    for dtype in ("float16", "bfloat16"):
+        half = {_runtime.base_name(n) for n in frame[frame.dtype == dtype].kernel}
+        assert half == set(_runtime.HALF_STORAGE), dtype
     # every kernel the CPU engines register has its CUDA twin compiled here
 
     cpu = {
@@ -72,3 +74,21 @@ def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
         if isinstance(pair, _compile.Engines)
     }
     assert cpu == names
+
+
+def test_every_softmax_family_kernel_reads_its_rows_128_bits_at_a_time(table):
+    """Issue 31: a 128-bit global load (``ld.global.v4`` of 32-bit lanes, ``.v2`` of
+    64-bit ones) in every softmax-family kernel, every dtype; the row-writing ones store
+    so too.  The family is every kernel of its modules but the one that reads no row."""
+    from experiments.device.compile_gate import READS_NO_ROW, family_kernels
+    from softmax_numba.gpu import _runtime
+
+    frame, _ = table
+    family = frame[frame.family.astype(str) == "True"]
+    names = {_runtime.base_name(n) for n in family.kernel}
+    assert names == family_kernels() and len(family) > 100
+    assert not set(family.kernel) & set(READS_NO_ROW)
+    narrow = family[family.vector4_loads == 0]
+    assert narrow.empty, narrow[["kernel", "dtype"]].to_string()
+    writers = family[family.kernel.str.contains("softmax") & ~family.kernel.str.contains("state")]
+    assert (writers.vector4_stores > 0).all(), writers[writers.vector4_stores == 0].kernel

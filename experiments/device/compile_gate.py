@@ -18,10 +18,15 @@ the CPU kernels compile when every registry entry runs once on small inputs.
 Writes ``ptxas.csv`` (and its ``.meta.json``: commit, machine, packages): per
 kernel and dtype, ``status`` (``ok``, ``nvvm-error``, ``ptxas-error``,
 ``no-signature``), the first line of the error, and from ptxas and
-the PTX: registers, shared memory, spill stores and loads, 128-bit (``.v4``) and
-other vector global loads, warp shuffles and barriers (the last three count
-instructions in the PTX, not executions).  Exits with 1 if any kernel
-fails to compile or spills.
+the PTX: registers, shared memory, spill stores and loads, 128-bit global loads
+(``vector4_loads``: ``.v4`` of 32-bit lanes, or ``.v2`` of 64-bit ones for float64) and
+stores (``vector4_stores``), all vector global loads, warp shuffles and barriers (the
+counts are of instructions in the PTX, not executions), and ``family``: whether the
+kernel belongs to the softmax family (:data:`FAMILY_MODULES`), whose kernels must read
+their rows 128 bits at a time.  The dtypes are float32, float64, and float16 and
+bfloat16 (``uint16`` arrays) for the kernels that store them
+(``softmax_numba.gpu._runtime.HALF_STORAGE``).  Exits with 1 if any kernel fails to
+compile or spills, or a softmax-family kernel issues no 128-bit load.
 """
 
 from __future__ import annotations
@@ -51,11 +56,16 @@ COLUMNS = (
     "spill_stores",
     "spill_loads",
     "vector4_loads",
+    "vector4_stores",
     "vector_loads",
     "shuffles",
     "barriers",
+    "family",
 )
 DTYPES = ("float32", "float64")
+#: The 2-byte dtypes, computed in float32 by the kernels of ``HALF_STORAGE``, and the
+#: Numba type of their arrays (bfloat16 as its bits).
+HALF_DTYPES = {"float16": "float16", "bfloat16": "uint16"}
 
 
 def ptxas_path() -> str:
@@ -112,7 +122,32 @@ KERNEL_MODULES = (
     "sampling",
     "segment",
     "cumulative",
+    "chunked_losses",
 )
+
+
+#: The modules of :data:`KERNEL_MODULES` whose kernels are the softmax family: each
+#: reads its rows 16 bytes at a time (``softmax_numba.gpu._wide``).
+FAMILY_MODULES = ("softmax", "softmax_options", "losses", "sampling", "segment", "cumulative")
+#: Kernels of the family that read no row, with the reason.
+READS_NO_ROW = {"_logsumexp__split_row": "merges the pieces' states of each row; reads no row"}
+
+
+def family_kernels() -> set[str]:
+    """The names of the CPU kernels of :data:`FAMILY_MODULES` (their CUDA twins'
+    base names)."""
+    import importlib
+
+    from softmax_numba.cpu._compile import Engines
+
+    names = set()
+    for name in FAMILY_MODULES:
+        module = importlib.import_module(f"softmax_numba.cpu.{name}")
+        for value in vars(module).values():
+            for pair in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(pair, Engines):
+                    names.add(pair.name)
+    return names
 
 
 def kernel_modules() -> list:
@@ -120,6 +155,60 @@ def kernel_modules() -> list:
     import importlib
 
     return [importlib.import_module(f"softmax_numba.cpu.{name}") for name in KERNEL_MODULES]
+
+
+def _run_chunked_kernels(dtype: str) -> None:
+    """Every kernel of ``cpu.chunked_losses`` and ``cpu.linear_tiles`` once: the tiled
+    sweep of ``linear_cross_entropy`` (soft cap, weights, smoothing, entropy, gradient
+    filtering), and the merge of two pieces' states (Dask's)."""
+    import softmax_numba as sn
+    from softmax_numba._chunked import ChunkedRows, LossOptions
+
+    rng = np.random.default_rng(2)
+    h = rng.standard_normal((4, 8)).astype(dtype)
+    W = rng.standard_normal((16, 8)).astype(dtype)
+    labels = np.array([0, 5, 15, -100])
+    sn.linear_cross_entropy(
+        h, W, labels, ignore_index=-100, softcap=3.0, label_smoothing=0.1,
+        class_weights=np.ones(16), chunk_size=5, return_grad=True, return_entropy=True,
+        grad_threshold=1e-3, backend="cpu",
+    )  # fmt: skip
+    options = LossOptions(label_smoothing=0.1, ignore_index=-100)
+    state = ChunkedRows(labels, 16, options, np.dtype(dtype), "cpu", True)
+    state.merge(state.parts, 0.0, 16.0)
+    # probability targets with the options: the PROBABILITY_CHUNK_* kernels
+    target = rng.dirichlet(np.ones(16), size=4).astype(dtype)
+    sn.cross_entropy(
+        h @ W.T, target, softcap=3.0, z_loss=1e-3, class_weights=np.ones(16),
+        label_smoothing=0.1, return_grad=True, return_entropy=True, backend="cpu",
+    )  # fmt: skip
+
+
+def linear_tile_kernels(dtype: str) -> dict[str, tuple]:
+    """The gradient filtering's kernels of ``softmax_numba.gpu.chunked_losses`` and
+    their argument types: those of their CPU twins in ``cpu.linear_tiles`` (after
+    :func:`cpu_signatures`), ``_tile_within`` with its ``int32`` flag."""
+    from numba import types
+
+    from softmax_numba.cpu import linear_tiles
+    from softmax_numba.gpu import chunked_losses
+
+    def signature(func):
+        found = [s for s in func.signatures if str(s[0].dtype) == dtype]
+        return tuple(found[0]) if found else None
+
+    within = signature(linear_tiles.tile_within)
+    flag = types.Array(types.int32, 1, "C")
+    return {
+        "linear_tiles._tile_within": (
+            chunked_losses._tile_within,
+            None if within is None else (*within, flag),
+        ),
+        "linear_tiles._add_target_terms": (
+            chunked_losses._add_target_terms,
+            signature(linear_tiles.add_target_terms),
+        ),
+    }
 
 
 def cpu_signatures() -> dict[str, list[tuple]]:
@@ -145,6 +234,8 @@ def cpu_signatures() -> dict[str, list[tuple]]:
         # the ragged-row ops (registry.SEGMENTED) have none either: one kernel per direction
         sn.segment_softmax(x[0], np.array([0, 5, 16]), backend="cpu")
         sn.segment_softmax_backward(x, x, np.array([0, 1, 3]), backend="cpu")
+        # the chunked cross-entropy (linear_cross_entropy's sweep) has none either
+        _run_chunked_kernels(dtype)
     found: dict[str, list[tuple]] = {}
     for module in kernel_modules():
         for value in vars(module).values():
@@ -173,9 +264,14 @@ def buffer_kernels(dtype: str) -> dict[str, tuple]:
     }
 
 
+#: A 128-bit vector: four 32-bit lanes or two 64-bit ones.
+_WIDE = r"(?:\.v4\.[bfsu]32|\.v2\.[bfsu]64)\b"
+
+
 def _ptx_counts(ptx: str) -> dict:
     return {
-        "vector4_loads": len(re.findall(r"\bld\.global(?:\.\w+)*\.v4\b", ptx)),
+        "vector4_loads": len(re.findall(r"\bld\.global(?:\.\w+)*?" + _WIDE, ptx)),
+        "vector4_stores": len(re.findall(r"\bst\.global(?:\.\w+)*?" + _WIDE, ptx)),
         "vector_loads": len(re.findall(r"\bld\.global(?:\.\w+)*\.v[24]\b", ptx)),
         "shuffles": len(re.findall(r"\bshfl\.sync\b", ptx)),
         "barriers": len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)),
@@ -199,24 +295,24 @@ def kernel_signature(name: str, kernel, signatures: dict, dtype: str):
     """The argument types of the CUDA kernel ``name`` on ``dtype`` arrays: its CPU
     twin's (the same name without the variant suffix), or ``None`` if the twin never
     ran.  The CPU kernel may take trailing CPU-only arguments (``_api.run``'s
-    ``cpu_extra``, such as the streaming-store flag): they are dropped.  A float16
-    call takes the float32 twin's types with float16 arrays; a split row's two passes
-    take the pieces' states too, in the compute type (``_runtime.launch``)."""
+    ``cpu_extra``, such as the streaming-store flag): they are dropped.  A float16 or
+    bfloat16 call takes the float32 twin's types with float16 (``uint16``) arrays; a
+    split row's two passes take the pieces' states too, in the compute type
+    (``_runtime.launch``)."""
     from numba import types
 
     from softmax_numba.gpu._runtime import SPLIT_STATE_SUFFIX, SPLIT_SUFFIX, base_name
 
-    compute = "float32" if dtype == "float16" else dtype
+    compute = "float32" if dtype in HALF_DTYPES else dtype
     count = kernel.py_func.__code__.co_argcount
     sigs = [s for s in signatures.get(base_name(name), []) if str(s[0].dtype) == compute]
     if not sigs:
         return None
     sig = tuple(sigs[0])
-    if dtype == "float16":
+    if dtype in HALF_DTYPES:
+        storage = getattr(types, HALF_DTYPES[dtype])
         sig = tuple(
-            a.copy(dtype=types.float16)
-            if isinstance(a, types.Array) and a.dtype == types.float32
-            else a
+            a.copy(dtype=storage) if isinstance(a, types.Array) and a.dtype == types.float32 else a
             for a in sig
         )
     if name.endswith(SPLIT_STATE_SUFFIX):
@@ -239,22 +335,26 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
             "the compile gate needs the real CUDA target: unset NUMBA_ENABLE_CUDASIM"
         )
     signatures = cpu_signatures()
+    family = family_kernels()
     ptxas = ptxas_path()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, _target(cc):
-        for dtype in (*DTYPES, "float16"):
+        for dtype in (*DTYPES, *HALF_DTYPES):
             jobs = {}
-            # float16 arrays go to the float32 kernels that store them (HALF_STORAGE).
-            compute = "float32" if dtype == "float16" else dtype
+            # 2-byte arrays go to the float32 kernels that store them (HALF_STORAGE).
+            compute = "float32" if dtype in HALF_DTYPES else dtype
             for name, kernel in sorted(_runtime.built(compute).items()):
-                if dtype == "float16" and base_name(name) not in _runtime.HALF_STORAGE:
+                if dtype in HALF_DTYPES and base_name(name) not in _runtime.HALF_STORAGE:
                     continue
                 jobs[name] = (kernel.py_func, kernel_signature(name, kernel, signatures, dtype))
-            if dtype != "float16":
+            if dtype not in HALF_DTYPES:
                 for name, (kernel, sig) in buffer_kernels(dtype).items():
+                    jobs[name] = (kernel.py_func, sig)
+                for name, (kernel, sig) in linear_tile_kernels(dtype).items():
                     jobs[name] = (kernel.py_func, sig)
             for name, (py_func, sig) in jobs.items():
                 row = dict.fromkeys(COLUMNS, 0) | {"kernel": name, "dtype": dtype, "error": ""}
+                row["family"] = base_name(name) in family and name not in READS_NO_ROW
                 if sig is None:
                     rows.append(row | {"status": "no-signature", "error": "no CPU call"})
                     continue
@@ -283,9 +383,11 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> pd.DataFrame:
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that fail the gate: not compiled, or spilling registers."""
+    """The rows that fail the gate: not compiled, spilling registers, or a softmax-family
+    kernel without a 128-bit load."""
     spills = (table["spill_stores"] > 0) | (table["spill_loads"] > 0)
-    return table[(table["status"] != "ok") | spills]
+    narrow = table["family"].astype(bool) & (table["vector4_loads"] == 0)
+    return table[(table["status"] != "ok") | spills | narrow]
 
 
 def _write_meta(table_path: pathlib.Path, cc: tuple[int, int]) -> None:
@@ -320,8 +422,15 @@ def main(argv=None) -> int:
     bad = failures(table)
     ok = len(table) - len(bad)
     print(f"{ok} of {len(table)} kernel variants compile for sm_{cc[0]}{cc[1]} without spills")
+    wide = table[table["family"].astype(bool)]
+    print(f"{int((wide['vector4_loads'] > 0).sum())} of {len(wide)} softmax-family variants "
+          "issue 128-bit loads")  # fmt: skip
     for _, row in bad.iterrows():
-        print(f"  {row['kernel']} {row['dtype']}: {row['status']} {row['error']}")
+        why = row["error"]
+        if row["status"] == "ok":
+            spills = row["spill_stores"] or row["spill_loads"]
+            why = "spills registers" if spills else "no 128-bit load"
+        print(f"  {row['kernel']} {row['dtype']}: {row['status']} {why}")
     return 1 if len(bad) else 0
 
 

@@ -15,6 +15,14 @@ shared memory and block barriers (:func:`_simulated_warp_tree`), which every thr
 of the block reaches in step, so the kernels call the warp reductions uniformly
 (a thread with no data calls them with the empty value).
 
+The passes over a row read and write it through :mod:`softmax_numba.gpu._wide` (16
+bytes at a time where the row allows, float16 and bfloat16 computed in float32):
+:func:`build` gives the online state's fold (``state_fold``) and the two writes of a
+normalized row that the families share (``exp_map``: ``exp(x_j - shift) * scale``;
+``log_map``: ``log_probability(x_j, m, log1p(s))``), and those of the backward ops
+(``dot_fold``, ``sum_fold``; ``softmax_vjp_map``: ``y_j (dy_j - dot)``;
+``log_softmax_vjp_map``: ``dy_j - exp(y_j) total``).
+
 Linking for a real GPU (NVVM; ``experiments/device/compile_gate.py`` checks it):
 the block reductions, which hold the shared arrays, are separate device functions;
 every other device function is inlined (``inline="always"``), so that the kernel
@@ -32,7 +40,7 @@ from types import SimpleNamespace
 from numba import cuda, uint32
 
 from softmax_numba import config, state_algebra
-from softmax_numba.gpu import _runtime
+from softmax_numba.gpu import _runtime, _wide
 from softmax_numba.gpu._runtime import WARP
 
 #: All 32 lanes of a warp take part in a shuffle.
@@ -51,6 +59,7 @@ def build(dtype) -> SimpleNamespace:
     state = state_algebra.build(device, device, math.exp, math.log1p, cast)
     # Device functions must be plain closure names for Numba to type them.
     merge, add, logsumexp = state.merge, state.add, state.logsumexp
+    log_probability = state.log_probability
 
     @cuda.jit(device=True, inline="always")
     def plus(a, b):
@@ -146,12 +155,24 @@ def build(dtype) -> SimpleNamespace:
         return m, s, nan
 
     @cuda.jit(device=True, inline="always")
+    def add_step(acc, j, v, params):
+        m, s, nan = acc
+        return add_flagged(m, s, nan, v)
+
+    #: ``state_fold(row, part, t, threads, (m, s, nan), 0)``: a thread's entries of
+    #: ``part`` added to its state.
+    state_fold = _wide.fold(add_step)
+    whole = _wide.build().whole
+
+    @cuda.jit(device=True, inline="always")
+    def empty_state():
+        return dtype(-math.inf), dtype(0.0), dtype(0.0)
+
+    @cuda.jit(device=True, inline="always")
     def row_state(xi):
         """``(m, s, nan)``: the row's max ``m = x_k``, ``s = sum_{i != k} exp(x_i - m)``
         and whether it has a NaN (:func:`settled`), in one pass over the row."""
-        m, s, nan = dtype(-math.inf), dtype(0.0), dtype(0.0)
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            m, s, nan = add_flagged(m, s, nan, xi[j])
+        m, s, nan = state_fold(xi, whole(xi), cuda.threadIdx.x, cuda.blockDim.x, empty_state(), 0)
         m, s, nan = block_online(m, s, nan)
         return settled(m, s, nan)
 
@@ -167,12 +188,38 @@ def build(dtype) -> SimpleNamespace:
         warp per row, for short rows).  Every lane of the warp calls it, also for a
         row ``i`` past the end (then with the empty state), so that the reduction
         runs in step across the block; every lane gets the same state."""
-        m, s, nan = dtype(-math.inf), dtype(0.0), dtype(0.0)
+        m, s, nan = empty_state()
         if i < x.shape[0]:
-            for j in range(lane, x.shape[1], WARP):
-                m, s, nan = add_flagged(m, s, nan, x[i, j])
+            xi = x[i]
+            m, s, nan = state_fold(xi, whole(xi), lane, WARP, (m, s, nan), 0)
         m, s, nan = warp_online(m, s, nan, WARP)
         return settled(m, s, nan)
+
+    @cuda.jit(device=True, inline="always")
+    def scaled_exp(j, v, params):
+        shift, scale = params
+        return math.exp(v - shift) * scale
+
+    @cuda.jit(device=True, inline="always")
+    def log_probability_of(j, v, params):
+        m, log1p_s = params
+        return log_probability(v, m, log1p_s)  # never x - lse
+
+    @cuda.jit(device=True, inline="always")
+    def dot_step(acc, j, a, b, params):
+        return acc + a * b
+
+    @cuda.jit(device=True, inline="always")
+    def sum_step(acc, j, v, params):
+        return acc + v
+
+    @cuda.jit(device=True, inline="always")
+    def softmax_vjp(j, y, dy, dot):
+        return y * (dy - dot)
+
+    @cuda.jit(device=True, inline="always")
+    def log_softmax_vjp(j, y, dy, total):
+        return dy - math.exp(y) * total
 
     return SimpleNamespace(
         block_sum=block_sum, block_max=block_max, block_online=block_online,
@@ -180,6 +227,11 @@ def build(dtype) -> SimpleNamespace:
         row_state=row_state, row_logsumexp=row_logsumexp, warp_row_state=warp_row_state,
         warp_online=warp_online, softmax_scale=state.softmax_scale, add=add,
         log_probability=state.log_probability, logsumexp=logsumexp,
+        state_fold=state_fold, empty_state=empty_state,
+        exp_map=_wide.mapping(scaled_exp), log_map=_wide.mapping(log_probability_of),
+        dot_fold=_wide.fold2(dot_step), sum_fold=_wide.fold(sum_step),
+        softmax_vjp_map=_wide.mapping2(softmax_vjp),
+        log_softmax_vjp_map=_wide.mapping2(log_softmax_vjp),
     )  # fmt: skip
 
 

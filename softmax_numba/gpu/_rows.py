@@ -2,8 +2,16 @@
 
 Rows are a view of the device array, so the axis (or the tuple of axes) must be
 the last of a C-contiguous array (moving an axis would need a copy on the device); the result
-stays on the device, in the input's dtype (float32 or float64; float16 for
+stays on the device, in the input's dtype (float32 or float64; float16 and bfloat16 for
 :data:`HALF_FUNCTIONS`, computed in float32).
+
+bfloat16 on the device is a Numba device array of dtype ``ml_dtypes.bfloat16``: a torch
+CUDA bfloat16 tensor arrives so (``softmax_numba._interop``) and its result goes back
+as a bfloat16 tensor; the kernels read it as the ``uint16`` array of its bits.  CuPy
+has no bfloat16 type: a CuPy ``uint16`` (or ``int16``) array is refused like any other
+integer GPU array; its bits can be passed as
+``numba.cuda.as_cuda_array(a).view(ml_dtypes.bfloat16)``, and the result, a Numba
+bfloat16 device array, read back as ``cupy.asarray(result.view(numpy.uint16))``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from softmax_numba._api import normalized_axes
 from softmax_numba._rows import RowsBase
 from softmax_numba.gpu import _runtime, buffers
 
-#: The functions whose CUDA kernels read and write float16 device arrays
+#: The functions whose CUDA kernels read and write float16 and bfloat16 device arrays
 #: (``_runtime.HALF_STORAGE``; cross-entropy with class-index targets).
 HALF_FUNCTIONS = ("softmax", "log_softmax", "logsumexp", "cross_entropy")
 
@@ -38,11 +46,17 @@ class DeviceRows(RowsBase):
     def __init__(self, x, axis, func: str, *, multiple: bool = False):
         x = _runtime.as_device(x)
         dtype = np.dtype(x.dtype)
-        half = dtype == np.float16 and func in HALF_FUNCTIONS
+        half = _runtime.is_half(dtype) and func in HALF_FUNCTIONS
         if dtype not in (np.float32, np.float64) and not half:
-            also = " (float16 too)" if func in HALF_FUNCTIONS else ""
+            also = " (float16 and bfloat16 too)" if func in HALF_FUNCTIONS else ""
+            bits = ""
+            if dtype in (np.uint16, np.int16):
+                bits = (
+                    "; a 2-byte integer array is not read as bfloat16 (CuPy has no bfloat16): "
+                    "view it as numba.cuda.as_cuda_array(a).view(ml_dtypes.bfloat16)"
+                )
             raise TypeError(
-                f"{func}() on a GPU array accepts float32 or float64{also}, got {dtype}"
+                f"{func}() on a GPU array accepts float32 or float64{also}, got {dtype}{bits}"
             )
         self.func = func
         self.shape = tuple(x.shape)
@@ -54,7 +68,8 @@ class DeviceRows(RowsBase):
                 f"{func}(): a GPU array is processed along the last axis (or a tuple of "
                 "the last axes) of a C-contiguous array only; move the axes on the device first"
             )
-        # float16 is stored as it is and computed in float32 inside the kernels.
+        # float16 and bfloat16 are stored as they are and computed in float32 inside
+        # the kernels.
         self.result_dtype = dtype
         self.compute_dtype = np.dtype(np.float32) if half else dtype
         self.flattened = axis is None and ndim != 1
@@ -90,10 +105,10 @@ class DeviceRows(RowsBase):
     # The host path's NumPy one-liners, as kernels on the device (``gpu.buffers``),
     # in float32 and float64.
     def _full_precision(self, option: str) -> None:
-        if self.result_dtype == np.float16:
+        if _runtime.is_half(self.result_dtype):
             raise TypeError(
-                f"{self.func}(): {option} on a float16 GPU array is not supported; "
-                "pass float32 (or a host array)"
+                f"{self.func}(): {option} on a {self.result_dtype} GPU array is not "
+                "supported; pass float32 (or a host array)"
             )
 
     def where(self, buffer, mask, fill):
@@ -126,7 +141,7 @@ class DeviceRows(RowsBase):
 
     def empty(self, shape):
         """An uninitialized device buffer of ``shape`` in the input's dtype (the
-        kernels store float16 results as float16)."""
+        kernels store float16 and bfloat16 results in their own type)."""
         return _runtime.cuda().device_array(shape, self.result_dtype)
 
     def new_rows(self, out=None, *, inputs=()):

@@ -50,9 +50,30 @@ def is_device_array(x) -> bool:
 
 
 def as_device(x):
-    """A Numba device array viewing ``x`` (no copy)."""
+    """A Numba device array viewing ``x`` (no copy); a Numba device array is itself
+    (rebuilt from ``__cuda_array_interface__`` a bfloat16 one would lose its dtype:
+    the interface has no name for it)."""
     wrap = getattr(cuda(), "as_cuda_array", None)
-    return x if wrap is None else wrap(x)
+    return x if wrap is None or getattr(x, "__cuda_ndarray__", False) else wrap(x)
+
+
+def is_bfloat16(dtype) -> bool:
+    """Whether ``dtype`` is ``ml_dtypes.bfloat16``."""
+    return dtype.kind == "V" and dtype.name == "bfloat16"
+
+
+def is_half(dtype) -> bool:
+    """Whether ``dtype`` is float16 or bfloat16: stored in 2 bytes, computed in float32."""
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+def as_bits(array):
+    """A bfloat16 device array as the ``uint16`` array of its bits (the kernels' view of
+    bfloat16: ``softmax_numba.gpu._wide``); any other array as it is."""
+    dtype = getattr(array, "dtype", None)
+    if isinstance(dtype, np.dtype) and is_bfloat16(dtype):
+        return array.view(np.uint16)
+    return array
 
 
 def simulated() -> bool:
@@ -69,6 +90,7 @@ def built(dtype_name: str) -> dict:
 
     from softmax_numba.gpu import (
         _reduce,
+        chunked_losses,
         cumulative,
         elementwise,
         losses,
@@ -84,6 +106,7 @@ def built(dtype_name: str) -> dict:
     built = {}
     for family in (softmax, losses, elementwise, maxout, sparse, sampling, segment, cumulative):
         built.update(family.build(dtype, red))
+    built.update(chunked_losses.build(dtype, red))
     return built
 
 
@@ -108,8 +131,9 @@ def base_name(name: str) -> str:
     return name
 
 
-#: The kernels that take float16 arrays (each entry read into the float32 kernel's
-#: type, the results stored back in float16): 2 bytes a read and a write.
+#: The kernels that take float16 and bfloat16 arrays (each entry read into the float32
+#: kernel's type, the results rounded back to the input's type): 2 bytes a read and a
+#: write.  A bfloat16 array reaches them as ``uint16`` (:func:`as_bits`).
 HALF_STORAGE = frozenset(
     {
         "_softmax_naive",
@@ -226,12 +250,13 @@ def launch(kernels, *args) -> None:
         )
     first = args[0]
     dtype = np.dtype(first.dtype)
-    if dtype == np.float16 and base_name(kernels.name) in HALF_STORAGE:
-        dtype = np.dtype(np.float32)  # read and written in float16, computed in float32
+    if is_half(dtype) and base_name(kernels.name) in HALF_STORAGE:
+        dtype = np.dtype(np.float32)  # read and written in 2 bytes, computed in float32
     elif dtype not in (np.float32, np.float64):
         raise TypeError(
             f"the CUDA kernel {kernels.name} takes float32 or float64 arrays, got {dtype} "
-            "(float16 only for softmax, log_softmax, logsumexp and class-index cross_entropy)"
+            "(float16 and bfloat16 only for softmax, log_softmax, logsumexp and "
+            "class-index cross_entropy)"
         )
     rows = first.shape[0]
     if rows == 0:
@@ -245,6 +270,7 @@ def launch(kernels, *args) -> None:
                 copy_back.append((arg, on_device))
         else:
             device_args.append(arg)
+    device_args = [as_bits(arg) for arg in device_args]
     how = plan(built(dtype.name), kernels.name, first.shape, dtype.itemsize, threads)
     if how.state_kernel is not None:
         parts = [numba_cuda.device_array((rows, how.pieces), dtype) for _ in range(3)]

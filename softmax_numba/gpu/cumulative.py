@@ -13,6 +13,12 @@ piece (``softmax_numba.cpu.cumulative.scan_fold``): each block's total joins a
 compensated sum relative to a reference that moves only when the maximum rises
 ``RESCALE_SPAN`` above it, so that the carry's terms are not rescaled at every block
 of an increasing row.  ``reverse`` reads and writes the row from its end.
+
+A block of entries is staged through shared memory: read 16 bytes at a time into it
+(:mod:`softmax_numba.gpu._wide`, a scalar edge where the block's entries do not start
+or end on a 16-byte boundary), scanned one entry per thread, and written back from it
+16 bytes at a time; the order of the merges, and so every result, is the same as a
+scan that reads and writes one entry per thread.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from numba import cuda
 
 from softmax_numba import config
 from softmax_numba.cpu.cumulative import RESCALE_SPAN
+from softmax_numba.gpu import _wide
 
 
 def build(dtype, red) -> dict:
     size = config.CUDA_MAX_THREADS_PER_BLOCK
+    wide_span = _wide.build().span
     zero, one = dtype(0.0), dtype(1.0)
     span = dtype(RESCALE_SPAN)
 
@@ -102,23 +110,45 @@ def build(dtype, red) -> dict:
             return m0, m0, s0, zero, one, one, nan
         return m0, m0 if m0 == math.inf else zero, zero, zero, one, zero, nan
 
+    @cuda.jit(device=True, inline="always")
+    def stage_step(acc, j, v, params):
+        tile, lo = params
+        tile[j - lo] = v
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def staged(j, params):
+        tile, lo = params
+        return tile[j - lo]
+
+    stage = _wide.fold(stage_step)
+    unstage = _wide.generate(staged)
+
     @cuda.jit
     def _logcumsumexp(x, out, m0, s0, reverse):
         shm = cuda.shared.array(size, dtype)
         shs = cuda.shared.array(size, dtype)
         shf = cuda.shared.array(size, dtype)
+        tile = cuda.shared.array(size, dtype)
         t = cuda.threadIdx.x
         width = cuda.blockDim.x
         n = x.shape[1]
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            xi, oi = x[i], out[i]
             j = i if m0.size == x.shape[0] else 0
             cm, cr, cT, cC, cE, cinv, cf = start(dtype(m0[j]), dtype(s0[j]))
             for base in range(0, n, width):
+                # the block's entries, lo..hi in memory, staged in shared memory 16 bytes
+                # at a time (and their results written back so)
+                stop = min(n, base + width)
+                lo, hi = (n - stop, n - base) if reverse else (base, stop)
+                stage(xi, wide_span(xi, xi, xi, lo, hi), t, width, 0, (tile, lo))
+                cuda.syncthreads()
                 j = base + t
                 k = n - 1 - j if reverse else j
                 m, s, f = dtype(-math.inf), zero, zero
                 if j < n:
-                    v = dtype(x[i, k])
+                    v = tile[k - lo]
                     if v != v:
                         f = one
                     else:
@@ -136,9 +166,10 @@ def build(dtype, red) -> dict:
                 if j < n:
                     ym, ys, yf = merge_flagged(cm, (cT + cC) * cinv, cf, m, s, f)
                     y = ym + math.log1p(zero if math.isinf(ym) else ys)
-                    out[i, k] = dtype(math.nan) if yf > zero else y
+                    tile[k - lo] = dtype(math.nan) if yf > zero else y
                 cuda.syncthreads()
                 tm, ts, tf = shm[0], shs[0], shf[0]
+                unstage(oi, wide_span(oi, oi, oi, lo, hi), t, width, (tile, lo))
                 cuda.syncthreads()
                 cm, cr, cT, cC, cE, cinv = fold(cm, cr, cT, cC, cE, cinv, tm, ts)
                 cf = max(cf, tf)

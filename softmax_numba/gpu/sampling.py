@@ -39,6 +39,11 @@ is recomputed from ``x_j`` by every pass that needs it.
    ``k`` rounds of a block-wide lexicographic maximum over the entries after the
    previous pick: ``O(k n)`` work, no sort and no buffer.
 
+Every pass over a row reads it through :mod:`softmax_numba.gpu._wide` (16 bytes per
+access where the row is aligned, a scalar edge elsewhere; a thread's own chunk in the
+draw in index order); only the draw's walk to the picked index reads one entry at a
+time, once per draw and in one thread.
+
 Only the block reductions and the prefix hold shared arrays, and they are called from
 the kernels themselves (every other device function is inlined): NVVM links each once
 (see :mod:`softmax_numba.gpu._reduce`).  On the simulator the warp trees are
@@ -53,7 +58,7 @@ from numba import cuda, float64, uint64
 
 from softmax_numba import config, philox
 from softmax_numba.cpu.sampling import ALL_NEGINF, HAS_NAN, HAS_POSINF, VALID
-from softmax_numba.gpu import _reduce
+from softmax_numba.gpu import _reduce, _wide
 from softmax_numba.gpu._runtime import WARP
 
 #: The most probes of one threshold search.  The search ends by itself well before:
@@ -166,18 +171,29 @@ def build(dtype, red) -> dict:
         return before, after
 
     # ------------------------------------------------------------------- the row
+    w = _wide.build()
+    whole, span = w.whole, w.span
+
+    @cuda.jit(device=True, inline="always")
+    def scan_step(acc, j, v, params):
+        a, b, c = acc
+        v = float64(v)
+        a, b, _ = lex_max(a, b, ninf, v, float64(-j), ninf)
+        if v != v:
+            c = inf
+        elif v > ninf:
+            c = max(c, -v)
+        return a, b, c
+
+    scan_fold = _wide.fold(scan_step)
+
     @cuda.jit(device=True, inline="always")
     def scan_row(xi):
         """``(m, peak, lowest, status)``: the maximum and its first index, the
         smallest entry above ``-inf`` (``+inf`` if none), and the CPU's status."""
-        a, b, c = ninf, ninf, ninf  # (max, -its first index), -lowest (+inf: a NaN)
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            v = float64(xi[j])
-            a, b, _ = lex_max(a, b, ninf, v, float64(-j), ninf)
-            if v != v:
-                c = inf
-            elif v > ninf:
-                c = max(c, -v)
+        # (max, -its first index), -lowest (+inf: a NaN)
+        acc = (ninf, ninf, ninf)
+        a, b, c = scan_fold(xi, whole(xi), cuda.threadIdx.x, cuda.blockDim.x, acc, 0)
         m, b, c = block_lex(a, b, c)
         status = VALID
         if c == inf:
@@ -194,18 +210,27 @@ def build(dtype, red) -> dict:
 
     # ---------------------------------------------------------------- thresholds
     @cuda.jit(device=True, inline="always")
+    def probe_step(acc, j, v, params):
+        s, e, f = acc
+        p, m, inv_t, by_mass = params
+        v = float64(v)
+        if v >= p:
+            s += weight(v, m, inv_t) if by_mass else 1.0
+            e = max(e, -v)
+        else:
+            f = max(f, v)
+        return s, e, f
+
+    probe_fold = _wide.fold(probe_step)
+
+    @cuda.jit(device=True, inline="always")
     def probe(xi, p, m, inv_t, by_mass):
         """``(S, e, f)``: the mass (``by_mass``) or the count of the entries ``x_j >=
         p``, the smallest of them (``+inf`` if none), the largest entry below ``p``
         (``-inf`` if none)."""
-        s, e, f = 0.0, ninf, ninf  # e as -min
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            v = float64(xi[j])
-            if v >= p:
-                s += weight(v, m, inv_t) if by_mass else 1.0
-                e = max(e, -v)
-            else:
-                f = max(f, v)
+        acc = (0.0, ninf, ninf)  # e as -min
+        params = (p, m, inv_t, by_mass)
+        s, e, f = probe_fold(xi, whole(xi), cuda.threadIdx.x, cuda.blockDim.x, acc, params)
         s, e, f = block_smm(s, e, f)
         return s, -e, f
 
@@ -261,13 +286,18 @@ def build(dtype, red) -> dict:
         return low
 
     @cuda.jit(device=True, inline="always")
+    def min_p_step(b, j, v, params):
+        m, inv_t, log_min_p = params
+        v = float64(v)
+        return max(b, -v) if (v - m) * inv_t >= log_min_p else b
+
+    min_p_fold = _wide.fold(min_p_step)
+
+    @cuda.jit(device=True, inline="always")
     def min_p_floor(xi, m, inv_t, log_min_p):
         """The smallest entry with ``(x_j - m) / T >= log(min_p)`` (``m`` if none)."""
-        b = -m
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            v = float64(xi[j])
-            if (v - m) * inv_t >= log_min_p:
-                b = max(b, -v)
+        params = (m, inv_t, log_min_p)
+        b = min_p_fold(xi, whole(xi), cuda.threadIdx.x, cuda.blockDim.x, -m, params)
         _, b, _ = block_smm(0.0, b, ninf)
         return -b
 
@@ -289,6 +319,55 @@ def build(dtype, red) -> dict:
         if log_min_p > ninf:
             floor = max(floor, min_p_floor(xi, m, inv_t, log_min_p))
         return floor
+
+    @cuda.jit(device=True, inline="always")
+    def chunk_step(acc, j, v, params):
+        """A thread's chunk, in order: its kept weight, that without the peak, its
+        last kept entry of positive weight."""
+        mass, rest, last = acc
+        floor, m, scale, peak = params
+        v = float64(v)
+        if v >= floor:
+            w = weight(v, m, scale)
+            if w > 0.0:
+                mass += w
+                rest += w if j != peak else 0.0
+                last = float64(j)
+        return mass, rest, last
+
+    chunk_fold = _wide.fold(chunk_step)
+
+    @cuda.jit(device=True, inline="always")
+    def kept(j, v, params):
+        floor, temp = params
+        if float64(v) >= floor:
+            return v / temp if temp != 1.0 else float64(v)
+        return ninf
+
+    @cuda.jit(device=True, inline="always")
+    def constant(j, value):
+        return value
+
+    kept_map = _wide.mapping(kept)
+    fill = _wide.generate(constant)
+
+    @cuda.jit(device=True, inline="always")
+    def rest_step(rest, j, v, params):
+        m, peak = params
+        return rest + (weight(float64(v), m, 1.0) if j != peak else 0.0)
+
+    @cuda.jit(device=True, inline="always")
+    def after_step(acc, j, v, params):
+        """The lexicographic maximum of ``(x_j, -j)`` after the pick ``params``."""
+        a, b = acc
+        value, index = params
+        v = float64(v)
+        if v < value or (v == value and j > index):
+            a, b, _ = lex_max(a, b, ninf, v, float64(-j), ninf)
+        return a, b
+
+    rest_fold = _wide.fold(rest_step)
+    after_fold = _wide.fold(after_step)
 
     # ------------------------------------------------------------------- kernels
     @cuda.jit
@@ -318,15 +397,9 @@ def build(dtype, red) -> dict:
             floor = row_floor(xi, m, lowest, scale, top_k[i], top_p[i], log_min_p[i])
             # this thread's chunk: its kept weight, that without the peak, its last
             # kept entry of positive weight
-            mass, rest, last = 0.0, 0.0, ninf
-            for j in range(start, stop):
-                v = float64(xi[j])
-                if v >= floor:
-                    w = weight(v, m, scale)
-                    if w > 0.0:
-                        mass += w
-                        rest += w if j != peak else 0.0
-                        last = float64(j)
+            params = (floor, m, scale, peak)
+            chunk = span(xi, xi, xi, start, stop)
+            mass, rest, last = chunk_fold(xi, chunk, 0, 1, (0.0, 0.0, ninf), params)
             rest, last, _ = block_smm(rest, last, ninf)
             before, after = chunk_prefix(mass)
             total = 1.0 + rest
@@ -364,17 +437,13 @@ def build(dtype, red) -> dict:
             if t == 0:
                 status[i] = code
             if code != VALID:
-                for j in range(t, x.shape[1], cuda.blockDim.x):
-                    out[i, j] = math.nan
+                oi = out[i]
+                fill(oi, whole(oi), t, cuda.blockDim.x, math.nan)
                 continue
             floor = row_floor(xi, m, lowest, inv_t[i], top_k[i], top_p[i], log_min_p[i])
-            temp = temperature[i]
-            for j in range(t, x.shape[1], cuda.blockDim.x):
-                v = xi[j]
-                if float64(v) >= floor:
-                    out[i, j] = v / temp if temp != 1.0 else v
-                else:
-                    out[i, j] = ninf
+            oi = out[i]
+            part = span(xi, oi, oi, 0, x.shape[1])
+            kept_map(xi, oi, part, t, cuda.blockDim.x, (floor, temperature[i]))
 
     @cuda.jit
     def _top_logprobs(x, out, logprob_out, status):
@@ -390,20 +459,16 @@ def build(dtype, red) -> dict:
                     out[i, c] = -1
                     logprob_out[i, c] = math.nan
                 continue
-            rest = 0.0
-            for j in range(t, x.shape[1], cuda.blockDim.x):
-                rest += weight(float64(xi[j]), m, 1.0) if j != peak else 0.0
+            part = whole(xi)
+            rest = rest_fold(xi, part, t, cuda.blockDim.x, 0.0, (m, peak))
             rest, _, _ = block_smm(rest, ninf, ninf)
             log_total = math.log1p(rest)
             # round c picks the largest (value, -index) after the previous pick
             value, index = m, peak
             for c in range(k):
                 if c:
-                    a, b = ninf, ninf
-                    for j in range(t, x.shape[1], cuda.blockDim.x):
-                        v = float64(xi[j])
-                        if v < value or (v == value and j > index):
-                            a, b, _ = lex_max(a, b, ninf, v, float64(-j), ninf)
+                    acc = (ninf, ninf)
+                    a, b = after_fold(xi, part, t, cuda.blockDim.x, acc, (value, index))
                     a, b, _ = block_lex(a, b, ninf)
                     value, index = a, int(-b)
                 if t == 0:

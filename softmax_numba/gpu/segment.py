@@ -6,7 +6,8 @@ segment ``j`` of row ``f`` its entries ``offsets[j]:offsets[j + 1]``.  A block p
 segment and row, in a grid-stride loop over them: the segment's state from each
 thread's online state merged across the block (``softmax_numba.gpu._reduce``), as the
 block-per-row kernels of :mod:`softmax_numba.gpu.softmax` do for a row, then one pass
-to write.
+to write; a segment is read and written 16 bytes at a time between its scalar edges
+(:mod:`softmax_numba.gpu._wide`), wherever it starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from numba import cuda
 
 from softmax_numba import config
 from softmax_numba.cpu.segment import LOG_SOFTMAX, LOGSUMEXP, SOFTMAX_BACKWARD
-from softmax_numba.gpu import _runtime
+from softmax_numba.gpu import _runtime, _wide
 
 
 def build(dtype, red) -> dict:
@@ -26,47 +27,54 @@ def build(dtype, red) -> dict:
     row_state = red.row_state
     block_sum = red.block_sum
     softmax_scale = red.softmax_scale
-    log_probability = red.log_probability
     logsumexp = red.logsumexp
+    exp_map, log_map = red.exp_map, red.log_map
+    span = _wide.build().span
     zero = dtype(0.0)
 
     @cuda.jit
     def _segment_forward(x, offsets, op, out):
         segments = offsets.size - 1
+        t, threads = cuda.threadIdx.x, cuda.blockDim.x
         for u in range(cuda.blockIdx.x, x.shape[0] * segments, cuda.gridDim.x):
             f = u // segments
             j = u - f * segments
-            lo = offsets[j]
-            xi = x[f, lo : offsets[j + 1]]
+            lo, hi = offsets[j], offsets[j + 1]
+            xi = x[f, lo:hi]
             m, s, _nan = row_state(xi)
             if op == LOGSUMEXP:
-                if cuda.threadIdx.x == 0:
+                if t == 0:
                     out[f, j] = logsumexp(m, s)
-            elif op == LOG_SOFTMAX:
-                log1p_s = math.log1p(s)
-                for t in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-                    out[f, lo + t] = log_probability(dtype(xi[t]), m, log1p_s)  # never x - lse
+                continue
+            oi = out[f, lo:hi]
+            part = span(xi, oi, oi, 0, xi.size)
+            if op == LOG_SOFTMAX:
+                log_map(xi, oi, part, t, threads, (m, math.log1p(s)))  # never x - lse
             else:
-                r = softmax_scale(m, s)
-                for t in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-                    out[f, lo + t] = math.exp(dtype(xi[t]) - m) * r
+                exp_map(xi, oi, part, t, threads, (m, softmax_scale(m, s)))
+
+    dot_fold, sum_fold = red.dot_fold, red.sum_fold
+    softmax_vjp_map, log_softmax_vjp_map = red.softmax_vjp_map, red.log_softmax_vjp_map
 
     @cuda.jit
     def _segment_backward(y, dy, offsets, op, dx):
         segments = offsets.size - 1
+        t, threads = cuda.threadIdx.x, cuda.blockDim.x
         for u in range(cuda.blockIdx.x, y.shape[0] * segments, cuda.gridDim.x):
             f = u // segments
             j = u - f * segments
             lo, hi = offsets[j], offsets[j + 1]
-            total = zero
-            for i in range(lo + cuda.threadIdx.x, hi, cuda.blockDim.x):
-                total += y[f, i] * dy[f, i] if op == SOFTMAX_BACKWARD else dy[f, i]
+            yi, dyi, dxi = y[f, lo:hi], dy[f, lo:hi], dx[f, lo:hi]
+            part = span(yi, dyi, dxi, 0, yi.size)
+            if op == SOFTMAX_BACKWARD:
+                total = dot_fold(yi, dyi, part, t, threads, zero, 0)
+            else:
+                total = sum_fold(dyi, part, t, threads, zero, 0)
             total = block_sum(total)
-            for i in range(lo + cuda.threadIdx.x, hi, cuda.blockDim.x):
-                if op == SOFTMAX_BACKWARD:
-                    dx[f, i] = y[f, i] * (dy[f, i] - total)
-                else:
-                    dx[f, i] = dy[f, i] - math.exp(y[f, i]) * total
+            if op == SOFTMAX_BACKWARD:
+                softmax_vjp_map(yi, dyi, dxi, part, t, threads, total)
+            else:
+                log_softmax_vjp_map(yi, dyi, dxi, part, t, threads, total)
 
     return {"_segment_forward": _segment_forward, "_segment_backward": _segment_backward}
 

@@ -15,6 +15,10 @@ log-softmax and log-sum-exp have a kernel for each row length
   blocks; each row cut into pieces, a block each: the pieces' states are merged
   exactly (the same merge as the threads'), then each block writes its piece;
 - the plain kernel: a block per row, read twice (once for the state, once to write).
+
+Every pass reads and writes its rows through :mod:`softmax_numba.gpu._wide`: 16 bytes
+per access where the row is aligned (a scalar edge elsewhere), float16 and bfloat16
+(``uint16``) rows computed in float32.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 
 from numba import cuda
 
+from softmax_numba.gpu import _wide
 from softmax_numba.gpu._runtime import (
     SHARED_SUFFIX,
     SPLIT_STATE_SUFFIX,
@@ -47,21 +52,39 @@ def build(dtype, red) -> dict:
     settled = red.settled
     block_online = red.block_online
     add = red.add
+    state_fold = red.state_fold
+    empty_state = red.empty_state
+    exp_map = red.exp_map
+    log_map = red.log_map
+    w = _wide.build()
+    span, store = w.span, w.store
     one, zero = dtype(1.0), dtype(0.0)
+    jit = cuda.jit(device=True, inline="always")
 
-    @cuda.jit(device=True, inline="always")
+    @jit
+    def mine():
+        """``(thread, threads)`` of a block-per-row kernel."""
+        return cuda.threadIdx.x, cuda.blockDim.x
+
+    @jit
     def write_scaled_exp(xi, oi, shift, scale):
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            oi[j] = math.exp(dtype(xi[j]) - shift) * scale
+        t, threads = mine()
+        exp_map(xi, oi, span(xi, oi, oi, 0, xi.size), t, threads, (shift, scale))
+
+    @jit
+    def exp_step(acc, j, v, params):
+        return acc + math.exp(v)
+
+    exp_sum = _wide.fold(exp_step)
 
     @cuda.jit
     def _softmax_naive(x, out):
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            s = zero
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                s += math.exp(dtype(x[i, j]))
+            xi = x[i]
+            s = exp_sum(xi, span(xi, xi, xi, 0, xi.size), t, threads, zero, 0)
             s = block_sum(s)
-            write_scaled_exp(x[i], out[i], zero, one / s)
+            write_scaled_exp(xi, out[i], zero, one / s)
 
     @cuda.jit
     def _softmax_online(x, out):
@@ -79,67 +102,98 @@ def build(dtype, red) -> dict:
 
     @cuda.jit
     def _log_softmax(x, out):
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, s, _nan = row_state(x[i])
-            log1p_s = math.log1p(s)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = log_probability(dtype(x[i, j]), m, log1p_s)  # never x - lse
+            xi, oi = x[i], out[i]
+            m, s, _nan = row_state(xi)
+            log_map(xi, oi, span(xi, oi, oi, 0, xi.size), t, threads, (m, math.log1p(s)))
 
     @cuda.jit
     def _logsumexp(x, out):
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
             lse = row_logsumexp(x[i])
             if cuda.threadIdx.x == 0:
-                out[i] = lse
+                store(out, i, lse)
+
+    @jit
+    def weighted_max_step(m, j, v, b, params):
+        return v if b != 0 and v > m else m
+
+    @jit
+    def weighted_sum_step(s, j, v, b, shift):
+        return s + b * math.exp(v - shift) if b != 0 else s
+
+    weighted_max = _wide.fold2(weighted_max_step)
+    weighted_sum = _wide.fold2(weighted_sum_step)
 
     @cuda.jit
     def _logsumexp_weighted(x, b, out, sign):
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m = dtype(-math.inf)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                if b[i, j] != 0 and x[i, j] > m:
-                    m = x[i, j]
-            m = block_max(m)
+            xi, bi = x[i], b[i]
+            part = span(xi, bi, bi, 0, xi.size)
+            m = block_max(weighted_max(xi, bi, part, t, threads, dtype(-math.inf), 0))
             shift = zero if math.isinf(m) else m
-            s = zero
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                if b[i, j] != 0:
-                    s += b[i, j] * math.exp(x[i, j] - shift)
-            s = block_sum(s)
+            s = block_sum(weighted_sum(xi, bi, part, t, threads, zero, shift))
             if cuda.threadIdx.x == 0:
                 out[i] = shift + math.log(abs(s))
                 sign[i] = s if math.isnan(s) else (one if s > 0 else (-one if s < 0 else zero))
 
+    dot_fold, sum_fold = red.dot_fold, red.sum_fold
+    softmax_vjp_map, log_softmax_vjp_map = red.softmax_vjp_map, red.log_softmax_vjp_map
+
     @cuda.jit
     def _softmax_backward(y, dy, dx):
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, y.shape[0], cuda.gridDim.x):
-            dot = zero
-            for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
-                dot += y[i, j] * dy[i, j]
-            dot = block_sum(dot)
-            for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
-                dx[i, j] = y[i, j] * (dy[i, j] - dot)
+            yi, dyi, dxi = y[i], dy[i], dx[i]
+            part = span(yi, dyi, dxi, 0, yi.size)
+            dot = block_sum(dot_fold(yi, dyi, part, t, threads, zero, 0))
+            softmax_vjp_map(yi, dyi, dxi, part, t, threads, dot)
 
     @cuda.jit
     def _log_softmax_backward(y, dy, dx):
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, y.shape[0], cuda.gridDim.x):
-            total = zero
-            for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
-                total += dy[i, j]
-            total = block_sum(total)
-            for j in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
-                dx[i, j] = dy[i, j] - math.exp(y[i, j]) * total
+            yi, dyi, dxi = y[i], dy[i], dx[i]
+            part = span(yi, dyi, dxi, 0, yi.size)
+            total = block_sum(sum_fold(dyi, part, t, threads, zero, 0))
+            log_softmax_vjp_map(yi, dyi, dxi, part, t, threads, total)
 
     # ------------------------------------------------- temperature and attention sink
     # One block per row: the state of ``y = x / T`` (each quotient correctly rounded,
     # as NumPy's), the sink added as one more entry, then one pass to write.
 
-    @cuda.jit(device=True, inline="always")
-    def tempered_state(xi, t, sink):
+    @jit
+    def tempered_step(acc, j, v, temperature):
+        m, s, nan = acc
+        return add_flagged(m, s, nan, v / temperature)
+
+    tempered_fold = _wide.fold(tempered_step)
+
+    @jit
+    def tempered_exp(j, v, params):
+        temperature, m, r = params
+        return math.exp(v / temperature - m) * r
+
+    @jit
+    def tempered_log(j, v, params):
+        temperature, m, log1p_s = params
+        return log_probability(v / temperature, m, log1p_s)
+
+    @jit
+    def divided(j, v, temperature):
+        return v / temperature
+
+    tempered_exp_map = _wide.mapping(tempered_exp)
+    tempered_log_map = _wide.mapping(tempered_log)
+    divided_map = _wide.mapping(divided)
+
+    @jit
+    def tempered_state(xi, part, t, sink):
         """The settled state of ``xi / t`` with the entry ``sink`` added."""
-        m, s, nan = dtype(-math.inf), zero, zero
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            m, s, nan = add_flagged(m, s, nan, dtype(xi[j]) / t)
+        thread, threads = mine()
+        m, s, nan = tempered_fold(xi, part, thread, threads, empty_state(), t)
         m, s, nan = block_online(m, s, nan)
         m, s, _nan = settled(m, s, nan)
         return add(m, s, sink)
@@ -147,67 +201,95 @@ def build(dtype, red) -> dict:
     @cuda.jit
     def _softmax_options(x, out, temperature, sink):
         t = dtype(temperature)
+        thread, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, s = tempered_state(x[i], t, dtype(sink[i]))
-            r = softmax_scale(m, s)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = math.exp(dtype(x[i, j]) / t - m) * r
+            xi, oi = x[i], out[i]
+            part = span(xi, oi, oi, 0, xi.size)
+            m, s = tempered_state(xi, part, t, dtype(sink[i]))
+            tempered_exp_map(xi, oi, part, thread, threads, (t, m, softmax_scale(m, s)))
 
     @cuda.jit
     def _log_softmax_options(x, out, temperature, sink):
         t = dtype(temperature)
+        thread, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, s = tempered_state(x[i], t, dtype(sink[i]))
-            log1p_s = math.log1p(s)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = log_probability(dtype(x[i, j]) / t, m, log1p_s)
+            xi, oi = x[i], out[i]
+            part = span(xi, oi, oi, 0, xi.size)
+            m, s = tempered_state(xi, part, t, dtype(sink[i]))
+            tempered_log_map(xi, oi, part, thread, threads, (t, m, math.log1p(s)))
 
     @cuda.jit
     def _divided(x, out, temperature):
         t = dtype(temperature)
+        thread, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = dtype(x[i, j]) / t
+            xi, oi = x[i], out[i]
+            divided_map(xi, oi, span(xi, oi, oi, 0, xi.size), thread, threads, t)
 
     # ------------------------------------------------------- the row in shared memory
     # Each thread stores the entries it reads in the dynamic shared array ``row``
-    # (the launch sizes it to the row) and reads the same slots back to write: no
-    # other thread touches them, so no barrier guards them.
+    # (the launch sizes it to the row) and reads the same slots back to write: the
+    # read and the write take one partition of the row and its output, so that no
+    # other thread touches those slots in between.  The next row of the block may start
+    # at another offset from a 16-byte boundary, and so be cut elsewhere: a barrier
+    # ends each row before its slots change hands.
 
-    @cuda.jit(device=True, inline="always")
-    def kept_row_state(xi, row):
-        """:func:`row_state` of ``xi``, each thread's entries kept in ``row``."""
-        m, s, nan = dtype(-math.inf), zero, zero
-        for j in range(cuda.threadIdx.x, xi.size, cuda.blockDim.x):
-            v = dtype(xi[j])
-            row[j] = v
-            m, s, nan = add_flagged(m, s, nan, v)
+    @jit
+    def kept_step(acc, j, v, row):
+        row[j] = v
+        m, s, nan = acc
+        return add_flagged(m, s, nan, v)
+
+    kept_fold = _wide.fold(kept_step)
+
+    @jit
+    def kept_exp(j, params):
+        row, m, r = params
+        return math.exp(row[j] - m) * r
+
+    @jit
+    def kept_log(j, params):
+        row, m, log1p_s = params
+        return log_probability(row[j], m, log1p_s)
+
+    kept_exp_write = _wide.generate(kept_exp)
+    kept_log_write = _wide.generate(kept_log)
+
+    @jit
+    def kept_row_state(xi, part, row):
+        """:func:`row_state` of ``xi``, each thread's entries of ``part`` kept in ``row``."""
+        t, threads = mine()
+        m, s, nan = kept_fold(xi, part, t, threads, empty_state(), row)
         m, s, nan = block_online(m, s, nan)
         return settled(m, s, nan)
 
     @cuda.jit
     def _softmax_online_in_shared(x, out):
         row = cuda.shared.array(0, dtype)
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, s, _nan = kept_row_state(x[i], row)
-            r = softmax_scale(m, s)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = math.exp(row[j] - m) * r
+            xi, oi = x[i], out[i]
+            part = span(xi, oi, oi, 0, xi.size)
+            m, s, _nan = kept_row_state(xi, part, row)
+            kept_exp_write(oi, part, t, threads, (row, m, softmax_scale(m, s)))
+            cuda.syncthreads()  # the next row is cut elsewhere: its slots are others'
 
     @cuda.jit
     def _log_softmax_in_shared(x, out):
         row = cuda.shared.array(0, dtype)
+        t, threads = mine()
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, s, _nan = kept_row_state(x[i], row)
-            log1p_s = math.log1p(s)
-            for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
-                out[i, j] = log_probability(row[j], m, log1p_s)
+            xi, oi = x[i], out[i]
+            part = span(xi, oi, oi, 0, xi.size)
+            m, s, _nan = kept_row_state(xi, part, row)
+            kept_log_write(oi, part, t, threads, (row, m, math.log1p(s)))
+            cuda.syncthreads()  # the next row is cut elsewhere: its slots are others'
 
     # ------------------------------------------------------------ a row over blocks
     # Work unit ``u`` is piece ``u % pieces`` of row ``u // pieces``; the pieces'
     # states ``(m, s, nan)`` go to ``pm, ps, pn`` of shape ``(rows, pieces)``.
 
-    @cuda.jit(device=True, inline="always")
+    @jit
     def piece(u, pieces, n):
         """``(row, piece, start, stop)`` of work unit ``u``."""
         i, c = u // pieces, u % pieces
@@ -217,16 +299,17 @@ def build(dtype, red) -> dict:
     @cuda.jit
     def _split_row_state(x, pm, ps, pn):
         pieces = pm.shape[1]
+        t, threads = mine()
         for u in range(cuda.blockIdx.x, x.shape[0] * pieces, cuda.gridDim.x):
             i, c, start, stop = piece(u, pieces, x.shape[1])
-            m, s, nan = dtype(-math.inf), zero, zero
-            for j in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-                m, s, nan = add_flagged(m, s, nan, dtype(x[i, j]))
+            xi = x[i]
+            part = span(xi, xi, xi, start, stop)
+            m, s, nan = state_fold(xi, part, t, threads, empty_state(), 0)
             m, s, nan = block_online(m, s, nan)
             if cuda.threadIdx.x == 0:
                 pm[i, c], ps[i, c], pn[i, c] = m, s, nan
 
-    @cuda.jit(device=True, inline="always")
+    @jit
     def merged_pieces(pm, ps, pn, i):
         """The state of row ``i`` from its pieces', merged in piece order."""
         m, s, nan = pm[i, 0], ps[i, 0], pn[i, 0]
@@ -237,29 +320,29 @@ def build(dtype, red) -> dict:
     @cuda.jit
     def _softmax_online_split(x, pm, ps, pn, out):
         pieces = pm.shape[1]
+        t, threads = mine()
         for u in range(cuda.blockIdx.x, x.shape[0] * pieces, cuda.gridDim.x):
             i, _c, start, stop = piece(u, pieces, x.shape[1])
+            xi, oi = x[i], out[i]
             m, s, _nan = merged_pieces(pm, ps, pn, i)
-            r = softmax_scale(m, s)
-            for j in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-                out[i, j] = math.exp(dtype(x[i, j]) - m) * r
+            exp_map(xi, oi, span(xi, oi, oi, start, stop), t, threads, (m, softmax_scale(m, s)))
 
     @cuda.jit
     def _log_softmax_split(x, pm, ps, pn, out):
         pieces = pm.shape[1]
+        t, threads = mine()
         for u in range(cuda.blockIdx.x, x.shape[0] * pieces, cuda.gridDim.x):
             i, _c, start, stop = piece(u, pieces, x.shape[1])
+            xi, oi = x[i], out[i]
             m, s, _nan = merged_pieces(pm, ps, pn, i)
-            log1p_s = math.log1p(s)
-            for j in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-                out[i, j] = log_probability(dtype(x[i, j]), m, log1p_s)
+            log_map(xi, oi, span(xi, oi, oi, start, stop), t, threads, (m, math.log1p(s)))
 
     @cuda.jit
     def _logsumexp_split(x, pm, ps, pn, out):
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
             if cuda.threadIdx.x == 0:
                 m, s, _nan = merged_pieces(pm, ps, pn, i)
-                out[i] = logsumexp(m, s)
+                store(out, i, logsumexp(m, s))
 
     # ----------------------------------------------------------------- a warp per row
     # For short rows (``config.CUDA_WARP_ROW_MAX_LENGTH``): each warp of a block takes
@@ -267,7 +350,7 @@ def build(dtype, red) -> dict:
     # and every warp of a block runs the same number of iterations (the rows past the
     # end with an empty state), so that the warp reduction runs in step.
 
-    @cuda.jit(device=True, inline="always")
+    @jit
     def warp_rows():
         """``(first row of this block, row step, this warp, this lane)``."""
         per_block = cuda.blockDim.x // WARP
@@ -282,9 +365,9 @@ def build(dtype, red) -> dict:
             i = base + warp
             m, s, _nan = warp_row_state(x, i, lane)
             if i < x.shape[0]:
-                r = softmax_scale(m, s)
-                for j in range(lane, x.shape[1], WARP):
-                    out[i, j] = math.exp(dtype(x[i, j]) - m) * r
+                xi, oi = x[i], out[i]
+                part = span(xi, oi, oi, 0, xi.size)
+                exp_map(xi, oi, part, lane, WARP, (m, softmax_scale(m, s)))
 
     @cuda.jit
     def _log_softmax_warp(x, out):
@@ -293,9 +376,8 @@ def build(dtype, red) -> dict:
             i = base + warp
             m, s, _nan = warp_row_state(x, i, lane)
             if i < x.shape[0]:
-                log1p_s = math.log1p(s)
-                for j in range(lane, x.shape[1], WARP):
-                    out[i, j] = log_probability(dtype(x[i, j]), m, log1p_s)
+                xi, oi = x[i], out[i]
+                log_map(xi, oi, span(xi, oi, oi, 0, xi.size), lane, WARP, (m, math.log1p(s)))
 
     @cuda.jit
     def _logsumexp_warp(x, out):
@@ -304,7 +386,7 @@ def build(dtype, red) -> dict:
             i = base + warp
             m, s, _nan = warp_row_state(x, i, lane)
             if i < x.shape[0] and lane == 0:
-                out[i] = logsumexp(m, s)
+                store(out, i, logsumexp(m, s))
 
     variants = {}
     for name in ("_softmax_shifted", "_softmax_online"):  # on a GPU, one kernel
