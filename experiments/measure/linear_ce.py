@@ -167,7 +167,8 @@ def candidate(name: str, h, W, y, bias=None, dtype: str = "float32"):
         from cut_cross_entropy import linear_cross_entropy
 
         def with_cce():
-            loss = linear_cross_entropy(th, tW, ty, bias=tb, impl="torch_compile")
+            extra = {} if tb is None else {"bias": tb}  # CCE 25.1 takes no bias
+            loss = linear_cross_entropy(th, tW, ty, impl="torch_compile", **extra)
             return torch.autograd.grad(loss, (th, tW))
 
         return with_cce
@@ -218,15 +219,19 @@ def one_call(name: str, shape, dtype: str, data: str) -> tuple[float, float]:
 
 
 def in_fresh_process(name: str, shape, dtype: str, data: str) -> tuple[float, float]:
-    """:func:`one_call` in a new Python process."""
+    """:func:`one_call` in a new Python process; ``(nan, nan)`` when it fails (its
+    error written to stderr: one candidate's failure does not stop the run)."""
     code = (
         "import json; from experiments.measure import linear_ce as m; "
         f"print(json.dumps(m.one_call({name!r}, {tuple(shape)!r}, {dtype!r}, {data!r})))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True,
         cwd=pathlib.Path(__file__).resolve().parents[2],
     )  # fmt: skip
+    if done.returncode:
+        sys.stderr.write(f"linear-ce: {name} {shape} {dtype} {data} failed:\n{done.stderr}\n")
+        return float("nan"), float("nan")
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -245,7 +250,9 @@ def measure(shape, dtype: str, data: str, rounds: int, quick: bool = False) -> l
     tokens, hidden, vocabulary = shape
     rows = []
     for name in names:
-        floor = np.asarray(seconds[FLOOR.get(name, "products-torch")])
+        # NumPy has no bfloat16 products: then every ratio is to torch's.
+        floor_name = FLOOR.get(name, "products-torch")
+        floor = np.asarray(seconds[floor_name if floor_name in seconds else "products-torch"])
         rows.append({
             "candidate": name, "data": data, "tokens": tokens, "hidden": hidden,
             "vocabulary": vocabulary, "dtype": dtype, "median_s": float(np.median(seconds[name])),
@@ -334,9 +341,12 @@ def write_report(out: pathlib.Path) -> pathlib.Path:
         "`config.LINEAR_CE_WORKSPACE_BYTES` at 256 MiB instead of 64; `torch`:",
         "`F.cross_entropy(F.linear(h, W), y)` and its backward; `cce`: Cut Cross-Entropy's",
         '`impl="torch_compile"`.  `x products`: time over the same library\'s products in',
-        "the same round (median); `extra MiB`: peak resident memory of the call above that",
+        "the same round (median; NumPy has no bfloat16 products, so in bfloat16 every",
+        "ratio is to torch's); `extra MiB`: peak resident memory of the call above that",
         "before it, less the gradients `dh` and `dW` (the issue's measure: beyond inputs",
-        "and gradients); `logits MiB`: the float32 `N x V` logits.  Data `gaussian`: logits",
+        "and gradients; the products' outputs are made before the call but first written",
+        "in it, so theirs counts the logits and gradients); `logits MiB`: the float32",
+        "`N x V` logits.  Data `gaussian`: logits",
         "of unit variance, uniform targets; `zipf`: the same plus a bias of the log of",
         "Zipf's law over the classes, targets drawn from it (what filtering can skip).",
         "",
