@@ -18,7 +18,7 @@ install: $(STAMP)
 # gate and the dask cluster, stay in one worker); Numba's on-disk cache is safe to
 # share between the workers.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadgroup
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=25
 
 # The edit loop: every test but those marked `slow` (the whole quick study, the other
 # scales of the accuracy grid, the large shapes, the dask cluster sweeps, the

@@ -189,8 +189,11 @@ def test_linear_cross_entropy_promotes_integers_like_every_function(rng):
     # an integer array takes the floating dtype of the others
     h32 = h.astype(np.float32)
     assert sn.linear_cross_entropy(h32, W, t).dtype == np.float32
-    with pytest.raises(TypeError, match="float32 or float64"):
-        sn.linear_cross_entropy(h.astype(np.float16), W, t)
+    # float16 too (computed in float32, the gradients in float16)
+    loss, (dh, dW, _) = sn.linear_cross_entropy(h.astype(np.float16), W, t, return_grad=True)
+    assert loss.dtype == np.float32 and dh.dtype == dW.dtype == np.float16
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
+        sn.linear_cross_entropy(h.astype(np.complex64), W, t)
     with pytest.raises(TypeError, match="one dtype"):
         sn.linear_cross_entropy(h32, W.astype(np.float64), t)
 
