@@ -19,19 +19,36 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def table(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.device.compile_gate", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=900,
-    )
+def table(tmp_path_factory, worker_id):
+    """The gate's table, built once per test run: under pytest-xdist the workers
+    share one build through a lock in the run's temporary folder (the group mark
+    should keep these tests on one worker, yet a run of ``make test`` built the gate
+    twice, 150 s and 300 s of its 20 minutes)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    out = shared / "compile_gate"
+    with FileLock(str(shared / "compile_gate.lock")):
+        if not (out / "returncode").exists():
+            out.mkdir(exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+            done = subprocess.run(
+                [sys.executable, "-m", "experiments.device.compile_gate", "--out", str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=900,
+            )
+            (out / "output").write_text(done.stdout + done.stderr)
+            (out / "returncode").write_text(str(done.returncode))
+    done = subprocess.CompletedProcess(
+        args=[], returncode=int((out / "returncode").read_text()),
+        stdout=(out / "output").read_text(), stderr="",
+    )  # fmt: skip
     path = out / "ptxas.csv"
-    assert path.exists(), done.stdout + done.stderr
+    assert path.exists(), done.stdout
     return pd.read_csv(path, keep_default_na=False), done
 
 

@@ -38,18 +38,29 @@ def _run(args, cache, **kwargs):
     )
 
 
+@pytest.fixture(scope="module")
+def after_warmup(tmp_path_factory):
+    """A process with an empty Numba cache runs the whole warm-up, then the public
+    calls of :func:`compiled_after_warmup`: its output, and the cache it filled (which
+    the other tests of the group read: one warm-up from scratch per run, the longest
+    test of the suite)."""
+    cache = tmp_path_factory.mktemp("warm_cache")
+    done = _run(["-c", AFTER_WARMUP.format(tests=str(ROOT / "tests"))], cache)
+    return done, cache
+
+
 @pytest.mark.slow
 @pytest.mark.long
-def test_warmup_fills_the_cache_that_the_first_real_call_loads_from(tmp_path):
-    done = _run(
-        ["-m", "softmax_numba", "warmup", "--dtypes", "float32", "--engines", "cpu"], tmp_path
-    )
+@pytest.mark.xdist_group("warmup")
+def test_warmup_fills_the_cache_that_the_first_real_call_loads_from(after_warmup):
+    _, cache = after_warmup
+    assert list(cache.rglob("*.nbi"))  # the warm-up wrote the cache
+    done = _run(["-m", "softmax_numba", "warmup", "--dtypes", "float32", "--engines", "cpu"], cache)
     assert done.returncode == 0, done.stderr
     total = len(warmup.steps(["float32"], ["cpu"]))
     assert f"{total}/{total}" in done.stderr  # the progress bar reached its end
-    assert str(tmp_path) in done.stdout
-    assert list(tmp_path.rglob("*.nbi"))
-    first = _run(["-c", FIRST_CALLS], tmp_path)
+    assert str(cache) in done.stdout
+    first = _run(["-c", FIRST_CALLS], cache)
     assert first.returncode == 0, first.stderr
     # each kernel: loaded once from the cache, compiled never
     assert first.stdout.split() == ["1", "0", "1", "0"]
@@ -298,7 +309,8 @@ def compiled_after_warmup() -> dict:
 
 @pytest.mark.slow
 @pytest.mark.long
-def test_after_the_warmup_no_public_call_compiles(tmp_path):
+@pytest.mark.xdist_group("warmup")
+def test_after_the_warmup_no_public_call_compiles(after_warmup):
     """Every kernel, and every signature of it that a public call reaches, is compiled
     by the warm-up: in a process with an empty cache, after :func:`warmup.warm_up`, a
     battery of calls (every public function, option, algorithm, engine and input
@@ -306,7 +318,7 @@ def test_after_the_warmup_no_public_call_compiles(tmp_path):
 
     Not covered: a read-only input (``x.flags.writeable == False``), which Numba
     types apart from a writeable one; warming both would double the warm-up."""
-    done = _run(["-c", AFTER_WARMUP.format(tests=str(ROOT / "tests"))], tmp_path)
+    done, _ = after_warmup
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["cold"] == [], f"kernels the warm-up never compiles: {found['cold']}"
