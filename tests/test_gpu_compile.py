@@ -52,21 +52,21 @@ def table(tmp_path_factory, worker_id):
     return pd.read_csv(path, keep_default_na=False), done
 
 
-def test_the_warp_kernels_reduce_with_shuffles_and_no_barrier(table):
+def check_the_warp_kernels_reduce_with_shuffles_and_no_barrier(table):
     frame, _ = table
     warp = frame[frame.kernel.str.endswith("__warp_per_row")]
     assert len(warp) and (warp.shuffles > 0).all() and (warp.barriers == 0).all()
     assert (warp.shared_bytes == 0).all()
 
 
-def test_every_kernel_compiles_for_sm90_without_spills(table):
+def check_every_kernel_compiles_for_sm90_without_spills(table):
     frame, done = table
     bad = frame[(frame.status != "ok") | (frame.spill_stores > 0) | (frame.spill_loads > 0)]
     assert bad.empty, bad[["kernel", "dtype", "status", "error"]].to_string()
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
+def check_every_gpu_kernel_and_dtype_is_in_the_table(table):
     from experiments.device.compile_gate import kernel_modules
     from softmax_numba.cpu import _compile
     from softmax_numba.gpu import _runtime
@@ -93,7 +93,7 @@ def test_every_gpu_kernel_and_dtype_is_in_the_table(table):
     assert cpu == names
 
 
-def test_every_softmax_family_kernel_reads_its_rows_128_bits_at_a_time(table):
+def check_every_softmax_family_kernel_reads_its_rows_128_bits_at_a_time(table):
     """Issue 31: a 128-bit global load (``ld.global.v4`` of 32-bit lanes, ``.v2`` of
     64-bit ones) in every softmax-family kernel, every dtype; the row-writing ones store
     so too.  The family is every kernel of its modules but the one that reads no row."""
@@ -109,3 +109,13 @@ def test_every_softmax_family_kernel_reads_its_rows_128_bits_at_a_time(table):
     assert narrow.empty, narrow[["kernel", "dtype"]].to_string()
     writers = family[family.kernel.str.contains("softmax") & ~family.kernel.str.contains("state")]
     assert (writers.vector4_stores > 0).all(), writers[writers.vector4_stores == 0].kernel
+
+
+def test_the_compile_gate(table):
+    """The checks above on one build of the gate, in one test: its fixture then runs
+    on one xdist worker only (split over tests, a run of ``make test`` built it on
+    both workers, or left one waiting on the other's lock)."""
+    check_the_warp_kernels_reduce_with_shuffles_and_no_barrier(table)
+    check_every_kernel_compiles_for_sm90_without_spills(table)
+    check_every_gpu_kernel_and_dtype_is_in_the_table(table)
+    check_every_softmax_family_kernel_reads_its_rows_128_bits_at_a_time(table)

@@ -52,7 +52,7 @@ def after_warmup(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.xdist_group("warmup")
-def test_warmup_fills_the_cache_that_the_first_real_call_loads_from(after_warmup):
+def check_warmup_fills_the_cache_that_the_first_real_call_loads_from(after_warmup):
     _, cache = after_warmup
     assert list(cache.rglob("*.nbi"))  # the warm-up wrote the cache
     done = _run(["-m", "softmax_numba", "warmup", "--dtypes", "float32", "--engines", "cpu"], cache)
@@ -310,7 +310,7 @@ def compiled_after_warmup() -> dict:
 @pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.xdist_group("warmup")
-def test_after_the_warmup_no_public_call_compiles(after_warmup):
+def check_after_the_warmup_no_public_call_compiles(after_warmup):
     """Every kernel, and every signature of it that a public call reaches, is compiled
     by the warm-up: in a process with an empty cache, after :func:`warmup.warm_up`, a
     battery of calls (every public function, option, algorithm, engine and input
@@ -323,6 +323,15 @@ def test_after_the_warmup_no_public_call_compiles(after_warmup):
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["cold"] == [], f"kernels the warm-up never compiles: {found['cold']}"
     assert found["compiled"] == {}, f"compiled after the warm-up: {found['compiled']}"
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_the_warmup_from_an_empty_cache(after_warmup):
+    """Both checks on one warm-up from an empty cache, in one test: its fixture then
+    runs once (split over two tests, xdist ran it on both workers, 486 s each)."""
+    check_after_the_warmup_no_public_call_compiles(after_warmup)
+    check_warmup_fills_the_cache_that_the_first_real_call_loads_from(after_warmup)
 
 
 def test_cold_kernels_names_what_this_process_has_not_compiled(monkeypatch):
